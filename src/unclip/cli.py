@@ -1,0 +1,161 @@
+"""The ``unclip`` command line: argparse subcommands that call the library and print.
+
+Holds no logic of its own (DESIGN.md principle 12): every subcommand parses its
+arguments, calls one library function and prints the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .errors import UnclipError
+
+DATA_HELP = "dataset: 'shapes' (built in), 'emoji' (needs fonts), or a folder of images with same-named .txt captions"
+
+
+def _add_model(p: argparse.ArgumentParser, required: bool = False) -> None:
+    p.add_argument("--model", default=None if required else "shapes", required=required, help="a shipped model name ('shapes') or a model directory written by `unclip train all` (default: shapes)")
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="unclip", description="unCLIP (DALL-E 2) text-to-image with CLIP latents: train CLIP, a diffusion prior and a decoder; generate, manipulate and evaluate images.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="generate a gallery (index.html + PNGs) from the shipped model", description="Load a model and write a gallery of text-to-image samples (seen and held-out colour-shape pairs, two-object captions) as index.html and PNGs.")
+    _add_model(p)
+    p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("-n", type=int, default=4, help="images per caption (default: 4)")
+    p.add_argument("--steps", type=int, default=None, help="decoder DDIM steps (default: the model's)")
+    _add_device(p)
+
+    p = sub.add_parser("train", help="train a stage (clip, prior, decoder) or all of them", description="Train one stage or the whole system. `all` trains CLIP, then the prior and decoder on cached CLIP embeddings, and writes a complete model directory to --out. Re-run with --resume to continue an interrupted run exactly.")
+    p.add_argument("stage", choices=["clip", "prior", "decoder", "all"], help="what to train")
+    p.add_argument("--data", default="shapes", help=DATA_HELP)
+    p.add_argument("--preset", default="small", help="size preset: tiny (seconds, tests), small (2 CPU cores), gpu (default: small)")
+    p.add_argument("--out", required=True, help="model directory to write")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
+    p.add_argument("--steps", type=int, default=None, help="override the preset's number of steps for every stage trained")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--text-only", action="store_true", help="decoder only: train the GLIDE-style baseline without the CLIP image embedding")
+    _add_device(p)
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    p = sub.add_parser("generate", help="text to image", description="Generate images for one or more prompts and write NNN.png, grid.png and manifest.json to --out.")
+    p.add_argument("prompts", nargs="+", metavar="PROMPT", help="captions, e.g. 'a red circle'")
+    _add_model(p)
+    p.add_argument("-n", type=int, default=4, help="images per prompt (default: 4)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--prior", default="diffusion", choices=["diffusion", "text-embed", "none"], help="conditioning: diffusion prior z_i (default), the text embedding as z_i, or caption only")
+    p.add_argument("--prior-guidance", type=float, default=None, help="prior classifier-free guidance scale")
+    p.add_argument("--decoder-guidance", type=float, default=None, help="decoder classifier-free guidance scale")
+    p.add_argument("--steps", type=int, default=None, help="decoder DDIM steps")
+    p.add_argument("--prior-steps", type=int, default=None, help="prior sampling steps (default 64)")
+    p.add_argument("--best-of", type=int, default=None, help="prior candidates per caption, best by dot product with z_t (default 2)")
+    p.add_argument("--out", required=True, help="output folder")
+    _add_device(p)
+
+    p = sub.add_parser("eval", help="score a model's samples against the shapes spec", description="Generate the 32 prompts 'a {color} {shape}' with several seeds and score them exactly against the shapes spec: colour, shape, single-object and both-right rates (held-out pairs separately), centre spread; plus CLIP score and the prior's cosine to the true z_i on the test split.")
+    _add_model(p)
+    p.add_argument("--data", default="shapes", help="only 'shapes' is scored")
+    p.add_argument("--seeds", type=int, default=4, help="images per prompt (default: 4)")
+    p.add_argument("--steps", type=int, default=None, help="decoder DDIM steps")
+    p.add_argument("--prior", default="diffusion", choices=["diffusion", "text-embed", "none"], help="conditioning mode")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--out", default=None, help="also write the scored images here")
+    _add_device(p)
+
+    p = sub.add_parser("bench", help="training and sampling speed at fixed sizes", description="Measure prior/decoder training steps/s and sampling throughput at fixed sizes (random weights, fp32, guidance off), with parameter counts and peak memory.")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
+    p.add_argument("--quick", action="store_true", help="fewer repetitions (rougher figures)")
+    _add_device(p)
+
+    p = sub.add_parser("data", help="dump dataset samples as PNGs + manifest.json", description="Write samples of a dataset as NNN.png, grid.png and manifest.json (caption and ground-truth attributes per image).")
+    p.add_argument("dataset", help=DATA_HELP)
+    p.add_argument("--split", default="train", choices=["train", "val", "test"], help="split (default: train)")
+    p.add_argument("-n", type=int, default=16, help="number of samples (default: 16)")
+    p.add_argument("--seed", type=int, default=0, help="dataset seed (default: 0)")
+    p.add_argument("--size", type=int, default=64, help="image side in pixels (default: 64)")
+    p.add_argument("--out", required=True, help="output folder")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "data":
+        from .data import get_dataset
+        from .data.dump import dump_samples
+
+        ds = get_dataset(args.dataset, split=args.split, size=args.size, seed=args.seed, length=max(args.n, 1))
+        path = dump_samples(ds, args.n, args.out)
+        print(f"wrote {args.n} samples to {path}")
+        return 0
+    if args.command == "train":
+        from .train import recipes
+
+        kwargs = dict(seed=args.seed, device=args.device, steps=args.steps, resume=args.resume, progress=not args.no_progress)
+        if args.stage == "all":
+            summary = recipes.train_all(args.data, args.preset, args.out, **kwargs)
+            print(json.dumps(summary, indent=2))
+        else:
+            summary = recipes.train_single(args.stage, args.data, args.preset, args.out, text_only=args.text_only, **kwargs)
+            print(json.dumps(summary, indent=2))
+        return 0
+    if args.command == "generate":
+        from .imageio import write_image_set
+        from .pipeline import UnCLIP
+
+        pipe = UnCLIP.load(args.model, device=args.device)
+        images = pipe.generate(args.prompts, num_images=args.n, seed=args.seed, prior=args.prior, prior_guidance=args.prior_guidance, decoder_guidance=args.decoder_guidance, steps=args.steps, prior_steps=args.prior_steps, best_of=args.best_of, progress=True)
+        entries = [{"prompt": p, "seed": args.seed, "index": k} for p in args.prompts for k in range(args.n)]
+        meta = {"command": "generate", "model": str(args.model), "settings": {k: getattr(args, k) for k in ("prior", "prior_guidance", "decoder_guidance", "steps", "prior_steps", "best_of", "n", "seed")}}
+        path = write_image_set(args.out, images, entries, meta)
+        print(f"wrote {len(images)} images to {path}")
+        return 0
+    if args.command == "demo":
+        from .demo import run_demo
+
+        path = run_demo(args.model, args.out, seed=args.seed, n=args.n, steps=args.steps, device=args.device)
+        print(f"gallery written to {path / 'index.html'}")
+        return 0
+    if args.command == "eval":
+        from .eval.text_to_image import evaluate_model
+
+        report = evaluate_model(args.model, data=args.data, seeds=args.seeds, steps=args.steps, prior=args.prior, out=args.out, device=args.device)
+        print(json.dumps(report, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in report.items()))
+        return 0
+    if args.command == "bench":
+        from .bench import run_benchmarks
+
+        report = run_benchmarks(threads=args.threads, device=args.device, quick=args.quick)
+        print(json.dumps(report, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in report.items()))
+        return 0
+    raise AssertionError(args.command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``unclip`` script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return _run(args)
+    except UnclipError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""Exceptions raised by the library.
+
+Every error names the input that is wrong and, where it can, how to fix it, so that a
+user reading a traceback knows what to change without opening the source.
+"""
+
+
+class UnclipError(Exception):
+    """Base class of every error the library raises on purpose."""
+
+
+class CheckpointError(UnclipError):
+    """A checkpoint or model directory is missing, corrupt, or of the wrong version/shape."""
+
+
+class ConfigError(UnclipError):
+    """A configuration value is invalid (unknown key, wrong type, impossible size)."""
+
+
+class DataError(UnclipError):
+    """A dataset could not be built or read (unknown name, missing font, empty folder)."""
+
+
+class InputError(UnclipError):
+    """An argument passed by the user is invalid (bad image, prompt, size or scale)."""

@@ -1,0 +1,1 @@
+"""Evaluation: exact-geometry scoring of generated images and the metrics built on it."""

@@ -1,0 +1,1 @@
+"""Network blocks shared by every model: attention, transformers, UNet blocks."""

@@ -1,0 +1,1 @@
+"""Priors P(z_i | y): from a caption's CLIP text encoding to a CLIP image embedding."""

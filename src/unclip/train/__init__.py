@@ -1,0 +1,43 @@
+"""Training: one stage-agnostic loop (``loop.py``), EMA, resumable state on disk, presets.
+
+A stage (``stages.py``) supplies ``name``, ``model``, ``get_batch(step, generator)``,
+``loss(batch, generator)`` and ``export(model, out_dir)``; :func:`train` does the rest.
+"""
+
+from .ema import EMA
+from .loop import (
+    EVAL_LOG,
+    LOSS_LOG,
+    Stage,
+    TrainConfig,
+    TrainResult,
+    lr_at,
+    lr_factor,
+    step_generator,
+    step_seed,
+    train,
+)
+from .presets import get_preset, list_presets, register_preset
+from .state import STATE_DIR, TrainState, has_train_state, load_train_state, save_train_state
+
+__all__ = [
+    "EMA",
+    "EVAL_LOG",
+    "LOSS_LOG",
+    "STATE_DIR",
+    "Stage",
+    "TrainConfig",
+    "TrainResult",
+    "TrainState",
+    "get_preset",
+    "has_train_state",
+    "list_presets",
+    "load_train_state",
+    "lr_at",
+    "lr_factor",
+    "register_preset",
+    "save_train_state",
+    "step_generator",
+    "step_seed",
+    "train",
+]

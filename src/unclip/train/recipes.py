@@ -1,0 +1,214 @@
+"""Training recipes: the presets and the orchestration of ``unclip train``.
+
+``train all`` renders a training set once, trains CLIP on it, encodes every image and
+distinct caption with the frozen CLIP once (the prior and decoder then never run the
+image tower), trains the diffusion prior and the decoder, and writes a complete model
+directory (DESIGN.md section 4). Each stage keeps resumable state in ``runs/<stage>/``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..checkpoint import atomic_write_json
+from ..clip.frozen import FrozenCLIP
+from ..clip.model import CLIP, CLIPConfig
+from ..clip.tokenizer import Tokenizer
+from ..data import get_dataset
+from ..data.embeddings import TrainingSet, encode_training_set, load_training_set, render_training_set, save_training_set
+from ..decoder.model import Decoder, DecoderConfig
+from ..errors import ConfigError
+from ..prior.diffusion_prior import DiffusionPrior, DiffusionPriorConfig
+from .loop import TrainConfig, train
+from .stages import CLIPStage, DecoderStage, DiffusionSettings, PriorStage
+
+log = logging.getLogger(__name__)
+
+STAGES = ("clip", "prior", "decoder", "all")
+
+# Each preset: the training data, then per stage the model sizes, the loop settings and
+# the batch size. "tiny" is for tests (seconds); "small" trains on 2 CPU cores; "gpu"
+# is the size the shipped model was trained at on one GPU.
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "data": {"num_images": 256, "image_size": 16},
+        "clip": {"model": dict(image_size=16, patch_size=4, vision_width=32, vision_depth=1, vision_heads=2, text_width=32, text_depth=1, text_heads=2, embed_dim=32, context_length=20),
+                 "train": dict(steps=20, lr=1e-3, warmup_steps=2, checkpoint_every=10, ema_decay=0.0), "batch_size": 32},
+        "prior": {"model": dict(width=32, depth=1, heads=2, num_timesteps=100),
+                  "train": dict(steps=20, lr=1e-3, warmup_steps=2, checkpoint_every=10, ema_decay=0.9), "batch_size": 32},
+        "decoder": {"model": dict(image_size=16, base_channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(8,), head_channels=16, text_width=32, text_depth=1, text_heads=2),
+                    "diffusion": dict(num_timesteps=100), "train": dict(steps=20, lr=1e-3, warmup_steps=2, checkpoint_every=10, ema_decay=0.9), "batch_size": 8},
+    },
+    "small": {
+        "data": {"num_images": 20000, "image_size": 32},
+        "clip": {"model": dict(image_size=32, patch_size=4, vision_width=128, vision_depth=4, vision_heads=4, text_width=128, text_depth=3, text_heads=4, embed_dim=128, context_length=20),
+                 "train": dict(steps=3000, lr=5e-4, weight_decay=0.1, warmup_steps=200, lr_decay="cosine", checkpoint_every=500, ema_decay=0.0), "batch_size": 128},
+        "prior": {"model": dict(width=256, depth=4, heads=8),
+                  "train": dict(steps=6000, lr=3e-4, weight_decay=0.01, warmup_steps=200, checkpoint_every=1000, ema_decay=0.999), "batch_size": 128},
+        "decoder": {"model": dict(image_size=32, base_channels=64, channel_mults=(1, 2, 2), num_res_blocks=2, attention_resolutions=(16, 8), head_channels=32, text_width=128, text_depth=2, text_heads=4),
+                    "diffusion": dict(), "train": dict(steps=8000, lr=3e-4, warmup_steps=200, checkpoint_every=500, ema_decay=0.9995, precision="bf16"), "batch_size": 32},
+    },
+}
+PRESETS["gpu"] = copy.deepcopy(PRESETS["small"])
+PRESETS["gpu"].update({
+    "data": {"num_images": 60000, "image_size": 64},
+    "decoder": {"model": dict(image_size=64, base_channels=64, channel_mults=(1, 2, 3, 4), num_res_blocks=2, attention_resolutions=(16, 8), head_channels=32, text_width=128, text_depth=2, text_heads=4),
+                "diffusion": dict(), "train": dict(steps=6000, lr=3e-4, warmup_steps=200, checkpoint_every=500, ema_decay=0.9995, precision="auto"), "batch_size": 64},
+})
+PRESETS["gpu"]["clip"]["train"].update(steps=4000)
+PRESETS["gpu"]["clip"]["batch_size"] = 256
+PRESETS["gpu"]["prior"]["train"].update(steps=8000)
+PRESETS["gpu"]["prior"]["batch_size"] = 256
+
+
+def get_preset(name: str) -> dict[str, Any]:
+    """A deep copy of preset ``name``; ConfigError lists the choices."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
+    return copy.deepcopy(PRESETS[name])
+
+
+def _train_config(section: dict[str, Any], *, seed: int, device: str, steps: int | None) -> TrainConfig:
+    kwargs = dict(section.get("train", {}))
+    kwargs.update(seed=seed, device=device)
+    if steps is not None:
+        kwargs["steps"] = steps
+        kwargs["checkpoint_every"] = min(kwargs.get("checkpoint_every", steps), steps)
+        kwargs["warmup_steps"] = min(kwargs.get("warmup_steps", 0), max(steps // 10, 1))
+    names = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in kwargs.items() if k in names})
+
+
+def prepare_training_set(data: str, preset: dict[str, Any], out: Path, *, seed: int, progress: bool) -> TrainingSet:
+    """Render (or reload from ``out/cache``) the preset's training images."""
+    cache = out / "cache"
+    if (cache / "training_set.safetensors").is_file():
+        log.info("reusing the rendered training set in %s", cache)
+        return load_training_set(cache)
+    spec = preset["data"]
+    dataset = get_dataset(data, split="train", size=spec["image_size"], seed=seed, length=spec["num_images"])
+    training_set = render_training_set(dataset, spec["num_images"], progress=progress)
+    save_training_set(training_set, cache)
+    return training_set
+
+
+def train_clip_stage(training_set: TrainingSet, preset: dict[str, Any], out: Path, *, seed: int = 0, device: str = "cpu", steps: int | None = None, resume: bool = False, progress: bool = True) -> FrozenCLIP:
+    """Train the tokenizer and CLIP; writes ``out/clip``."""
+    section = preset["clip"]
+    tokenizer = Tokenizer.train(training_set.captions)
+    config = CLIPConfig(**{**section["model"], "vocab_size": tokenizer.vocab_size})
+    torch.manual_seed(seed)
+    stage = CLIPStage(CLIP(config), tokenizer, training_set, section["batch_size"], export_root=out)
+    train(stage, _train_config(section, seed=seed, device=device, steps=steps), out / "runs" / "clip", resume=resume, progress=progress)
+    return FrozenCLIP.load(out / "clip", device=device)
+
+
+def train_prior_stage(training_set: TrainingSet, clip: FrozenCLIP, preset: dict[str, Any], out: Path, *, seed: int = 0, device: str = "cpu", steps: int | None = None, resume: bool = False, progress: bool = True) -> None:
+    """Train the diffusion prior on cached CLIP embeddings; writes ``out/prior_diffusion``."""
+    section = preset["prior"]
+    config = DiffusionPriorConfig(**{**section["model"], "embed_dim": clip.embed_dim, "text_width": clip.text_width, "context_length": clip.context_length})
+    torch.manual_seed(seed)
+    stage = PriorStage(DiffusionPrior(config), training_set, section["batch_size"], export_root=out)
+    train(stage, _train_config(section, seed=seed, device=device, steps=steps), out / "runs" / "prior_diffusion", resume=resume, progress=progress)
+
+
+def train_decoder_stage(training_set: TrainingSet, clip: FrozenCLIP, preset: dict[str, Any], out: Path, *, seed: int = 0, device: str = "cpu", steps: int | None = None, resume: bool = False, progress: bool = True, text_only: bool = False) -> None:
+    """Train the decoder (or, ``text_only``, the GLIDE-style baseline); writes ``out/decoder``."""
+    section = preset["decoder"]
+    model_kwargs = {**section["model"], "clip_embed_dim": clip.embed_dim, "vocab_size": clip.tokenizer.vocab_size, "context_length": clip.context_length}
+    if text_only:
+        model_kwargs["use_image_embed"] = False
+    settings = DiffusionSettings(**section.get("diffusion", {}))
+    model_kwargs["learned_variance"] = settings.learned_variance
+    torch.manual_seed(seed)
+    name = "decoder_text_only" if text_only else "decoder"
+    stage = DecoderStage(Decoder(DecoderConfig(**model_kwargs)), training_set, section["batch_size"], settings, export_root=out, name=name)
+    train(stage, _train_config(section, seed=seed, device=device, steps=steps), out / "runs" / name, resume=resume, progress=progress)
+
+
+def _stage_done(out: Path, component: str) -> bool:
+    return (out / component / "weights.safetensors").is_file() and (out / component / "config.json").is_file()
+
+
+def train_all(data: str, preset_name: str, out: str | Path, *, seed: int = 0, device: str = "cpu", steps: int | None = None, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Train CLIP, then the prior and the decoder on its embeddings; write a model directory.
+
+    With ``resume``, finished components are kept and an interrupted stage continues
+    from its last checkpoint. Returns a summary (also written to ``out/train_summary.json``).
+    """
+    from ..pipeline import UnCLIP  # local: the pipeline imports the stages module
+    from ..eval.clip_retrieval import clip_retrieval_report
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    preset = get_preset(preset_name)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    training_set = prepare_training_set(data, preset, out, seed=seed, progress=progress)
+    timings["render_s"] = time.perf_counter() - start
+
+    t0 = time.perf_counter()
+    if resume and _stage_done(out, "clip"):
+        clip = FrozenCLIP.load(out / "clip", device=device)
+    else:
+        clip = train_clip_stage(training_set, preset, out, seed=seed, device=device, steps=steps, resume=resume, progress=progress)
+    timings["clip_s"] = time.perf_counter() - t0
+    retrieval = clip_retrieval_report(clip, data=data, seed=seed) if data == "shapes" else {}
+    if retrieval:
+        atomic_write_json(out / "clip_retrieval.json", retrieval)
+
+    t0 = time.perf_counter()
+    if training_set.image_embeds is None or not resume:
+        encode_training_set(training_set, clip, progress=progress)
+        save_training_set(training_set, out / "cache")
+    timings["encode_s"] = time.perf_counter() - t0
+
+    for name, fn, component in (("prior", train_prior_stage, "prior_diffusion"), ("decoder", train_decoder_stage, "decoder")):
+        t0 = time.perf_counter()
+        if not (resume and _stage_done(out, component)):
+            fn(training_set, clip, preset, out, seed=seed, device=device, steps=steps, resume=resume, progress=progress)
+        timings[f"{name}_s"] = time.perf_counter() - t0
+
+    summary = {"data": data, "preset": preset_name, "seed": seed, "device": device, "steps_override": steps, "timings_s": timings, "wall_time_s": time.perf_counter() - start, "clip_retrieval": retrieval}
+    UnCLIP.write_model_json(out, {"clip": "clip", "prior_diffusion": "prior_diffusion", "decoder": "decoder"}, info=summary)
+    atomic_write_json(out / "train_summary.json", summary)
+    return summary
+
+
+def train_single(stage: str, data: str, preset_name: str, out: str | Path, *, seed: int = 0, device: str = "cpu", steps: int | None = None, resume: bool = False, progress: bool = True, text_only: bool = False) -> dict[str, Any]:
+    """Train one stage into model directory ``out``.
+
+    ``clip`` needs nothing; ``prior`` and ``decoder`` need ``out/clip`` (a trained CLIP),
+    whose embeddings of the training set they cache in ``out/cache``.
+    """
+    from ..errors import CheckpointError
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    preset = get_preset(preset_name)
+    training_set = prepare_training_set(data, preset, out, seed=seed, progress=progress)
+    start = time.perf_counter()
+    if stage == "clip":
+        train_clip_stage(training_set, preset, out, seed=seed, device=device, steps=steps, resume=resume, progress=progress)
+        return {"stage": stage, "out": str(out), "wall_time_s": time.perf_counter() - start}
+    if not _stage_done(out, "clip"):
+        raise CheckpointError(f"training the {stage} needs a CLIP in {out / 'clip'}; run `unclip train clip --out {out}` first (or `unclip train all`)")
+    clip = FrozenCLIP.load(out / "clip", device=device)
+    if training_set.image_embeds is None:
+        encode_training_set(training_set, clip, progress=progress)
+        save_training_set(training_set, out / "cache")
+    if stage == "prior":
+        train_prior_stage(training_set, clip, preset, out, seed=seed, device=device, steps=steps, resume=resume, progress=progress)
+    elif stage == "decoder":
+        train_decoder_stage(training_set, clip, preset, out, seed=seed, device=device, steps=steps, resume=resume, progress=progress, text_only=text_only)
+    else:
+        raise ConfigError(f"unknown stage '{stage}'; choose one of {', '.join(STAGES)}")
+    return {"stage": stage, "out": str(out), "wall_time_s": time.perf_counter() - start}
