@@ -74,6 +74,8 @@ def test_encode_rejects_bad_input(tok):
         tok.encode(["a"], context_length=1)
     with pytest.raises(InputError):
         tok.encode([3], context_length=8)
+    with pytest.raises(InputError):
+        tok.encode([["a"]], context_length=8)
 
 
 def test_encode_empty_batch(tok):

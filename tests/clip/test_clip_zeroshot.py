@@ -68,7 +68,7 @@ def test_retrieval_report_groups_and_confusions():
         retrieval_report(clip, [{"image": images[0], "caption": "nothing"}], prompts)
 
 
-def test_tiny_clip_learns_colour_names_zero_shot():
+def test_tiny_clip_learns_colour_names_zero_shot(single_thread):
     """~150 AdamW steps on 16 px solid colours: zero-shot naming > 90% on fresh images."""
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)

@@ -56,21 +56,23 @@ class TinyStage:
         return {"x": x, "y": y, "step": step}
 
     def loss(self, batch: dict, generator: torch.Generator):
-        out = self.model(batch["x"])
+        device = next(self.model.parameters()).device  # the loop leaves device moves to the stage
+        x, y = batch["x"].to(device), batch["y"].to(device)
+        out = self.model(x)
         if self.record_dtype:
             self.dtypes.append(out.dtype)
-        target = batch["y"] + 0.01 * torch.randn(out.shape, generator=generator)
+        target = y + 0.01 * torch.randn(out.shape, generator=generator).to(device)
         loss = F.mse_loss(out.float(), target)
         if batch["step"] == self.nan_at:
             loss = loss * float("nan")
         # one metric as a 0-d tensor (converted by the loop at log time), one as a float
-        return loss, {"mae": (out.float() - batch["y"]).abs().mean().detach(), "batch_mean": float(batch["x"].mean())}
+        return loss, {"mae": (out.float() - y).abs().mean().detach(), "batch_mean": float(batch["x"].mean())}
 
     def evaluate(self, model: nn.Module, step: int) -> dict[str, float]:
         self.evaluated.append(step)
         g = torch.Generator().manual_seed(99)
-        x = torch.randn(32, 4, generator=g)
-        return {"val_mse": float(F.mse_loss(model(x), x @ self.weight))}
+        x = torch.randn(32, 4, generator=g).to(next(model.parameters()).device)
+        return {"val_mse": float(F.mse_loss(model(x), x @ self.weight.to(x.device)))}
 
     def export(self, model: nn.Module, out_dir: Path) -> None:
         self.exported = model
@@ -81,6 +83,16 @@ def read_state_tensors(run_dir: Path) -> dict[str, dict[str, torch.Tensor]]:
     """Every tensor of a run's checkpoint, by file (safetensors only)."""
     state = Path(run_dir) / "train_state"
     return {name: load_tensors(state / name) for name in ("model.safetensors", "ema.safetensors", "optimizer.safetensors")}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors gain nothing from threads, and on a shared, loaded machine OpenMP
+    spin-waiting makes them 10x slower; restore the setting for other test folders."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ def _log(run_dir) -> list[dict]:
     return [json.loads(line) for line in (run_dir / LOSS_LOG).read_text().splitlines()]
 
 
-def _assert_same_run(a, b, read_state):
+def _assert_same_run(a, b, read_state, *, same_log: bool = True):
     """Params, EMA and optimizer state bit-identical; the same log except timing."""
     sa, sb = read_state(a), read_state(b)
     for name in sa:
@@ -34,7 +34,8 @@ def _assert_same_run(a, b, read_state):
     eb = load_tensors(b / "tiny" / "weights.safetensors")
     assert all(torch.equal(ea[k], eb[k]) for k in ea)
     strip = lambda rows: [{k: v for k, v in r.items() if k != "steps_per_s"} for r in rows]  # noqa: E731
-    assert strip(_log(a)) == strip(_log(b))
+    if same_log:
+        assert strip(_log(a)) == strip(_log(b))
 
 
 def test_training_reduces_loss_and_exports_ema(tmp_path, tiny_stage):
@@ -94,7 +95,9 @@ def test_resume_may_raise_steps(tmp_path, tiny_stage, read_state):
     train(tiny_stage(), _config(steps=8), grown, progress=False)
     assert (grown / "tiny").is_dir()  # the shorter run finished and exported
     train(tiny_stage(), _config(steps=12), grown, resume=True, progress=False)
-    _assert_same_run(straight, grown, read_state)
+    # the 8-step run logged its end (a partial window), so only the weights must agree
+    _assert_same_run(straight, grown, read_state, same_log=False)
+    assert [r["step"] for r in _log(grown)] == [3, 6, 8, 9, 12]
 
 
 def test_resume_without_state_raises_helpful_error(tmp_path, tiny_stage):

@@ -24,7 +24,7 @@ def test_checkpoint_files_are_safetensors_and_json(tmp_path, tiny_stage):
     train(tiny_stage(), _config(), tmp_path, progress=False)
     state_dir = tmp_path / "train_state"
     assert sorted(os.listdir(state_dir)) == ["ema.safetensors", "model.safetensors", "optimizer.safetensors", "state.json"]
-    assert sorted(os.listdir(tmp_path)) == ["loss_log.jsonl", "tiny", "train_state"]  # no temp or backup folders left
+    assert sorted(os.listdir(tmp_path)) == ["eval_log.jsonl", "loss_log.jsonl", "tiny", "train_state"]  # no temp or backup folders left
     for name in ("ema.safetensors", "model.safetensors", "optimizer.safetensors"):
         raw = (state_dir / name).read_bytes()
         assert raw[:1] != b"\x80" and raw[:2] != b"PK"  # neither a pickle nor a torch.save zip
@@ -52,7 +52,7 @@ def test_optimizer_state_roundtrip_is_exact():
         model(torch.randn(5, 3)).pow(2).mean().backward()
         opt.step()
     tensors, meta = optimizer_state_to_tensors(opt.state_dict())
-    json.dumps(meta)
+    tensors = {k: v.clone() for k, v in tensors.items()}  # as if read back from disk: no shared storage
     restored = optimizer_state_from_tensors(tensors, json.loads(json.dumps(meta)))
     original = opt.state_dict()
     assert restored["param_groups"] == original["param_groups"]

@@ -104,10 +104,10 @@ class Tokenizer:
 
     def word_ids(self, text: str) -> list[int]:
         """Ids of the words of ``text``, without bos/eos; unknown words give ``unk``."""
+        if not isinstance(text, str):
+            raise InputError(f"text to tokenize must be a string, got {type(text).__name__}: {text!r}")
         ids = self._cache.get(text)
         if ids is None:
-            if not isinstance(text, str):
-                raise InputError(f"text to tokenize must be a string, got {type(text).__name__}: {text!r}")
             ids = [self.stoi.get(w, self.unk_id) for w in split_words(text)]
             if len(self._cache) < 100_000:
                 self._cache[text] = ids

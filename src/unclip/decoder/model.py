@@ -144,7 +144,9 @@ class DecoderTextEncoder(nn.Module):
         b, length = tokens.shape
         if length > cfg.context_length:
             raise InputError(f"text_tokens has length {length} but the decoder's context_length is {cfg.context_length}; truncate the tokens")
-        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= cfg.vocab_size):
+        # Range check on CPU only: on an accelerator it would force a device sync every
+        # step, and an out-of-range id fails loudly in the embedding there anyway.
+        if tokens.device.type == "cpu" and tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= cfg.vocab_size):
             raise InputError(f"text_tokens ids must lie in [0, {cfg.vocab_size}); got range [{int(tokens.min())}, {int(tokens.max())}]; was the caption tokenized with the matching tokenizer?")
         mask = tokens != cfg.pad_token_id
         # The first position always counts as real: an empty caption still yields a

@@ -7,7 +7,8 @@ turns that output into the mean and variance of p(x_{t-1} | x_t).
 
 Shapes: x is (B, ...) with any number of trailing dims -- images (B, C, H, W) for the decoder,
 vectors (B, D) for the diffusion prior, which diffuses CLIP image embeddings. ``t`` is a
-LongTensor (B,) of indices into *this* diffusion's schedule; for a respaced diffusion,
+LongTensor (B,) (or one int for the whole batch) of indices into *this* diffusion's
+schedule; for a respaced diffusion,
 :attr:`GaussianDiffusion.timestep_map` turns them into the original timesteps a network was
 trained on. Schedule arrays are float64 on the CPU and cast to x's dtype and device on use.
 """
@@ -118,19 +119,23 @@ class GaussianDiffusion:
     def extract(self, arr: torch.Tensor, t: torch.Tensor | int, x: torch.Tensor) -> torch.Tensor:
         """arr[t] shaped (B, 1, ..., 1) to broadcast against x, in x's dtype and on x's device.
 
-        ``t`` is a LongTensor (B,) (or a scalar, used for the whole batch).
+        ``t`` is a LongTensor (B,), or an int (or 0-d tensor) used for the whole batch, which
+        samplers pass to skip a per-element gather.
         """
+        shape = x.shape[:1] + (1,) * (x.ndim - 1)
+        if isinstance(t, int) or (isinstance(t, torch.Tensor) and t.ndim == 0):
+            i = int(t)
+            if not 0 <= i < self.num_timesteps:
+                raise InputError(f"t must lie in [0, {self.num_timesteps - 1}] for this {self.num_timesteps}-step diffusion, got {i}")
+            return arr[i : i + 1].to(dtype=x.dtype).to(x.device).reshape((1,) * x.ndim).expand(shape)
         t = torch.as_tensor(t, dtype=torch.long)
         idx = t.detach().to("cpu")
-        if idx.ndim == 0:
-            idx = idx.expand(x.shape[0])
         if idx.ndim != 1 or idx.shape[0] != x.shape[0]:
             raise InputError(f"t must be a LongTensor of shape ({x.shape[0]},) matching x's batch, got shape {tuple(t.shape)}")
         if int(idx.min()) < 0 or int(idx.max()) >= self.num_timesteps:
             raise InputError(f"t must lie in [0, {self.num_timesteps - 1}] for this {self.num_timesteps}-step diffusion, got {idx.min().item()}..{idx.max().item()}")
         # Cast on the CPU first: some devices (MPS) have no float64.
-        out = arr[idx].to(dtype=x.dtype).to(x.device)
-        return out.reshape(x.shape[:1] + (1,) * (x.ndim - 1))
+        return arr[idx].to(dtype=x.dtype).to(x.device).reshape(shape)
 
     # ------------------------------------------------------------------ forward process
 

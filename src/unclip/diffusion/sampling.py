@@ -7,7 +7,9 @@ returns the network's raw output, with ``t`` a LongTensor (B,) of ORIGINAL times
 and calls the model with the original timestep of each kept step; the model function itself
 is never changed. ``callback(step_index, t, x, pred_x0)`` is called after every step with the
 step's position (0 first), the original timestep it denoised (int), the new x and the x0
-estimate. Noise comes from ``generator``: the same generator state gives the same samples.
+estimate (:func:`ddim_invert` passes the timestep it reached). Noise comes from
+``generator``: the same generator state gives the same samples. Samplers run under
+``torch.no_grad()``.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ def ddpm_sample(
     x = x_T
     for n, i in enumerate(_indices(reversed(range(d.num_timesteps)), progress, d.num_timesteps, "ddpm")):
         t_orig = int(d.timestep_map[i])
-        out = d.p_mean_variance(model_fn(x, _full(t_orig, x)), x, _full(i, x), clip_x0)
+        out = d.p_mean_variance(model_fn(x, _full(t_orig, x)), x, i, clip_x0)
         x = out["mean"]
         if i > 0:
             x = x + torch.exp(0.5 * out["log_variance"]) * randn_like(x, generator)
@@ -97,7 +99,7 @@ def ddim_sample(
     x = x_T
     for n, i in enumerate(_indices(reversed(range(d.num_timesteps)), progress, d.num_timesteps, "ddim")):
         t_orig = int(d.timestep_map[i])
-        pred_x0, pred_eps = d.predict(model_fn(x, _full(t_orig, x)), x, _full(i, x), clip_x0)
+        pred_x0, pred_eps = d.predict(model_fn(x, _full(t_orig, x)), x, i, clip_x0)
         abar, abar_prev = float(d.alphas_cumprod[i]), float(d.alphas_cumprod_prev[i])
         sigma = eta * math.sqrt((1.0 - abar_prev) / (1.0 - abar)) * math.sqrt(1.0 - abar / abar_prev)
         x = math.sqrt(abar_prev) * pred_x0 + math.sqrt(max(1.0 - abar_prev - sigma**2, 0.0)) * pred_eps
@@ -144,12 +146,12 @@ def ddim_invert(
 
     for n, k in enumerate(_indices(range(d.num_timesteps), progress, d.num_timesteps, "ddim-invert")):
         j = max(k - 1, 0)  # the step whose noise level x is at (the first for the clean x0)
-        _, eps = d.predict(model_fn(x, _full(int(d.timestep_map[j]), x)), x, _full(j, x), clip_x0)
+        _, eps = d.predict(model_fn(x, _full(int(d.timestep_map[j]), x)), x, j, clip_x0)
         abar_next = float(d.alphas_cumprod[k])
         t_orig = int(d.timestep_map[k])
         x_next, x0_hat = up(x, eps, abar_next)
         for _ in range(refine):
-            _, eps = d.predict(model_fn(x_next, _full(t_orig, x)), x_next, _full(k, x), clip_x0)
+            _, eps = d.predict(model_fn(x_next, _full(t_orig, x)), x_next, k, clip_x0)
             x_next, x0_hat = up(x, eps, abar_next)
         x, abar_cur = x_next, abar_next
         if callback is not None:

@@ -1,45 +1,44 @@
 """Exact-geometry scorer for images of the ``shapes`` dataset (``/work/shared/specs/shapes.md``).
 
-The ``shapes`` dataset is flat-filled geometry on a plain background, so a generated image
-can be read back without any learned model: find the background, split the foreground by
-palette colour, label connected components, and measure each component's bounding box,
-area and mass distribution. The reading gives colour, shape, size word, extent, centre and
-region of every object, which is what caption fidelity (does ``a red star`` give one red
-star?) and diversity (do the centres spread over the canvas?) are measured with.
+Flat colours on a plain background can be read back without any learned model, so the
+colour, shape, size word, extent, centre and region of every object in a generated image
+can be checked against its prompt (fidelity), and the spread of the centres measured
+(diversity). Outside tools score our images against the same spec, so the reading uses the
+spec's numbers. Work is vectorised over pixels; Python loops run only over the components.
 
-Pipeline, vectorised over pixels (loops run only over a handful of components):
+1. Background: the palette background nearest to the per-channel median of the border
+   pixels. The median itself, not the palette value, is the base colour of step 2, so a
+   slightly tinted generated background still works.
+2. Pixel colours: each pixel is fitted as a blend ``bg + a (c - bg)`` of the background
+   with every object colour ``c`` (``a`` in [0, 1]); the colour with the smallest residual
+   wins. This is "nearest palette colour" made exact for the anti-aliased edges of the
+   supersampled renders, whose mixed pixels lie on these segments (a red-on-white edge
+   pixel is nearer pink than red, but lies on the red-white segment). The pixel takes that
+   colour when ``a >= 0.5`` and it is over ``foreground_threshold`` from the background; a
+   pixel far from the background that no blend explains is ``other``.
+3. Components: 4-connected, per colour, over horizontal runs by min-label propagation with
+   pointer jumping (no scipy). Components under ``min_area_fraction`` of the canvas (0.3 %)
+   are not objects; their pixels, like the anti-aliased fringe, are offered to an adjacent
+   object of their colour (a star a few pixels across loses its thin points to
+   4-connectivity otherwise).
+4. Shape from coverage-weighted moments (coverage = the blend weight, fringe included),
+   which stay accurate for objects six pixels across where fill ratio and box aspect of a
+   thresholded mask do not (thresholding eats the star's points): compactness, vertical
+   skew and cross kurtosis (``_shape_features``), nearest of four prototypes.
 
-1. **Background**: the palette background nearest to the per-channel median of the border
-   pixels. The measured median (not the palette value) is used as the base colour below,
-   so a slightly tinted generated background still works.
-2. **Pixel colours**: every pixel is explained as a blend ``bg + a * (c - bg)`` of the
-   background with each object colour ``c`` (``a`` clamped to ``[0, 1]``). The colour with
-   the smallest residual wins; this is the "nearest palette colour" rule made robust to the
-   anti-aliased fringes of the 4x-supersampled renders, whose mixed pixels sit on exactly
-   these segments (a red/white fringe pixel is closer to pink than to red, but lies on the
-   red-white segment). A pixel is foreground of that colour when ``a >= 0.5`` (so areas and
-   bounding boxes are unbiased) and it differs from the background by more than
-   ``foreground_threshold``; a pixel far from the background that no blend explains is
-   ``other``.
-3. **Components**: 4-connected components of equal colour, by min-label propagation over
-   an edge list with pointer jumping (no scipy). Components under ``min_area_fraction`` of
-   the canvas (about 0.3 %: leftover fringes, noise specks) are dropped.
-4. **Geometry** per component: fill ratio ``area / bbox area`` (square 1, circle pi/4,
-   triangle 1/2, star with inner radius 0.4: 0.342), the share of the area in the top half
-   of the box (square and circle 0.5, star 0.44, apex-up triangle 0.25) and the box aspect
-   (star 1.05, others 1); the nearest of four prototypes in that feature space is the shape.
-
-Centres follow the spec's ground truth: the bounding-box centre for circle, square and
-triangle, and for the star its circle centre, measured as the area centroid (the star's
-five-fold symmetry puts its centroid exactly on the circle centre, whereas its box centre
-sits 0.095 R too high). Extent is ``max(box w, box h) / side``, except for the star whose
-extent is its outer diameter, ``box w / sin 72 deg``. Coordinates are x right, y down, in
-``[0, 1]``. All colour numbers are sRGB 0-255.
+Centre and extent follow the ground truth of ``unclip.data.shapes``: the centre of the
+object's box ``centre +- extent / 2``, which for the star is its circle centre (not the
+centre of its drawn outline, which sits 0.095 R higher), and the extent is the box side
+(star: outer diameter). They come from the moments: the centroid for circle, square and
+star (five-fold symmetry puts the star's centroid on its circle centre), the centroid
+moved up by extent / 6 for the apex-up triangle; the extent from the variance. Coordinates
+are x right, y down, in [0, 1]; colours are sRGB 0-255.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,21 +51,10 @@ from torch import Tensor
 from unclip.errors import InputError
 
 __all__ = [
-    "BACKGROUND_RGB",
-    "OBJECT_RGB",
-    "SHAPE_NAMES",
-    "OTHER",
-    "ScorerConfig",
-    "ObjectScore",
-    "SceneScore",
-    "score_images",
-    "label_components",
-    "region_of",
-    "size_word_of",
-    "score_prompt_match",
-    "summarise",
-    "match_truth",
-]
+    "BACKGROUND_RGB", "OBJECT_RGB", "SHAPE_NAMES", "OTHER", "ScorerConfig", "ObjectScore",
+    "SceneScore", "score_images", "label_components", "region_of", "size_word_of",
+    "score_prompt_match", "summarise", "match_truth",
+]  # fmt: skip
 
 # Palette copied from the spec (sRGB 0-255); a test checks it against unclip.data.shapes.
 BACKGROUND_RGB: dict[str, tuple[int, int, int]] = {
@@ -85,17 +73,14 @@ OBJECT_RGB: dict[str, tuple[int, int, int]] = {
     "pink": (240, 120, 180),
 }
 SHAPE_NAMES: tuple[str, ...] = ("circle", "square", "triangle", "star")
-OTHER = "other"  # colour of a component no palette blend explains
-
-# Spec constants.
-SMALL_RANGE = (0.18, 0.26)
+OTHER = "other"  # colour of a component that no palette blend explains
+SMALL_RANGE = (0.18, 0.26)  # spec size ranges, extent / side
 LARGE_RANGE = (0.38, 0.50)
-CENTER_HALF_WIDTH = 0.15
-STAR_INNER_RATIO = 0.4
-_SIN72 = math.sin(math.radians(72.0))  # star box width = 2 R sin 72 deg
+CENTER_HALF_WIDTH = 0.15  # spec region "center": |x - 0.5| and |y - 0.5| both below this
 
-# Shape prototypes in (compactness, vertical skew, cross kurtosis), see _shape_features;
-# the values are those of the exact shapes (measured on 4000 px renders).
+# Prototypes in (compactness, vertical skew, cross kurtosis), see _shape_features: the
+# values of the exact shapes (measured on 3000 px renders), and how far each feature may
+# wobble on an object a few pixels across (it divides the distance to a prototype).
 _PROTOTYPES = torch.tensor(
     [
         [1.000, 0.000, 0.667],  # circle
@@ -104,36 +89,39 @@ _PROTOTYPES = torch.tensor(
         [0.757, 0.000, 0.832],  # star
     ]
 )
-# How far each feature may wobble on a few-pixel object; divides the prototype distance.
 _FEATURE_SCALE = torch.tensor([0.03, 0.15, 0.08])
+# Variance per axis over extent^2 (circle R^2/4, square e^2/12, triangle vertical h^2/18,
+# star 0.12363 R^2 with R = e/2).
+_VAR_PER_EXTENT2 = torch.tensor([1 / 16, 1 / 12, 1 / 18, 0.12363 / 4], dtype=torch.float64)
+_Q = 1.0 / 12.0  # variance added by sampling positions at pixel centres, px^2
 
 
 @dataclass(frozen=True)
 class ScorerConfig:
     """Thresholds of the scorer; colour distances are Euclidean in sRGB 0-255 units.
 
-    foreground_threshold: least distance from the background for a foreground pixel
-        (well above the noise of a generated background, well below half the distance
-        of the nearest object colour, purple on gray at 93).
-    other_threshold: largest distance from the nearest background-to-colour segment for a
-        pixel to take that colour; beyond it the pixel is ``other`` (half the smallest gap
-        between two palette colours, orange-yellow at 71, is 35; generated colours drift,
-        so a little more is allowed).
-    other_min_distance: least distance from the background for an ``other`` pixel.
-    min_area_fraction: components smaller than this share of the canvas are dropped.
-    size_tolerance: how far outside the spec's size ranges an extent may fall and still
-        get the size word (the ranges are [0.18, 0.26] and [0.38, 0.50]).
-    max_pixels_per_chunk: images are processed in chunks of at most this many pixels.
+    foreground_threshold: least distance from the background of an object pixel (far
+        above background noise, far below the nearest object colour: purple on gray, 93).
+    other_threshold: largest distance from a background-to-colour segment for a pixel to
+        take that colour, else it is ``other`` (palette colours are >= 71 apart; generated
+        colours drift, so a little over half that is allowed).
+    other_min_distance: least distance from the background of an ``other`` pixel.
+    min_area_fraction: components under this share of the canvas are not objects.
+    fringe_radius: how far (Chebyshev, pixels) around an object its fringe is collected.
+    fringe_min_alpha: coverages within this of 0 or 1 snap to 0 or 1, which keeps pixel
+        noise out of the moments.
+    size_tolerance: how far outside a spec size range an extent may be and keep its word.
+    max_pixels_per_chunk: images are scored in chunks of at most this many pixels.
     """
 
     foreground_threshold: float = 24.0
     other_threshold: float = 48.0
     other_min_distance: float = 48.0
     min_area_fraction: float = 0.003
+    fringe_radius: int = 1
+    fringe_min_alpha: float = 0.05
     size_tolerance: float = 0.03
-    fringe_radius: int = 2
-    fringe_min_alpha: float = 0.15
-    max_pixels_per_chunk: int = 1 << 22
+    max_pixels_per_chunk: int = 1 << 21
 
 
 @dataclass
@@ -143,7 +131,7 @@ class ObjectScore:
     color: palette name or ``"other"``; shape: one of SHAPE_NAMES; size: ``"small"``,
     ``"large"`` or ``"neither"``; extent: box side over canvas side (star: outer diameter);
     center: (x, y) in [0, 1], x right, y down; region: spec region of the centre;
-    area_fraction: component pixels over canvas pixels.
+    area_fraction: covered area (coverage-weighted pixels) over canvas area.
     """
 
     color: str
@@ -157,7 +145,7 @@ class ObjectScore:
 
 @dataclass
 class SceneScore:
-    """Everything read back from one image; ``objects`` are sorted largest first."""
+    """Everything read back from one image; ``objects`` sorted largest first."""
 
     background: str
     objects: list[ObjectScore] = field(default_factory=list)
@@ -165,19 +153,19 @@ class SceneScore:
 
     @property
     def main(self) -> ObjectScore | None:
-        """The largest object, or None for an empty image."""
+        """The largest object, or None for an image without objects."""
         return self.objects[0] if self.objects else None
 
 
 def region_of(x: float, y: float) -> str:
-    """Spec region of a centre: ``center`` if both offsets from 0.5 are below 0.15, else the quadrant."""
+    """Spec region of a centre: ``center`` if |x-0.5| and |y-0.5| are below 0.15, else the quadrant."""
     if abs(x - 0.5) < CENTER_HALF_WIDTH and abs(y - 0.5) < CENTER_HALF_WIDTH:
         return "center"
     return ("top" if y < 0.5 else "bottom") + " " + ("left" if x < 0.5 else "right")
 
 
 def size_word_of(extent: float, tolerance: float = 0.03) -> str:
-    """``small`` / ``large`` if ``extent`` is within ``tolerance`` of the spec range, else ``neither``."""
+    """``small`` or ``large`` if ``extent`` is within ``tolerance`` of that spec range, else ``neither``."""
     if SMALL_RANGE[0] - tolerance <= extent <= SMALL_RANGE[1] + tolerance:
         return "small"
     if LARGE_RANGE[0] - tolerance <= extent <= LARGE_RANGE[1] + tolerance:
@@ -189,26 +177,17 @@ def size_word_of(extent: float, tolerance: float = 0.03) -> str:
 
 
 def _as_batches(images: Tensor | Sequence[Any]) -> list[tuple[list[int], Tensor]]:
-    """Turn the input into groups of same-sized images, float (n, 3, S, S) in 0-255.
-
-    Returns (positions in the input, tensor) pairs so results can be put back in order.
-    """
+    """Groups of same-sized images as float (n, 3, S, S) in 0-255, with their input positions."""
     if isinstance(images, Tensor):
-        if images.dim() == 3:
-            images = images.unsqueeze(0)
-        if images.dim() != 4 or images.shape[1] != 3:
+        x = images.unsqueeze(0) if images.dim() == 3 else images
+        if x.dim() != 4 or x.shape[1] != 3 or not x.is_floating_point():
             raise InputError(
-                f"images: expected a float tensor (B, 3, H, W) in [-1, 1], got shape "
-                f"{tuple(images.shape)}; pass RGB images, channels first"
+                f"images: expected a float tensor (B, 3, H, W) in [-1, 1], got {x.dtype} "
+                f"{tuple(images.shape)}; pass RGB channels first, e.g. x.float() / 127.5 - 1"
             )
-        if not images.is_floating_point():
-            raise InputError(
-                f"images: expected a float tensor in [-1, 1], got dtype {images.dtype}; "
-                "convert with x.float() / 127.5 - 1"
-            )
-        _check_side(images.shape[-2], images.shape[-1], "images")
-        rgb = (images.detach().to("cpu", torch.float32).clamp(-1.0, 1.0) + 1.0) * 127.5
-        return [(list(range(images.shape[0])), rgb)]
+        _check_side(x.shape[-2], x.shape[-1], "images")
+        rgb = (x.detach().to("cpu", torch.float32).clamp(-1.0, 1.0) + 1.0) * 127.5
+        return [(list(range(x.shape[0])), rgb)]
     groups: dict[tuple[int, int], list[tuple[int, Tensor]]] = {}
     for i, im in enumerate(images):
         if not hasattr(im, "convert"):
@@ -224,17 +203,14 @@ def _as_batches(images: Tensor | Sequence[Any]) -> list[tuple[list[int], Tensor]
 
 def _check_side(h: int, w: int, name: str) -> None:
     if h != w or h < 16:
-        raise InputError(
-            f"{name}: expected a square image with side >= 16, got {h}x{w}; resize or pad it"
-        )
+        raise InputError(f"{name}: expected a square image of side >= 16, got {h}x{w}; resize it")
 
 
 # ----------------------------------------------------------------------------- pixels
 
 _BG_TABLE = torch.tensor(list(BACKGROUND_RGB.values()), dtype=torch.float32)  # (3, 3)
 _OBJ_TABLE = torch.tensor(list(OBJECT_RGB.values()), dtype=torch.float32)  # (8, 3)
-_BG_NAMES = list(BACKGROUND_RGB)
-_OBJ_NAMES = list(OBJECT_RGB)
+_BG_NAMES, _OBJ_NAMES = list(BACKGROUND_RGB), list(OBJECT_RGB)
 _OTHER_CLASS = len(_OBJ_NAMES)
 
 
@@ -247,237 +223,238 @@ def _background(rgb: Tensor) -> tuple[Tensor, Tensor]:
     return base, torch.cdist(base, _BG_TABLE).argmin(dim=1)
 
 
-def _blend(v: Tensor, d: Tensor) -> tuple[Tensor, Tensor]:
-    """Fit pixels as background-colour blends.
+def _blend(vv: Tensor, proj: Tensor, dd: Tensor) -> tuple[Tensor, Tensor]:
+    """Fit pixels as blends ``bg + a (c - bg)`` of the background with candidate colours.
 
-    v: (M, 3) pixel minus background; d: (M, K, 3) colour minus background for K
-    candidate colours. Returns alpha (M, K), the unclamped blend weight <v, d> / |d|^2,
-    and res2 (M, K), the squared distance from v to the segment {a d : 0 <= a <= 1}.
+    With ``v`` = pixel - bg: vv (M, 1) is |v|^2, proj (M, K) <v, c - bg>, dd (M, K)
+    |c - bg|^2. Returns alpha (M, K), the unclamped blend weight, and res2 (M, K), the
+    squared distance from v to the segment {a (c - bg): 0 <= a <= 1}.
     """
-    dd = (d * d).sum(-1).clamp_min(1.0)
-    proj = (d * v[:, None, :]).sum(-1)
+    dd = dd.clamp_min(1.0)
     alpha = proj / dd
     a = alpha.clamp(0.0, 1.0)
-    res2 = ((v * v).sum(-1, keepdim=True) - 2 * a * proj + a * a * dd).clamp_min(0.0)
-    return alpha, res2
-
-
-def _classify_pixels(v: Tensor, dirs: Tensor, cfg: ScorerConfig) -> tuple[Tensor, Tensor]:
-    """Per-pixel colour class and coverage.
-
-    v: (B, S, S, 3) pixels minus the background colour; dirs: (B, 8, 3) object colours
-    minus the background colour. Returns classes (B, S, S) int64 (object colour 0..7,
-    8 for ``other``, -1 for background or fringe) and weight (B, S, S) float, the
-    coverage of the pixel by its class (blend weight, 1 for ``other``, 0 elsewhere).
-    Only pixels far enough from the background are fitted, which is a small share.
-    """
-    B, S, _, _ = v.shape
-    classes = torch.full((B * S * S,), -1, dtype=torch.int64)
-    weight = torch.zeros(B * S * S)
-    vv = (v * v).sum(-1).reshape(-1)
-    least = min(cfg.foreground_threshold, cfg.other_min_distance)
-    idx = torch.nonzero(vv > least * least).squeeze(1)
-    if idx.numel() == 0:
-        return classes.view(B, S, S), weight.view(B, S, S)
-    vp = v.reshape(-1, 3)[idx]
-    alpha, res2 = _blend(vp, dirs[idx // (S * S)])
-    best_res2, best = res2.min(dim=1)
-    best_alpha = alpha.gather(1, best[:, None]).squeeze(1)
-    dist = vv[idx].sqrt()
-    explained = best_res2 <= cfg.other_threshold**2
-    is_obj = explained & (best_alpha >= 0.5) & (dist > cfg.foreground_threshold)
-    is_other = ~explained & (dist > cfg.other_min_distance)
-    cls = torch.where(is_obj, best, torch.full_like(best, -1))
-    cls = torch.where(is_other, torch.full_like(best, _OTHER_CLASS), cls)
-    w = torch.where(is_obj, _dead_zone(best_alpha, cfg.fringe_min_alpha), is_other.float())
-    classes[idx] = cls
-    weight[idx] = w
-    return classes.view(B, S, S), weight.view(B, S, S)
+    return alpha, (vv - 2 * a * proj + a * a * dd).clamp_min(0.0)
 
 
 def _dead_zone(alpha: Tensor, low: float) -> Tensor:
-    """Coverage from a blend weight: clamp to [0, 1], snap values within ``low`` of 0 or 1.
-
-    Snapping keeps the noise of generated or noisy images out of the moments: a flat
-    interior reads exactly 1 and a flat background exactly 0.
-    """
+    """Coverage from a blend weight: clamped to [0, 1], values within ``low`` of 0 or 1 snapped."""
     a = alpha.clamp(0.0, 1.0)
     a = torch.where(a > 1.0 - low, torch.ones_like(a), a)
     return torch.where(a < low, torch.zeros_like(a), a)
 
 
-def _fringe(
-    v: Tensor, dirs: Tensor, labels: Tensor, classes: Tensor, cfg: ScorerConfig
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Anti-aliased fringe pixels next to components, with their coverage.
+def _classify_pixels(
+    v: Tensor, base: Tensor, per_image: int, cfg: ScorerConfig
+) -> tuple[Tensor, Tensor]:
+    """Per-pixel colour class and coverage.
 
-    Unlabelled pixels within ``fringe_radius`` (Chebyshev) of a component are offered to
-    the nearest components by label (the largest and the smallest label in the window,
-    which covers the two objects a pixel can lie between) and go to the one whose colour
-    explains them best. Returns flat pixel indices (R,), their labels (R,) and coverage (R,).
+    v: (N, 3) pixels minus their image's background, images one after another,
+    ``per_image`` pixels each; base: (B, 3) background colours. Returns classes (N,) int64
+    (object colour 0..7, 8 for ``other``, -1 for background or fringe) and weight (N,), the
+    pixel's coverage by its class (1 for ``other``). Only pixels some way from the
+    background, a small share, are fitted.
     """
-    B, S, _, _ = v.shape
-    r = cfg.fringe_radius
-    empty = torch.zeros(0, dtype=torch.int64)
-    if r <= 0 or not bool((labels >= 0).any()):
-        return empty, empty, torch.zeros(0)
-    lab = labels.to(torch.float64)[:, None]  # labels < 2^53, exact in float64
-    big = float(labels.numel())
-    lmax = F.max_pool2d(lab, 2 * r + 1, 1, r).squeeze(1)
-    lmin = -F.max_pool2d(-torch.where(lab >= 0, lab, big), 2 * r + 1, 1, r).squeeze(1)
-    ring = (labels < 0) & (lmax >= 0)
-    idx = torch.nonzero(ring.reshape(-1)).squeeze(1)
+    n = v.shape[0]
+    classes = torch.full((n,), -1, dtype=torch.int64)
+    weight = torch.zeros(n)
+    vv = (v * v).sum(-1)
+    least = min(cfg.foreground_threshold, cfg.other_min_distance)
+    idx = torch.nonzero(vv > least * least).squeeze(1)
     if idx.numel() == 0:
-        return empty, empty, torch.zeros(0)
-    cand = torch.stack([lmax.reshape(-1)[idx], lmin.reshape(-1)[idx]], dim=1).long()  # (R, 2)
-    cand_cls = classes.reshape(-1)[cand]  # class of each candidate's root pixel
-    is_obj = cand_cls < _OTHER_CLASS
-    d = dirs[(idx // (S * S))[:, None], cand_cls.clamp_max(_OTHER_CLASS - 1)]  # (R, 2, 3)
-    alpha, res2 = _blend(v.reshape(-1, 3)[idx], d)
-    res2 = torch.where(is_obj, res2, torch.full_like(res2, float("inf")))
+        return classes, weight
+    vp, b, vvp = v[idx], idx // per_image, vv[idx]
+    # <v, c - bg> = <v, c> - <v, bg>: no (M, 8, 3) tensor is built.
+    proj = vp @ _OBJ_TABLE.T - (vp * base[b]).sum(-1, keepdim=True)  # (M, 8)
+    dd = ((_OBJ_TABLE[None] - base[:, None]) ** 2).sum(-1)[b]  # (M, 8)
+    alpha, res2 = _blend(vvp[:, None], proj, dd)
     best_res2, best = res2.min(dim=1)
-    w = _dead_zone(alpha.gather(1, best[:, None]).squeeze(1), cfg.fringe_min_alpha)
-    w = torch.where(best_res2 <= cfg.other_threshold**2, w, torch.zeros_like(w))
-    keep = w > 0
-    return idx[keep], cand.gather(1, best[:, None]).squeeze(1)[keep], w[keep]
+    best_alpha = alpha.gather(1, best[:, None]).squeeze(1)
+    explained = best_res2 <= cfg.other_threshold**2
+    is_obj = explained & (best_alpha >= 0.5) & (vvp > cfg.foreground_threshold**2)
+    is_other = ~explained & (vvp > cfg.other_min_distance**2)
+    cls = torch.where(is_obj, best, torch.full_like(best, -1))
+    classes[idx] = torch.where(is_other, torch.full_like(best, _OTHER_CLASS), cls)
+    cover = _dead_zone(best_alpha, cfg.fringe_min_alpha)
+    weight[idx] = torch.where(is_obj, cover, is_other.to(weight.dtype))
+    return classes, weight
 
 
 # ----------------------------------------------------------------------------- labels
 
 
-def label_components(classes: Tensor) -> Tensor:
-    """4-connected components of equal class, vectorised.
+def _label_runs(classes: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """4-connected components of equal class over horizontal runs, vectorised (no scipy).
 
-    classes: (B, H, W) int, negative where there is no object. Returns (B, H, W) int64
-    labels: for every pixel of a component the same id, unique over the whole batch
-    (the flat index ``b*H*W + y*W + x`` of one of its pixels); -1 where ``classes`` < 0.
-
-    Min-label propagation over the list of same-class neighbour pairs, each round
-    followed by pointer jumping (``lab = lab[lab]``), which shortens label chains
-    geometrically, so a component of diameter D converges in far fewer than D rounds.
+    classes: (B, H, W) int, negative where there is no object. Returns, in flat pixel
+    indices over the batch: fg (N,) the labelled pixels, ascending; pixel_run (N,) the run
+    of each; start, end (R,) the first and last pixel of each run; root (R,) a run id
+    shared by all runs of one component. Grouping pixels into runs (a cumulative sum over
+    run starts) leaves a graph of a few thousand nodes. Two same-class runs in adjacent
+    rows touch iff the first pixel of one lies over or under the other, so those pairs are
+    the edges. Min-label propagation with pointer jumping (``lab = lab[lab]``) shortens
+    label chains geometrically, so few rounds are needed.
     """
-    if classes.dim() != 3:
-        raise InputError(f"classes: expected (B, H, W), got shape {tuple(classes.shape)}")
-    fg = classes >= 0
-    labels = torch.full(classes.shape, -1, dtype=torch.int64)
-    n = int(fg.sum())
-    if n == 0:
-        return labels
-    local = torch.full(classes.shape, -1, dtype=torch.int64)
-    local[fg] = torch.arange(n)
-    us, vs = [], []
-    for a, b, ca, cb in (
-        (local[:, :, :-1], local[:, :, 1:], classes[:, :, :-1], classes[:, :, 1:]),
-        (local[:, :-1, :], local[:, 1:, :], classes[:, :-1, :], classes[:, 1:, :]),
-    ):
-        m = (a >= 0) & (ca == cb)
-        us.append(a[m])
-        vs.append(b[m])
-    u = torch.cat(us + vs)
-    v = torch.cat(vs + us)  # both directions
-    lab = torch.arange(n)
-    while True:
-        new = lab.scatter_reduce(0, u, lab[v], reduce="amin", include_self=True)
-        new = new[new]
-        new = new[new]
+    B, H, W = classes.shape
+    c, fg = classes, classes >= 0
+    same_left = torch.zeros_like(fg)
+    same_left[:, :, 1:] = c[:, :, 1:] == c[:, :, :-1]
+    same_right = torch.zeros_like(fg)
+    same_right[:, :, :-1] = same_left[:, :, 1:]
+    start, end = fg & ~same_left, fg & ~same_right
+    run_id = torch.cumsum(start.reshape(-1), 0).view(B, H, W) - 1
+    starts = torch.nonzero(start.reshape(-1)).squeeze(1)
+    ends = torch.nonzero(end.reshape(-1)).squeeze(1)
+    fg_idx = torch.nonzero(fg.reshape(-1)).squeeze(1)
+    lab = torch.arange(starts.numel())
+    m = fg[:, :-1] & (c[:, :-1] == c[:, 1:]) & (start[:, :-1] | start[:, 1:])
+    a, b = run_id[:, :-1][m], run_id[:, 1:][m]
+    u, w = torch.cat([a, b]), torch.cat([b, a])
+    while u.numel():
+        new = lab.scatter_reduce(0, u, lab[w], reduce="amin", include_self=True)
+        new = new[new][new]
         if torch.equal(new, lab):
             break
         lab = new
-    flat_index = torch.nonzero(fg.reshape(-1)).squeeze(1)  # local id -> flat pixel index
-    labels[fg] = flat_index[lab]
-    return labels
+    return fg_idx, run_id.reshape(-1)[fg_idx], starts, ends, lab
+
+
+def label_components(classes: Tensor) -> Tensor:
+    """4-connected components of equal class.
+
+    classes: (B, H, W) int, negative where there is no object. Returns (B, H, W) int64
+    labels: all pixels of a component carry one id, unique over the batch (the flat index
+    ``b*H*W + y*W + x`` of one of its pixels); -1 where ``classes`` is negative.
+    """
+    if classes.dim() != 3:
+        raise InputError(f"classes: expected a (B, H, W) integer map, got {tuple(classes.shape)}")
+    fg, pixel_run, start, _, root = _label_runs(classes)
+    labels = torch.full((classes.numel(),), -1, dtype=torch.int64)
+    labels[fg] = start[root[pixel_run]]
+    return labels.view(classes.shape)
 
 
 # ----------------------------------------------------------------------------- geometry
 
 
-def _measure(rgb: Tensor, cfg: ScorerConfig) -> tuple[Tensor, dict[str, Tensor]]:
-    """Background index (B,) and per-component measurements of a chunk (B, 3, S, S) 0-255.
+def _fringe(
+    v: Tensor, base: Tensor, comp_map: Tensor, comp_cls: Tensor, cfg: ScorerConfig
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Anti-aliased fringe pixels around objects, with their coverage.
 
-    Component rows (length K, any image): image, cls, count (core pixels), x0, x1, y0, y1
-    (inclusive core box), and coverage-weighted moments m0, mx, my (centroid, pixel
-    units, pixel centres at +0.5), mu20, mu02, mu11, mu03, mu22 (central).
+    v: (N, 3) pixels minus background; comp_map: (B, S, S) object id, -1 for none;
+    comp_cls: (K,) class of each object. Every other pixel within ``fringe_radius`` of an
+    object is offered to the largest and the smallest id in its window (the two objects
+    it can lie between) and goes to the one whose colour explains it better.
+    Returns flat pixel indices (R,), object ids (R,) and coverage (R,).
+    """
+    B, S, _ = comp_map.shape
+    r = cfg.fringe_radius
+    empty = torch.zeros(0, dtype=torch.int64)
+    if r <= 0:
+        return empty, empty, torch.zeros(0)
+    m = comp_map.to(torch.float32)[:, None]  # ids are far below 2^24: exact in float32
+    k = 2 * r + 1
+
+    def pool(x: Tensor) -> Tensor:  # separable k x k max filter
+        return F.max_pool2d(F.max_pool2d(x, (k, 1), 1, (r, 0)), (1, k), 1, (0, r))
+
+    lmax = pool(m).reshape(-1)
+    lmin = -pool(-torch.where(m >= 0, m, torch.full_like(m, 2.0**24))).reshape(-1)
+    idx = torch.nonzero((comp_map.reshape(-1) < 0) & (lmax >= 0)).squeeze(1)
+    if idx.numel() == 0:
+        return empty, empty, torch.zeros(0)
+    cand = torch.stack([lmax[idx], lmin[idx]], dim=1).long()  # (R, 2)
+    cls = comp_cls[cand]
+    d = _OBJ_TABLE[cls.clamp_max(_OTHER_CLASS - 1)] - base[idx // (S * S)][:, None, :]
+    vp = v[idx]
+    alpha, res2 = _blend((vp * vp).sum(-1, keepdim=True), (d * vp[:, None]).sum(-1), (d * d).sum(-1))
+    res2 = torch.where(cls < _OTHER_CLASS, res2, torch.full_like(res2, float("inf")))
+    best_res2, best = res2.min(dim=1)
+    w = _dead_zone(alpha.gather(1, best[:, None]).squeeze(1), cfg.fringe_min_alpha)
+    keep = (w > 0) & (best_res2 <= cfg.other_threshold**2)
+    return idx[keep], cand.gather(1, best[:, None]).squeeze(1)[keep], w[keep]
+
+
+def _measure(rgb: Tensor, cfg: ScorerConfig) -> tuple[Tensor, dict[str, Tensor]]:
+    """Background index (B,) and per-object measurements of a chunk (B, 3, S, S) in 0-255.
+
+    Object rows (length K, any image): image, cls, count (core pixels), and moments
+    weighted by coverage over core and fringe: m0 (area, px), mx, my (centroid, px, pixel
+    centres at +0.5), central mu20, mu02, mu11, mu03, mu22. Components under the area
+    floor are not objects; their pixels are offered to adjacent objects like the fringe.
     """
     B, _, S, _ = rgb.shape
     base, bg_index = _background(rgb)
-    v = (rgb - base[:, :, None, None]).permute(0, 2, 3, 1).contiguous()  # (B, S, S, 3)
-    dirs = _OBJ_TABLE[None] - base[:, None, :]  # (B, 8, 3)
-    classes, core_w = _classify_pixels(v, dirs, cfg)
-    labels = label_components(classes)
-    core_idx = torch.nonzero(labels.reshape(-1) >= 0).squeeze(1)
-    if core_idx.numel() == 0:
+    v = (rgb - base[:, :, None, None]).permute(0, 2, 3, 1).reshape(-1, 3)  # (N, 3)
+    classes, core_w = _classify_pixels(v, base, S * S, cfg)
+    fg, pixel_run, run_start, run_end, run_root = _label_runs(classes.view(B, S, S))
+    roots, run_comp = torch.unique(run_root, return_inverse=True)
+    count = torch.zeros(roots.numel(), dtype=torch.int64)
+    count.index_add_(0, run_comp, run_end - run_start + 1)
+    keep = count >= cfg.min_area_fraction * S * S
+    K = int(keep.sum())
+    if K == 0:
         return bg_index, {"image": torch.zeros(0, dtype=torch.int64)}
-    core_lab = labels.reshape(-1)[core_idx]
-    uniq, comp, count = torch.unique(core_lab, return_inverse=True, return_counts=True)
-    K = uniq.numel()
-    x, y = core_idx % S, (core_idx // S) % S
-
-    def reduce(val: Tensor, how: str) -> Tensor:
-        init = torch.full((K,), S if how == "amin" else -1, dtype=torch.int64)
-        return init.scatter_reduce(0, comp, val, reduce=how, include_self=True)
-
-    st = {
-        "image": uniq // (S * S),
-        "cls": classes.reshape(-1)[uniq],
-        "count": count,
-        "x0": reduce(x, "amin"),
-        "x1": reduce(x, "amax"),
-        "y0": reduce(y, "amin"),
-        "y1": reduce(y, "amax"),
-    }
-    # Coverage-weighted moments over core and fringe pixels.
-    ring_idx, ring_lab, ring_w = _fringe(v, dirs, labels, classes, cfg)
-    pix = torch.cat([core_idx, ring_idx])
-    cid = torch.cat([comp, torch.searchsorted(uniq, ring_lab)])
-    w = torch.cat([core_w.reshape(-1)[core_idx], ring_w]).to(torch.float64)
+    root_pixel = run_start[roots[keep]]
+    st = {"image": root_pixel // (S * S), "cls": classes[root_pixel], "count": count[keep]}
+    pixel_comp = torch.where(keep, torch.cumsum(keep, 0) - 1, -1)[run_comp[pixel_run]]
+    core = pixel_comp >= 0
+    core_idx, core_comp = fg[core], pixel_comp[core]
+    comp_map = torch.full((B * S * S,), -1, dtype=torch.int64)
+    comp_map[core_idx] = core_comp
+    ring_idx, ring_comp, ring_w = _fringe(v, base, comp_map.view(B, S, S), st["cls"], cfg)
+    pix, cid = torch.cat([core_idx, ring_idx]), torch.cat([core_comp, ring_comp])
+    w = torch.cat([core_w[core_idx], ring_w]).to(torch.float64)
     px = (pix % S).to(torch.float64) + 0.5
     py = ((pix // S) % S).to(torch.float64) + 0.5
 
-    def wsum(val: Tensor) -> Tensor:
-        return torch.bincount(cid, weights=w * val, minlength=K)
+    def mean(val: Tensor) -> Tensor:
+        return torch.bincount(cid, weights=w * val, minlength=K) / st["m0"]
 
-    m0 = torch.bincount(cid, weights=w, minlength=K).clamp_min(1e-9)
-    mx, my = wsum(px) / m0, wsum(py) / m0
-    dx, dy = px - mx[cid], py - my[cid]
-    st.update(
-        m0=m0,
-        mx=mx,
-        my=my,
-        mu20=wsum(dx * dx) / m0,
-        mu02=wsum(dy * dy) / m0,
-        mu11=wsum(dx * dy) / m0,
-        mu03=wsum(dy * dy * dy) / m0,
-        mu22=wsum(dx * dx * dy * dy) / m0,
-    )
-    keep = count >= cfg.min_area_fraction * S * S
-    return bg_index, {k: t[keep] for k, t in st.items()}
+    st["m0"] = torch.bincount(cid, weights=w, minlength=K).clamp_min(1e-9)
+    st["mx"], st["my"] = mean(px), mean(py)
+    dx, dy = px - st["mx"][cid], py - st["my"][cid]
+    dx2, dy2 = dx * dx, dy * dy
+    st.update(mu20=mean(dx2), mu02=mean(dy2), mu11=mean(dx * dy), mu03=mean(dy2 * dy))
+    st["mu22"] = mean(dx2 * dy2)
+    return bg_index, st
 
 
 def _shape_features(st: dict[str, Tensor]) -> Tensor:
     """(K, 3) moment invariants: compactness, vertical skew, cross kurtosis.
 
-    Sampling a shape on the pixel grid adds about 1/12 px^2 to each variance (the
-    rounding of positions to pixel centres); that is taken out first, which matters for
-    objects a few pixels across.
+    Sampling positions at pixel centres adds ~1/12 px^2 to each variance (and its share
+    to mu22); it is taken out first, which matters for objects a few pixels across.
       compactness  area / (4 pi sqrt(det Sigma)): circle 1, square 0.955, triangle 0.827, star 0.757
-      skew         mu03 / mu02^1.5: 0 for symmetric shapes, -0.566 for the apex-up triangle
-      cross        mu22 / (mu20 mu02): square 1, circle 2/3, triangle 0.80, star 0.83
+      skew         mu03 / mu02^1.5: 0 for the symmetric shapes, -0.566 for the apex-up triangle
+      cross        mu22 / (mu20 mu02): circle 2/3, triangle 0.80, star 0.83, square 1
     """
-    q = 1.0 / 12.0
-    mu20 = (st["mu20"] - q).clamp_min(1e-3)
-    mu02 = (st["mu02"] - q).clamp_min(1e-3)
+    mu20, mu02 = (st["mu20"] - _Q).clamp_min(1e-3), (st["mu02"] - _Q).clamp_min(1e-3)
     det = (mu20 * mu02 - st["mu11"] ** 2).clamp_min(1e-6)
-    mu22 = st["mu22"] - (mu20 + mu02) * q - q * q
     compact = st["m0"] / (4 * math.pi * det.sqrt())
     skew = st["mu03"] / mu02**1.5
-    cross = mu22 / (mu20 * mu02)
+    cross = (st["mu22"] - (mu20 + mu02) * _Q - _Q * _Q) / (mu20 * mu02)
     return torch.stack([compact, skew, cross], dim=1).to(torch.float32)
 
 
 def _classify_shapes(features: Tensor) -> Tensor:
-    """Nearest prototype (scaled Euclidean) among circle, square, triangle, star -> (K,) index."""
+    """Nearest prototype (scaled Euclidean) among circle, square, triangle, star: (K,) index."""
     diff = (features[:, None, :] - _PROTOTYPES[None]) / _FEATURE_SCALE
     return (diff * diff).sum(-1).argmin(dim=1)
+
+
+def _placement(st: dict[str, Tensor], shapes: Tensor, side: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Centre x, centre y and extent per object, in canvas units (see the module docstring).
+
+    Extent comes from the variance: the vertical one for the triangle (its horizontal one
+    depends on the apex angle too), the mean of both axes otherwise.
+    """
+    mu20, mu02 = (st["mu20"] - _Q).clamp_min(0.0), (st["mu02"] - _Q).clamp_min(0.0)
+    is_tri = shapes == SHAPE_NAMES.index("triangle")
+    var = torch.where(is_tri, mu02, (mu20 + mu02) / 2)
+    extent = (var / _VAR_PER_EXTENT2[shapes]).sqrt()
+    cy = torch.where(is_tri, st["my"] - extent / 6, st["my"])
+    return st["mx"] / side, cy / side, extent / side
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -486,21 +463,21 @@ def _classify_shapes(features: Tensor) -> Tensor:
 def score_images(
     images: Tensor | Sequence[Any], config: ScorerConfig | None = None
 ) -> list[SceneScore]:
-    """Read back background and objects of each image.
+    """Read back the background and the objects of each image.
 
     images: float tensor (B, 3, S, S) in [-1, 1], or a list of PIL images; square, S >= 16.
-    Returns one SceneScore per image, in input order, objects sorted by area (largest first).
+    Returns one SceneScore per image, in input order, objects largest first. Objects of
+    colour ``other`` (no palette colour) are objects too and count in ``num_objects``.
     """
     cfg = config or ScorerConfig()
     batches = _as_batches(images)
-    out: list[SceneScore | None] = [None] * sum(len(p) for p, _ in batches)
+    out: list[SceneScore] = [SceneScore("")] * sum(len(p) for p, _ in batches)
     for positions, rgb in batches:
-        side = rgb.shape[-1]
-        per_chunk = max(1, cfg.max_pixels_per_chunk // (side * side))
+        per_chunk = max(1, cfg.max_pixels_per_chunk // (rgb.shape[-1] ** 2))
         for start in range(0, rgb.shape[0], per_chunk):
             for j, scene in enumerate(_score_chunk(rgb[start : start + per_chunk], cfg)):
                 out[positions[start + j]] = scene
-    return out  # type: ignore[return-value]
+    return out
 
 
 def _score_chunk(rgb: Tensor, cfg: ScorerConfig) -> list[SceneScore]:
@@ -510,20 +487,18 @@ def _score_chunk(rgb: Tensor, cfg: ScorerConfig) -> list[SceneScore]:
     if st["image"].numel() == 0:
         return scenes
     shapes = _classify_shapes(_shape_features(st))
-    geo = _placement(st, shapes, S)
-    for k in range(st["image"].numel()):
-        cls = int(st["cls"][k])
-        e = float(geo["extent"][k])
-        c = (float(geo["cx"][k]), float(geo["cy"][k]))
-        scenes[int(st["image"][k])].objects.append(
+    cx, cy, extent = (t.tolist() for t in _placement(st, shapes, S))
+    area = (st["m0"] / (S * S)).tolist()
+    for k, (img, cls, shp) in enumerate(zip(st["image"].tolist(), st["cls"].tolist(), shapes.tolist())):
+        scenes[img].objects.append(
             ObjectScore(
                 color=_OBJ_NAMES[cls] if cls < _OTHER_CLASS else OTHER,
-                shape=SHAPE_NAMES[int(shapes[k])],
-                size=size_word_of(e, cfg.size_tolerance),
-                extent=e,
-                center=c,
-                region=region_of(*c),
-                area_fraction=float(st["count"][k]) / (S * S),
+                shape=SHAPE_NAMES[shp],
+                size=size_word_of(extent[k], cfg.size_tolerance),
+                extent=extent[k],
+                center=(cx[k], cy[k]),
+                region=region_of(cx[k], cy[k]),
+                area_fraction=area[k],
             )
         )
     for scene in scenes:
@@ -532,90 +507,64 @@ def _score_chunk(rgb: Tensor, cfg: ScorerConfig) -> list[SceneScore]:
     return scenes
 
 
-# Variance of each shape per unit extent squared (extent: box side; star: outer diameter).
-_VAR_PER_EXTENT2 = torch.tensor(
-    [
-        1.0 / 16.0,  # circle: R^2 / 4 with R = e / 2
-        1.0 / 12.0,  # square
-        1.0 / 18.0,  # triangle, vertical: h^2 / 18
-        0.12363 / 4.0,  # star: 0.12363 R^2 per axis, R = e / 2
-    ],
-    dtype=torch.float64,
-)
-
-
-def _placement(st: dict[str, Tensor], shapes: Tensor, side: int) -> dict[str, Tensor]:
-    """Centre (x, y) and extent per component, in canvas units, from the moments.
-
-    The coverage-weighted moments are sub-pixel exact, unlike the thresholded box. The
-    centroid is the spec's centre for circle, square and star (the star's circle centre);
-    the apex-up triangle's centroid lies h/6 below its box centre. Extent comes from the
-    variance: the vertical one for the triangle, the mean of both axes otherwise.
-    """
-    q = 1.0 / 12.0
-    mu20 = (st["mu20"] - q).clamp_min(0.0)
-    mu02 = (st["mu02"] - q).clamp_min(0.0)
-    is_tri = shapes == SHAPE_NAMES.index("triangle")
-    var = torch.where(is_tri, mu02, (mu20 + mu02) / 2)
-    extent = (var / _VAR_PER_EXTENT2[shapes]).sqrt()
-    cy = torch.where(is_tri, st["my"] - extent / 6, st["my"])
-    return {"cx": st["mx"] / side, "cy": cy / side, "extent": extent / side}
-
 # ----------------------------------------------------------------------------- metrics
 
 
 def score_prompt_match(score: SceneScore, color: str | None, shape: str | None) -> dict[str, bool]:
-    """Does the image show what a one-object prompt asked for?
+    """Does the image show what a one-object prompt asks for?
 
-    The main (largest) object is compared; ``None`` for colour or shape counts as right.
+    The main (largest) object is judged; ``None`` for colour or shape counts as right.
     Returns color_ok, shape_ok, single_object (exactly one object found) and both_ok
-    (colour and shape right on the main object).
+    (colour and shape both right on the main object).
     """
     main = score.main
     color_ok = main is not None and (color is None or main.color == color)
     shape_ok = main is not None and (shape is None or main.shape == shape)
     return {
-        "color_ok": bool(color_ok),
-        "shape_ok": bool(shape_ok),
+        "color_ok": color_ok,
+        "shape_ok": shape_ok,
         "single_object": score.num_objects == 1,
-        "both_ok": bool(color_ok and shape_ok),
+        "both_ok": color_ok and shape_ok,
     }
 
 
-def _prompt_color_shape(attrs: dict[str, Any]) -> tuple[str | None, str | None]:
-    if "objects" in attrs and attrs["objects"]:
-        first = attrs["objects"][0]
-        return first.get("color"), first.get("shape")
-    return attrs.get("color"), attrs.get("shape")
+def _wanted(prompt: str | dict[str, Any]) -> tuple[str | None, str | None]:
+    """(colour, shape) a prompt asks for: from a caption string, or a dict (its first object)."""
+    if isinstance(prompt, str):
+        words = re.findall(r"[a-z]+", prompt.lower())
+        color = next((w for w in words if w in OBJECT_RGB), None)
+        return color, next((w for w in words if w in SHAPE_NAMES), None)
+    obj = prompt["objects"][0] if prompt.get("objects") else prompt
+    return obj.get("color"), obj.get("shape")
 
 
-def summarise(scores: Sequence[SceneScore], prompts_attrs: Sequence[dict[str, Any]]) -> dict[str, float]:
-    """Aggregate prompt fidelity and spatial diversity over a set of generated images.
+def summarise(
+    scores: Sequence[SceneScore], prompts_attrs: Sequence[str | dict[str, Any]]
+) -> dict[str, float]:
+    """Prompt fidelity and spatial diversity over a set of generated images.
 
-    prompts_attrs: per image, ``{"color": ..., "shape": ...}`` of the prompt, or a dataset
-    attribute dict with ``"objects"`` (its first object is used).
-    Returns color_accuracy, shape_accuracy, single_object_rate, both_right_rate (shares of
-    images), mean_num_objects, center_std_x and center_std_y (population std of the main
-    object's centre over the images that have one; 0.29 is uniform over [0, 1], 0 is every
-    image alike), and n.
+    prompts_attrs: per image, what was asked: ``{"color": ..., "shape": ...}``, a dataset
+    attribute dict (its first object), or a prompt string such as ``"a red circle"``.
+    Returns n, color_accuracy, shape_accuracy, single_object_rate, both_right_rate (shares
+    of images), mean_num_objects, and center_std_x, center_std_y: the population std of
+    the main object's centre over the images that have one (uniform over the allowed area
+    gives about 0.2 to 0.25; 0 means every image puts it in the same place).
     """
-    if len(scores) != len(prompts_attrs):
+    if len(scores) != len(prompts_attrs) or not scores:
         raise InputError(
             f"prompts_attrs: expected one entry per score ({len(scores)}), got "
-            f"{len(prompts_attrs)}; pass the prompt attributes of every scored image"
+            f"{len(prompts_attrs)}; score at least one image and pass what each was asked for"
         )
     n = len(scores)
-    if n == 0:
-        raise InputError("scores: empty; score at least one image before summarising")
-    matches = [score_prompt_match(s, *_prompt_color_shape(a)) for s, a in zip(scores, prompts_attrs)]
+    hits = [score_prompt_match(s, *_wanted(p)) for s, p in zip(scores, prompts_attrs)]
     centres = np.array([s.main.center for s in scores if s.main is not None], dtype=np.float64)
     std = centres.std(axis=0) if len(centres) else np.zeros(2)
     return {
         "n": float(n),
-        "color_accuracy": sum(m["color_ok"] for m in matches) / n,
-        "shape_accuracy": sum(m["shape_ok"] for m in matches) / n,
-        "single_object_rate": sum(m["single_object"] for m in matches) / n,
-        "both_right_rate": sum(m["both_ok"] for m in matches) / n,
+        "color_accuracy": sum(h["color_ok"] for h in hits) / n,
+        "shape_accuracy": sum(h["shape_ok"] for h in hits) / n,
+        "single_object_rate": sum(h["single_object"] for h in hits) / n,
+        "both_right_rate": sum(h["both_ok"] for h in hits) / n,
         "mean_num_objects": sum(s.num_objects for s in scores) / n,
         "center_std_x": float(std[0]),
         "center_std_y": float(std[1]),
@@ -625,17 +574,17 @@ def summarise(scores: Sequence[SceneScore], prompts_attrs: Sequence[dict[str, An
 def match_truth(
     score: SceneScore, truth_objects: Sequence[dict[str, Any]]
 ) -> list[tuple[dict[str, Any], ObjectScore | None]]:
-    """Pair each ground-truth object with the found object nearest its centre (each used once).
+    """Pair each ground-truth object with the found object nearest its centre, each used once.
 
-    truth_objects: dicts with a ``center`` (x, y). Greedy by distance, which is exact for
-    the dataset's well-separated objects. Returns (truth, found or None) pairs in input order.
+    truth_objects: dicts with a ``center`` (x, y), e.g. ``attributes["objects"]`` of the
+    dataset. Greedy by distance (exact for well-separated objects). Returns
+    (truth, found or None) pairs in the order of ``truth_objects``.
     """
-    pairs = []
-    for ti, t in enumerate(truth_objects):
-        tx, ty = t["center"]
-        for oi, o in enumerate(score.objects):
-            pairs.append((math.hypot(o.center[0] - tx, o.center[1] - ty), ti, oi))
-    pairs.sort()
+    pairs = sorted(
+        (math.dist(o.center, t["center"]), ti, oi)
+        for ti, t in enumerate(truth_objects)
+        for oi, o in enumerate(score.objects)
+    )
     found: dict[int, ObjectScore] = {}
     used: set[int] = set()
     for _, ti, oi in pairs:

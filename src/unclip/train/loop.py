@@ -16,6 +16,7 @@ on CUDA with deterministic kernels).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -310,6 +311,20 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def _seed_global_rng(seed: int, device: torch.device) -> None:
+    """Seed the global RNGs that dropout and friends draw from: the CPU one and the training device's.
+
+    Not ``torch.manual_seed``: where CUDA is not initialised it records a stack trace on
+    every call (milliseconds each), which would cost more than a small model's step.
+    """
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        torch.cuda.default_generators[index].manual_seed(seed)
+    elif device.type != "cpu":
+        torch.manual_seed(seed)
+
+
 def _sync_every_step(device: torch.device) -> bool:
     """Check each step's loss at once on CPU (free); on accelerators only at log/checkpoint steps, to keep the queue full."""
     return device.type == "cpu"
@@ -443,10 +458,10 @@ def train(
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 generator = step_generator(config.seed, step)
-                torch.manual_seed(step_seed(config.seed, step, 1))
+                _seed_global_rng(step_seed(config.seed, step, 1), device)
 
                 batch = stage.get_batch(step, generator)
-                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext():
                     out = stage.loss(batch, generator)
                 loss, metrics = out if isinstance(out, tuple) else (out, {})
                 if not isinstance(loss, Tensor) or loss.numel() != 1:
@@ -495,7 +510,7 @@ def train(
                     window, t_window, timed = [], now, 0
                     last_loss = record["loss"]
                     bar.set_postfix(loss=f"{last_loss:.4g}", lr=f"{lr:.2e}", refresh=False)
-                    logger.info("%s step %d/%d loss %.5g lr %.3g grad_norm %s", stage.name, done, config.steps, last_loss, lr, record["grad_norm"])
+                    logger.info("%s step %d/%d loss %.5g lr %.3g grad_norm %.4g", stage.name, done, config.steps, last_loss, lr, record["grad_norm"] if record["grad_norm"] is not None else math.nan)
                     if on_log is not None:
                         on_log(dict(record))
                 if is_eval:

@@ -12,7 +12,7 @@ import copy
 import json
 import logging
 import time
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from .stages import CLIPStage, DecoderStage, DiffusionSettings, PriorStage
 log = logging.getLogger(__name__)
 
 STAGES = ("clip", "prior", "decoder", "all")
+PROBE_STEPS = 200
 
 # Each preset: the training data, then per stage the model sizes, the loop settings and
 # the batch size. "tiny" is for tests (seconds); "small" trains on 2 CPU cores; "gpu"
@@ -57,16 +58,16 @@ PRESETS: dict[str, dict[str, Any]] = {
                     "diffusion": dict(), "train": dict(steps=8000, lr=3e-4, warmup_steps=200, checkpoint_every=500, ema_decay=0.9995, precision="bf16"), "batch_size": 32},
     },
 }
+# "gpu": the shipped model's recipe, run on one GPU with a wall-clock budget per stage:
+# the same 32 px sizes as "small" (so the CPU demo stays fast), more data, larger batches.
 PRESETS["gpu"] = copy.deepcopy(PRESETS["small"])
-PRESETS["gpu"].update({
-    "data": {"num_images": 60000, "image_size": 64},
-    "decoder": {"model": dict(image_size=64, base_channels=64, channel_mults=(1, 2, 3, 4), num_res_blocks=2, attention_resolutions=(16, 8), head_channels=32, text_width=128, text_depth=2, text_heads=4),
-                "diffusion": dict(), "train": dict(steps=6000, lr=3e-4, warmup_steps=200, checkpoint_every=500, ema_decay=0.9995, precision="auto"), "batch_size": 64},
-})
-PRESETS["gpu"]["clip"]["train"].update(steps=4000)
-PRESETS["gpu"]["clip"]["batch_size"] = 256
-PRESETS["gpu"]["prior"]["train"].update(steps=8000)
-PRESETS["gpu"]["prior"]["batch_size"] = 256
+PRESETS["gpu"]["data"]["num_images"] = 100000
+PRESETS["gpu"]["clip"]["batch_size"] = 512
+PRESETS["gpu"]["clip"]["train"].update(steps=6000, lr=1e-3, warmup_steps=300, lr_decay="constant", ema_decay=0.999, time_limit_s=150)
+PRESETS["gpu"]["prior"]["batch_size"] = 512
+PRESETS["gpu"]["prior"]["train"].update(steps=30000, lr=3e-4, time_limit_s=210, precision="auto")
+PRESETS["gpu"]["decoder"]["batch_size"] = 128
+PRESETS["gpu"]["decoder"]["train"].update(steps=60000, lr=2e-4, ema_decay=0.9995, time_limit_s=600, precision="auto", checkpoint_every=2000)
 
 
 def get_preset(name: str) -> dict[str, Any]:
@@ -76,15 +77,45 @@ def get_preset(name: str) -> dict[str, Any]:
     return copy.deepcopy(PRESETS[name])
 
 
-def _train_config(section: dict[str, Any], *, seed: int, device: str, steps: int | None) -> TrainConfig:
+def _train_config(section: dict[str, Any], *, seed: int, device: str, steps: int | None) -> tuple[TrainConfig, float | None]:
+    """The stage's TrainConfig and its wall-clock budget in seconds (None: no budget)."""
     kwargs = dict(section.get("train", {}))
+    budget = kwargs.pop("time_limit_s", None)
     kwargs.update(seed=seed, device=device)
     if steps is not None:
         kwargs["steps"] = steps
         kwargs["checkpoint_every"] = min(kwargs.get("checkpoint_every", steps), steps)
         kwargs["warmup_steps"] = min(kwargs.get("warmup_steps", 0), max(steps // 10, 1))
+        budget = None
     names = {f.name for f in fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in kwargs.items() if k in names})
+    return TrainConfig(**{k: v for k, v in kwargs.items() if k in names}), budget
+
+
+def run_stage(stage: Any, config_and_budget: tuple[TrainConfig, float | None], run_dir: Path, *, resume: bool, progress: bool) -> dict[str, Any]:
+    """Train a stage; with a wall-clock budget, fit the number of steps to it.
+
+    A budgeted run first trains ``PROBE_STEPS`` steps, measures the step rate, then
+    resumes (exactly, from the probe's checkpoint) up to the number of steps the rest of
+    the budget allows, capped by ``config.steps``. The LR schedule must then be constant
+    after warm-up, since the final step count is not known in advance. On ``resume`` the
+    budget is ignored and the run continues to ``config.steps``.
+    """
+    config, budget = config_and_budget
+    if budget is None or resume:
+        result = train(stage, config, run_dir, resume=resume, progress=progress)
+        return {"steps": result.steps, "wall_time_s": result.wall_time_s, "steps_per_s": result.steps_per_s, "final_loss": result.final_loss}
+    if config.lr_decay != "constant":
+        raise ConfigError(f"stage {stage.name}: a time budget needs lr_decay='constant' (got {config.lr_decay!r})")
+    probe_steps = min(config.steps, PROBE_STEPS)
+    probe = train(stage, replace(config, steps=probe_steps, checkpoint_every=probe_steps), run_dir, progress=progress)
+    target = min(config.steps, probe_steps + int(probe.steps_per_s * max(budget - probe.wall_time_s, 0.0)))
+    target -= target % 10
+    wall, result = probe.wall_time_s, probe
+    if target > probe_steps:
+        result = train(stage, replace(config, steps=target), run_dir, resume=True, progress=progress)
+        wall += result.wall_time_s
+    log.info("%s: %d steps in %.0f s (budget %.0f s)", stage.name, result.steps, wall, budget)
+    return {"steps": result.steps, "wall_time_s": wall, "steps_per_s": result.steps / max(wall, 1e-9), "final_loss": result.final_loss, "time_budget_s": budget}
 
 
 def prepare_training_set(data: str, preset: dict[str, Any], out: Path, *, seed: int, progress: bool) -> TrainingSet:
@@ -107,7 +138,8 @@ def train_clip_stage(training_set: TrainingSet, preset: dict[str, Any], out: Pat
     config = CLIPConfig(**{**section["model"], "vocab_size": tokenizer.vocab_size})
     torch.manual_seed(seed)
     stage = CLIPStage(CLIP(config), tokenizer, training_set, section["batch_size"], export_root=out)
-    train(stage, _train_config(section, seed=seed, device=device, steps=steps), out / "runs" / "clip", resume=resume, progress=progress)
+    stats = run_stage(stage, _train_config(section, seed=seed, device=device, steps=steps), out / "runs" / "clip", resume=resume, progress=progress)
+    atomic_write_json(out / "runs" / "clip" / "summary.json", stats)
     return FrozenCLIP.load(out / "clip", device=device)
 
 
@@ -117,7 +149,8 @@ def train_prior_stage(training_set: TrainingSet, clip: FrozenCLIP, preset: dict[
     config = DiffusionPriorConfig(**{**section["model"], "embed_dim": clip.embed_dim, "text_width": clip.text_width, "context_length": clip.context_length})
     torch.manual_seed(seed)
     stage = PriorStage(DiffusionPrior(config), training_set, section["batch_size"], export_root=out)
-    train(stage, _train_config(section, seed=seed, device=device, steps=steps), out / "runs" / "prior_diffusion", resume=resume, progress=progress)
+    stats = run_stage(stage, _train_config(section, seed=seed, device=device, steps=steps), out / "runs" / "prior_diffusion", resume=resume, progress=progress)
+    atomic_write_json(out / "runs" / "prior_diffusion" / "summary.json", stats)
 
 
 def train_decoder_stage(training_set: TrainingSet, clip: FrozenCLIP, preset: dict[str, Any], out: Path, *, seed: int = 0, device: str = "cpu", steps: int | None = None, resume: bool = False, progress: bool = True, text_only: bool = False) -> None:
@@ -131,7 +164,8 @@ def train_decoder_stage(training_set: TrainingSet, clip: FrozenCLIP, preset: dic
     torch.manual_seed(seed)
     name = "decoder_text_only" if text_only else "decoder"
     stage = DecoderStage(Decoder(DecoderConfig(**model_kwargs)), training_set, section["batch_size"], settings, export_root=out, name=name)
-    train(stage, _train_config(section, seed=seed, device=device, steps=steps), out / "runs" / name, resume=resume, progress=progress)
+    stats = run_stage(stage, _train_config(section, seed=seed, device=device, steps=steps), out / "runs" / name, resume=resume, progress=progress)
+    atomic_write_json(out / "runs" / name / "summary.json", stats)
 
 
 def _stage_done(out: Path, component: str) -> bool:
@@ -177,7 +211,12 @@ def train_all(data: str, preset_name: str, out: str | Path, *, seed: int = 0, de
             fn(training_set, clip, preset, out, seed=seed, device=device, steps=steps, resume=resume, progress=progress)
         timings[f"{name}_s"] = time.perf_counter() - t0
 
-    summary = {"data": data, "preset": preset_name, "seed": seed, "device": device, "steps_override": steps, "timings_s": timings, "wall_time_s": time.perf_counter() - start, "clip_retrieval": retrieval}
+    stage_stats = {}
+    for component in ("clip", "prior_diffusion", "decoder"):
+        path = out / "runs" / component / "summary.json"
+        if path.is_file():
+            stage_stats[component] = json.loads(path.read_text())
+    summary = {"stages": stage_stats, "data": data, "preset": preset_name, "seed": seed, "device": device, "steps_override": steps, "timings_s": timings, "wall_time_s": time.perf_counter() - start, "clip_retrieval": retrieval}
     UnCLIP.write_model_json(out, {"clip": "clip", "prior_diffusion": "prior_diffusion", "decoder": "decoder"}, info=summary)
     atomic_write_json(out / "train_summary.json", summary)
     return summary

@@ -7,6 +7,7 @@ exports its inference component (EMA weights) into ``out_dir/<name>/``.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -66,10 +67,10 @@ class CLIPStage:
         tokens = self.caption_tokens[caption_ids].to(device)
         image_embed, text_embed, logit_scale = self.model(images, tokens)
         loss = contrastive_loss(image_embed, text_embed, logit_scale, caption_ids=caption_ids.to(device))
-        return loss, {"logit_scale": float(logit_scale)}
+        return loss, {"logit_scale": float(logit_scale.detach())}
 
     def export(self, model: nn.Module, out_dir: Path) -> None:
-        FrozenCLIP.from_model(model, self.tokenizer).save(Path(self.export_root or out_dir) / self.name)
+        FrozenCLIP.from_model(copy.deepcopy(model), self.tokenizer).save(Path(self.export_root or out_dir) / self.name)
 
 
 class PriorStage:
