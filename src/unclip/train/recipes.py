@@ -28,6 +28,7 @@ from ..decoder.model import Decoder, DecoderConfig
 from ..errors import ConfigError
 from ..prior.diffusion_prior import DiffusionPrior, DiffusionPriorConfig
 from .loop import TrainConfig, train
+from .state import has_train_state
 from .stages import CLIPStage, DecoderStage, DiffusionSettings, PriorStage
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,7 @@ def run_stage(stage: Any, config_and_budget: tuple[TrainConfig, float | None], r
     budget is ignored and the run continues to ``config.steps``.
     """
     config, budget = config_and_budget
+    resume = resume and has_train_state(run_dir)
     if budget is None or resume:
         result = train(stage, config, run_dir, resume=resume, progress=progress)
         return {"steps": result.steps, "wall_time_s": result.wall_time_s, "steps_per_s": result.steps_per_s, "final_loss": result.final_loss}

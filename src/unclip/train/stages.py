@@ -100,9 +100,8 @@ class PriorStage:
         x_t = self.diffusion.q_sample(z0, t, noise)
         pred = self.model(x_t, t, text.text_embeds[cid].float().to(device), text.token_encodings[cid].float().to(device), text.token_mask[cid].to(device), keep)
         loss = F.mse_loss(pred.float(), z0)
-        with torch.no_grad():
-            cos = F.cosine_similarity(pred.float(), z0, dim=-1).mean().item()
-        return loss, {"cos": cos}
+        cos = F.cosine_similarity(pred.detach().float(), z0, dim=-1).mean()
+        return loss, {"cos": cos}  # 0-d tensors: the loop syncs them only at log steps
 
     def export(self, model: nn.Module, out_dir: Path) -> None:
         save_component(Path(self.export_root or out_dir) / self.name, self.name, model.config, model.state_dict())
@@ -138,9 +137,9 @@ class DecoderStage:
         x_t = self.diffusion.q_sample(x0, t, noise)
         out = self.model(x_t, t, z_i, tokens, image_keep, text_keep)
         terms = training_loss(self.diffusion, out.float(), x0, x_t, t, noise)
-        metrics = {"mse": terms["mse"].mean().item()}
+        metrics = {"mse": terms["mse"].mean().detach()}
         if "vb" in terms:
-            metrics["vb"] = terms["vb"].mean().item()
+            metrics["vb"] = terms["vb"].mean().detach()
         return terms["loss"].mean(), metrics
 
     def export(self, model: nn.Module, out_dir: Path) -> None:
