@@ -66,9 +66,9 @@ PRESETS["gpu"]["data"]["num_images"] = 100000
 PRESETS["gpu"]["clip"]["batch_size"] = 512
 PRESETS["gpu"]["clip"]["train"].update(steps=6000, lr=1e-3, warmup_steps=300, lr_decay="constant", ema_decay=0.999, time_limit_s=150)
 PRESETS["gpu"]["prior"]["batch_size"] = 512
-PRESETS["gpu"]["prior"]["train"].update(steps=30000, lr=3e-4, time_limit_s=210, precision="auto")
+PRESETS["gpu"]["prior"]["train"].update(steps=30000, lr=3e-4, time_limit_s=180, precision="auto")
 PRESETS["gpu"]["decoder"]["batch_size"] = 128
-PRESETS["gpu"]["decoder"]["train"].update(steps=60000, lr=2e-4, ema_decay=0.9995, time_limit_s=600, precision="auto", checkpoint_every=2000)
+PRESETS["gpu"]["decoder"]["train"].update(steps=60000, lr=2e-4, ema_decay=0.9995, time_limit_s=480, precision="auto", checkpoint_every=2000)
 
 
 def get_preset(name: str) -> dict[str, Any]:
