@@ -34,8 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(p)
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("-n", type=int, default=4, help="images per caption (default: 4)")
-    p.add_argument("--steps", type=int, default=None, help="decoder DDIM steps (default: the model's)")
+    p.add_argument("-n", type=int, default=2, help="images per caption (default: 2)")
+    p.add_argument("--steps", type=int, default=25, help="decoder DDIM steps (default: 25, which keeps the demo under 3 minutes on 2 CPU cores)")
     _add_device(p)
 
     p = sub.add_parser("train", help="train a stage (clip, prior, decoder) or all of them", description="Train one stage or the whole system. `all` trains CLIP, then the prior and decoder on cached CLIP embeddings, and writes a complete model directory to --out. Re-run with --resume to continue an interrupted run exactly.")
@@ -87,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="dataset seed (default: 0)")
     p.add_argument("--size", type=int, default=64, help="image side in pixels (default: 64)")
     p.add_argument("--out", required=True, help="output folder")
+    try:
+        from . import cli_manipulate
+    except ImportError:  # the manipulation commands are optional while they are built
+        cli_manipulate = None
+    if cli_manipulate is not None:
+        cli_manipulate.add_parsers(sub)
     return parser
 
 
@@ -139,6 +145,10 @@ def _run(args: argparse.Namespace) -> int:
         report = run_benchmarks(threads=args.threads, device=args.device, quick=args.quick)
         print(json.dumps(report, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in report.items()))
         return 0
+    from . import cli_manipulate
+
+    if args.command in cli_manipulate.COMMANDS:
+        return cli_manipulate.run(args)
     raise AssertionError(args.command)
 
 

@@ -19,7 +19,7 @@ DEMO_CAPTIONS: dict[str, list[str]] = {
 }
 
 
-def run_demo(model: str = "shapes", out: str | Path = "demo_out", *, seed: int = 0, n: int = 4, steps: int | None = None, device: str = "cpu") -> Path:
+def run_demo(model: str = "shapes", out: str | Path = "demo_out", *, seed: int = 0, n: int = 2, steps: int | None = 25, device: str = "cpu") -> Path:
     """Generate ``n`` images for every demo caption and write ``out/index.html``."""
     start = time.perf_counter()
     pipe = UnCLIP.load(model, device=device)

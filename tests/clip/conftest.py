@@ -2,16 +2,9 @@
 
 import pytest
 import torch
+from clip_helpers import CAPTIONS, tiny_config
 
-from unclip.clip import CLIP, CLIPConfig, Tokenizer
-
-CAPTIONS = ["a red circle", "a blue square", "a green star left of a red circle", "a yellow triangle"]
-
-
-def tiny_config(vocab_size: int, **overrides) -> CLIPConfig:
-    base = dict(image_size=16, patch_size=4, vision_width=32, vision_depth=2, vision_heads=2, text_width=32, text_depth=2, text_heads=2, context_length=12, vocab_size=vocab_size, embed_dim=16)
-    base.update(overrides)
-    return CLIPConfig(**base)
+from unclip.clip import CLIP, Tokenizer
 
 
 @pytest.fixture

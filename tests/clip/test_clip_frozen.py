@@ -8,7 +8,7 @@ import torch
 from unclip.clip import CLIP, FrozenCLIP, TextEncoding, load_clip
 from unclip.errors import CheckpointError, InputError
 
-from conftest import CAPTIONS, tiny_config
+from clip_helpers import CAPTIONS, tiny_config
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from unclip.clip import CLIP, CLIPConfig
 from unclip.errors import ConfigError, InputError
 
-from conftest import CAPTIONS, tiny_config
+from clip_helpers import CAPTIONS, tiny_config
 
 
 def _images(n, size=16, seed=0):

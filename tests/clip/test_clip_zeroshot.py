@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from unclip.clip import CLIP, FrozenCLIP, Tokenizer, caption_ids_from_tokens, contrastive_loss, retrieval_report, zero_shot_accuracy, zero_shot_predict
 from unclip.errors import InputError
 
-from conftest import tiny_config
+from clip_helpers import tiny_config
 
 COLOURS = {"red": (0.9, -0.7, -0.7), "green": (-0.6, 0.5, -0.5), "blue": (-0.7, -0.4, 0.8), "yellow": (0.9, 0.7, -0.7), "purple": (0.1, -0.5, 0.5), "white": (0.9, 0.9, 0.9), "black": (-0.9, -0.9, -0.9)}
 NAMES = list(COLOURS)
