@@ -24,7 +24,7 @@ from PIL import Image
 from .checkpoint import atomic_write_json, load_component, load_state_into, save_component
 from .clip.frozen import FrozenCLIP
 from .decoder.model import Decoder, DecoderConfig
-from .diffusion import bind, classifier_free_guidance, sample
+from .diffusion import bind, classifier_free_guidance, randn_like, sample
 from .errors import CheckpointError, InputError
 from .imageio import tensor_to_pil
 from .prior.diffusion_prior import DiffusionPrior, DiffusionPriorConfig, sample_image_embeds
@@ -47,7 +47,11 @@ class SamplingDefaults:
     best_of: int = 2
     decoder_steps: int = 50
     decoder_guidance: float = 3.0
-    eta: float = 0.0
+    # Stochastic DDIM (eta 1) by default: with the cosine schedule the deterministic path
+    # (eta 0) left visible residual noise in some samples of the shipped model, while
+    # eta 1 gave clean images at 25 steps. Manipulations use eta 0 where they must retrace
+    # an inversion.
+    eta: float = 1.0
 
 
 def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
@@ -167,7 +171,7 @@ class UnCLIP:
         size = self.decoder.config.image_size
         b = image_embed.shape[0]
         if noise is None:
-            noise = torch.randn(b, 3, size, size, generator=generator, device=self.device)
+            noise = randn_like(torch.empty(b, 3, size, size, device=self.device), generator)
         model_fn = self.decoder_model_fn(image_embed, prompts, guidance=d.decoder_guidance if guidance is None else guidance, use_image=use_image)
         kwargs = {"eta": d.eta if eta is None else eta} if method == "ddim" else {}
         return sample(method, model_fn, self.decoder_diffusion, noise.to(self.device), steps=steps or d.decoder_steps, generator=generator, clip_x0=1.0, progress=progress, **kwargs).clamp(-1, 1)
@@ -198,3 +202,28 @@ class UnCLIP:
         """
         images, _ = self.generate_tensors(prompts, num_images, seed, **kwargs)
         return tensor_to_pil(images)
+
+    # ------------------------------------------------------------------ manipulations (paper section 3)
+    def invert(self, images, **kwargs):
+        """Bipartite latent (z_i, x_T) of image(s) by DDIM inversion; see :func:`unclip.manipulate.invert`."""
+        from .manipulate import invert
+
+        return invert(self, images, **kwargs)
+
+    def vary(self, image, eta: float = 1.0, n: int = 4, **kwargs) -> list[Image.Image]:
+        """``n`` variations of an image (PIL); see :func:`unclip.manipulate.vary`."""
+        from .manipulate import vary
+
+        return tensor_to_pil(vary(self, image, eta=eta, n=n, **kwargs))
+
+    def interpolate(self, a, b, frames: int = 8, **kwargs) -> list[Image.Image]:
+        """Frames between two images (PIL); see :func:`unclip.manipulate.interpolate`."""
+        from .manipulate import interpolate
+
+        return tensor_to_pil(interpolate(self, a, b, frames=frames, **kwargs))
+
+    def text_diff(self, image, from_text: str, to_text: str, **kwargs) -> list[Image.Image]:
+        """Frames of a text-diff edit (PIL); see :func:`unclip.manipulate.text_diff`."""
+        from .manipulate import text_diff
+
+        return tensor_to_pil(text_diff(self, image, from_text, to_text, **kwargs))

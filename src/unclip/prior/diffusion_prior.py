@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..diffusion import GaussianDiffusion, classifier_free_guidance, sample
+from ..diffusion import GaussianDiffusion, classifier_free_guidance, randn_like, sample
 from ..nn.transformer import Transformer, TransformerConfig
 from ..nn.layers import timestep_embedding
 
@@ -149,7 +149,7 @@ def sample_image_embeds(
     cond["text_keep"] = keep
     model_fn = classifier_free_guidance(prior, guidance_scale, cond, uncond)
     diffusion = prior.make_diffusion()
-    x_T = torch.randn(b * n, prior.config.embed_dim, generator=generator, device=text_embed.device, dtype=text_embed.dtype)
+    x_T = randn_like(torch.empty(b * n, prior.config.embed_dim, device=text_embed.device, dtype=text_embed.dtype), generator)
     kwargs = {"eta": eta} if method == "ddim" else {}
     z = sample(method, model_fn, diffusion, x_T, steps=steps, generator=generator, progress=progress, **kwargs)
     z = torch.nn.functional.normalize(z.float(), dim=-1).view(b, n, -1)
