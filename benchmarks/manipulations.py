@@ -27,7 +27,7 @@ from unclip.pipeline import UnCLIP
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """PSNR in dB of images in [-1, 1] (peak-to-peak 2): (B,)."""
-    mse = ((a - b) / 2).pow(2).flatten(1).mean(1).clamp_min(1e-12)
+    mse = ((a.float().cpu() - b.float().cpu()) / 2).pow(2).flatten(1).mean(1).clamp_min(1e-12)
     return 10 * torch.log10(1 / mse)
 
 

@@ -19,8 +19,12 @@ DEMO_CAPTIONS: dict[str, list[str]] = {
 }
 
 
-def run_demo(model: str = "shapes", out: str | Path = "demo_out", *, seed: int = 0, n: int = 2, steps: int | None = 25, device: str = "cpu") -> Path:
-    """Generate ``n`` images for every demo caption and write ``out/index.html``."""
+def run_demo(model: str = "shapes", out: str | Path = "demo_out", *, seed: int = 0, n: int = 2, steps: int | None = 25, device: str = "cpu", manipulations: bool = True) -> Path:
+    """Generate ``n`` images for every demo caption and write ``out/index.html``.
+
+    With ``manipulations``, the gallery also shows variations, interpolation, a text diff
+    and the PCA probe (paper section 3), built from inverted ``shapes`` test images.
+    """
     start = time.perf_counter()
     pipe = UnCLIP.load(model, device=device)
     prompts = [p for group in DEMO_CAPTIONS.values() for p in group]
@@ -31,6 +35,10 @@ def run_demo(model: str = "shapes", out: str | Path = "demo_out", *, seed: int =
         count = len(group) * n
         sections.append(GallerySection(title, items=list(zip(pil[k : k + count], expanded[k : k + count]))))
         k += count
+    if manipulations:
+        from .demo_manipulate import manipulation_sections
+
+        sections += manipulation_sections(pipe, seed=seed, steps=steps or 25)
     elapsed = time.perf_counter() - start
     footer = f"model: {model}; seed {seed}; {n} images per caption; decoder {pipe.decoder.config.image_size}px, {steps or pipe.defaults.decoder_steps} DDIM steps, guidance {pipe.defaults.decoder_guidance}; prior {pipe.defaults.prior_steps} steps, best of {pipe.defaults.best_of}; {elapsed:.0f} s on {device}."
     return write_gallery(out, "unclip: text to image", sections, footer=footer)

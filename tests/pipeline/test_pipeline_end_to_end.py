@@ -86,7 +86,11 @@ def test_cli_demo_writes_gallery(tiny_model: str, tmp_path: Path) -> None:
     out = tmp_path / "demo"
     assert main(["demo", "--model", tiny_model, "-n", "1", "--steps", "2", "--out", str(out)]) == 0
     page = (out / "index.html").read_text()
-    assert "Held-out pairs" in page and page.count("<img") == 17
+    assert "Held-out pairs" in page and "Text diff" in page and "PCA probe" in page
+    assert page.count("<img") > 17
+    plain = tmp_path / "plain"
+    assert main(["demo", "--model", tiny_model, "-n", "1", "--steps", "2", "--no-manipulations", "--out", str(plain)]) == 0
+    assert (plain / "index.html").read_text().count("<img") == 17
 
 
 def test_cli_help_for_every_command(capsys) -> None:

@@ -16,7 +16,6 @@ identity on each branch and its output starts at exactly zero.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +24,7 @@ from torch import nn
 
 from ..errors import ConfigError, InputError
 from .attention import MultiHeadAttention
+from .layers import timestep_embedding  # noqa: F401 - re-exported as part of this module's API
 
 
 @dataclass
@@ -92,25 +92,6 @@ class UNetConfig:
     @property
     def emb_dim(self) -> int:
         return self.base_channels * self.time_embed_mult
-
-
-def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal embedding of (possibly fractional) timesteps.
-
-    Args:
-        t: (B,) timesteps, integer or float.
-        dim: output width.
-    Returns:
-        (B, dim) float32: ``[cos(t * f_k), sin(t * f_k)]`` with frequencies ``f_k`` spaced
-        geometrically from 1 down to ``1 / max_period`` (Vaswani et al. 2017, section 3.5).
-    """
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-    args = t.float()[:, None] * freqs[None]
-    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
-    if dim % 2:
-        emb = F.pad(emb, (0, 1))
-    return emb
 
 
 def group_norm(channels: int, max_groups: int = 32) -> nn.GroupNorm:
