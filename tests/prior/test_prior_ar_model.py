@@ -10,6 +10,20 @@ from unclip.prior.pca import PCA
 from ar_synthetic import E, synthetic_training_set, text_batch, tiny_prior
 
 
+def test_value_features_add_a_gaussian_term_over_bucket_values(data):
+    model = tiny_prior(data).eval()
+    torch.nn.init.normal_(model.value_out.weight, std=0.5)
+    h = torch.randn(2, 3, 32, generator=torch.Generator().manual_seed(0))
+    free = model.head(h)
+    mu, log_sigma = model.value_out(h).unbind(-1)
+    values = model.bucket_values[1:4] / model.coeff_scale[1:4, None]
+    expected = free - 0.5 * ((values - mu[..., None]) / log_sigma.exp()[..., None]) ** 2
+    assert torch.allclose(model._logits(h, first=1), expected, atol=1e-5)
+    assert torch.allclose(model.coeff_scale ** 2, PCA.fit(data.image_embeds).eigenvalues[:6], rtol=1e-4)
+    plain = tiny_prior(data, value_features=False)
+    assert not hasattr(plain, "value_out") and torch.equal(plain._logits(h), plain.head(h))
+
+
 def test_buffers_hold_pca_and_quantile_edges(data):
     model = tiny_prior(data)
     pca = PCA.fit(data.image_embeds)
@@ -43,8 +57,9 @@ def test_quantize_dequantize_error_bounded_by_bucket_width(data):
     assert cos.mean() > 0.97
 
 
-def test_transformer_is_causal(data):
-    model = tiny_prior(data).eval()
+@pytest.mark.parametrize("value_features", [True, False])
+def test_transformer_is_causal(data, value_features):
+    model = tiny_prior(data, value_features=value_features).eval()
     te, tt, tm = text_batch(data, [0, 1])
     keep = torch.ones(2, dtype=torch.bool)
     dot = torch.tensor([3, 5])
@@ -70,9 +85,11 @@ def test_dropped_text_ignores_the_caption(data):
     assert not torch.allclose(a, c, atol=1e-4)
 
 
-@pytest.mark.parametrize("guidance", [1.0, 2.5])
-def test_kv_cached_sampling_matches_full_recomputation(data, guidance):
-    model = tiny_prior(data).eval()
+@pytest.mark.parametrize("guidance,value_features", [(1.0, True), (2.5, True), (2.5, False)])
+def test_kv_cached_sampling_matches_full_recomputation(data, guidance, value_features):
+    model = tiny_prior(data, value_features=value_features).eval()
+    if value_features:  # make the value-feature paths matter (they start at zero)
+        torch.nn.init.normal_(model.value_out.weight, std=0.5)
     te, tt, tm = text_batch(data, [0, 1, 2])
     dot = torch.tensor([4, 5, 7])
     g = torch.Generator().manual_seed(3)
