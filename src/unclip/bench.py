@@ -20,7 +20,7 @@ from .diffusion import GaussianDiffusion, bind, sample, sample_timesteps, traini
 from .prior.diffusion_prior import DiffusionPrior, DiffusionPriorConfig
 
 PRIOR_SIZE = dict(embed_dim=256, text_width=256, context_length=77, width=256, depth=6, heads=8)
-DECODER_SIZE = dict(image_size=64, base_channels=64, channel_mults=(1, 2, 4), num_res_blocks=2, attention_resolutions=(16, 8), head_channels=64, clip_embed_dim=256, context_length=77, vocab_size=1000, text_width=256, text_depth=2, text_heads=4)
+DECODER_SIZE = dict(image_size=64, base_channels=64, channel_mults=(1, 2, 4), num_res_blocks=2, attention_resolutions=(16,), head_channels=64, clip_embed_dim=256, context_length=77, vocab_size=1000, text_width=256, text_depth=2, text_heads=4)
 
 
 def _rate(fn: Callable[[], None], repeats: int, warmup: int = 1) -> float:

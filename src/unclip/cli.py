@@ -34,9 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(p)
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("-n", type=int, default=2, help="images per caption (default: 2)")
-    p.add_argument("--steps", type=int, default=25, help="decoder DDIM steps (default: 25, which keeps the demo under 3 minutes on 2 CPU cores)")
-    p.add_argument("--no-manipulations", action="store_true", help="skip the variations / interpolation / text-diff / PCA-probe sections")
+    p.add_argument("-n", type=int, default=1, help="images per caption (default: 1)")
+    p.add_argument("--steps", type=int, default=20, help="decoder DDIM steps (default: 20, to keep the default demo short on 2 CPU cores)")
+    p.add_argument("--manipulations", action="store_true", help="add the variations / interpolation / text-diff / PCA-probe sections (several more minutes on CPU)")
     _add_device(p)
 
     p = sub.add_parser("train", help="train a stage (clip, prior, decoder) or all of them", description="Train one stage or the whole system. `all` trains CLIP, then the prior and decoder on cached CLIP embeddings, and writes a complete model directory to --out. Re-run with --resume to continue an interrupted run exactly.")
@@ -131,7 +131,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from .demo import run_demo
 
-        path = run_demo(args.model, args.out, seed=args.seed, n=args.n, steps=args.steps, device=args.device, manipulations=not args.no_manipulations)
+        path = run_demo(args.model, args.out, seed=args.seed, n=args.n, steps=args.steps, device=args.device, manipulations=args.manipulations)
         print(f"gallery written to {path / 'index.html'}")
         return 0
     if args.command == "eval":

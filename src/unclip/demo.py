@@ -19,7 +19,7 @@ DEMO_CAPTIONS: dict[str, list[str]] = {
 }
 
 
-def run_demo(model: str = "shapes", out: str | Path = "demo_out", *, seed: int = 0, n: int = 2, steps: int | None = 25, device: str = "cpu", manipulations: bool = True) -> Path:
+def run_demo(model: str = "shapes", out: str | Path = "demo_out", *, seed: int = 0, n: int = 1, steps: int | None = 20, device: str = "cpu", manipulations: bool = False) -> Path:
     """Generate ``n`` images for every demo caption and write ``out/index.html``.
 
     With ``manipulations``, the gallery also shows variations, interpolation, a text diff

@@ -84,12 +84,12 @@ def test_cli_eval_reports_every_figure(tiny_model: str, capsys) -> None:
 
 def test_cli_demo_writes_gallery(tiny_model: str, tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    assert main(["demo", "--model", tiny_model, "-n", "1", "--steps", "2", "--out", str(out)]) == 0
+    assert main(["demo", "--model", tiny_model, "-n", "1", "--steps", "2", "--manipulations", "--out", str(out)]) == 0
     page = (out / "index.html").read_text()
     assert "Held-out pairs" in page and "Text diff" in page and "PCA probe" in page
     assert page.count("<img") > 17
     plain = tmp_path / "plain"
-    assert main(["demo", "--model", tiny_model, "-n", "1", "--steps", "2", "--no-manipulations", "--out", str(plain)]) == 0
+    assert main(["demo", "--model", tiny_model, "-n", "1", "--steps", "2", "--out", str(plain)]) == 0
     assert (plain / "index.html").read_text().count("<img") == 17
 
 
