@@ -52,6 +52,7 @@ from torch import nn
 from ..checkpoint import load_component, load_state_into
 from ..errors import InputError
 from ..nn.attention import KVCache
+from .text_conditioning import conditioned_text
 from ..nn.transformer import Transformer, TransformerConfig
 from .pca import PCA
 
@@ -176,17 +177,8 @@ class ARPrior(nn.Module):
     # ------------------------------------------------------------------ network
     def _prefix(self, text_embed, text_tokens, text_mask, text_keep, dot_codes) -> tuple[torch.Tensor, torch.Tensor]:
         """Embedded prefix (B, L+2, W) and its key mask (B, L+2)."""
-        b, length, _ = text_tokens.shape
-        if length > self.config.context_length:
-            raise InputError(f"AR prior got {length} text tokens, its context_length is {self.config.context_length}")
-        keep = text_keep.view(b, 1, 1)
-        tokens = self.text_token_proj(text_tokens)
-        tokens = torch.where(keep, tokens, self.null_text_tokens[:length].to(tokens.dtype).expand(b, -1, -1))
-        null_mask = torch.zeros_like(text_mask)
-        null_mask[:, 0] = True
-        mask = torch.where(text_keep.view(b, 1), text_mask, null_mask)
-        z_t = self.text_embed_proj(text_embed * self.config.embed_dim ** 0.5)  # unit vector -> ~unit-variance coordinates
-        z_t = torch.where(keep[:, 0], z_t, self.null_text_embed.to(z_t.dtype).expand(b, -1))
+        b, length = text_tokens.shape[:2]
+        tokens, mask, z_t = conditioned_text(self, text_embed, text_tokens, text_mask, text_keep)
         dot = self.dot_embed(torch.where(text_keep, dot_codes, torch.full_like(dot_codes, self.config.num_dot_buckets)))
         seq = torch.cat([tokens, z_t[:, None], dot[:, None].to(tokens.dtype)], dim=1)
         seq = seq + self.positions[: length + 2].to(seq.dtype)

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..diffusion import GaussianDiffusion, classifier_free_guidance, randn_like, sample
+from .text_conditioning import conditioned_text
 from ..nn.transformer import Transformer, TransformerConfig
 from ..nn.layers import timestep_embedding
 
@@ -89,16 +90,7 @@ class DiffusionPrior(nn.Module):
             (B, E) predicted clean scaled embedding.
         """
         b, length, _ = text_tokens.shape
-        if length > self.config.context_length:
-            raise ValueError(f"prior got {length} text tokens, its context_length is {self.config.context_length}")
-        keep = text_keep.view(b, 1, 1)
-        tokens = self.text_token_proj(text_tokens)
-        tokens = torch.where(keep, tokens, self.null_text_tokens[:length].to(tokens.dtype).expand(b, -1, -1))
-        null_mask = torch.zeros_like(text_mask)
-        null_mask[:, 0] = True
-        mask = torch.where(text_keep.view(b, 1), text_mask, null_mask)
-        z_t = self.text_embed_proj(text_embed * self.scale)
-        z_t = torch.where(keep[:, 0], z_t, self.null_text_embed.to(z_t.dtype).expand(b, -1))
+        tokens, mask, z_t = conditioned_text(self, text_embed, text_tokens, text_mask, text_keep)
         time = self.time_mlp(timestep_embedding(t, self.config.width).to(z_t.dtype))
         z_i = self.image_embed_proj(x_t)
         query = self.final_query.to(z_t.dtype).expand(b, -1)
