@@ -53,6 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from unclip.data.shapes import BACKGROUNDS, COLORS, SHAPES
 from unclip.errors import InputError
 
 __all__ = [
@@ -62,22 +63,11 @@ __all__ = [
 ]  # fmt: skip
 
 # Palette copied from the spec (sRGB 0-255); a test checks it against unclip.data.shapes.
-BACKGROUND_RGB: dict[str, tuple[int, int, int]] = {
-    "white": (240, 240, 240),
-    "black": (24, 24, 24),
-    "gray": (128, 128, 128),
-}
-OBJECT_RGB: dict[str, tuple[int, int, int]] = {
-    "red": (215, 40, 40),
-    "orange": (240, 140, 30),
-    "yellow": (240, 210, 40),
-    "green": (50, 170, 60),
-    "cyan": (40, 190, 210),
-    "blue": (40, 80, 220),
-    "purple": (140, 60, 190),
-    "pink": (240, 120, 180),
-}
-SHAPE_NAMES: tuple[str, ...] = ("circle", "square", "triangle", "star")
+# The palette and shape names come from the dataset module, the one place that holds the
+# spec's numbers (a test still checks them against shapes.md's values).
+BACKGROUND_RGB: dict[str, tuple[int, int, int]] = dict(BACKGROUNDS)
+OBJECT_RGB: dict[str, tuple[int, int, int]] = dict(COLORS)
+SHAPE_NAMES: tuple[str, ...] = tuple(SHAPES)
 OTHER = "other"  # colour of a component that no palette blend explains
 SMALL_RANGE = (0.18, 0.26)  # spec size ranges, extent / side
 LARGE_RANGE = (0.38, 0.50)
