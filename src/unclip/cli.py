@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .errors import UnclipError
+from .errors import ConfigError, UnclipError
 
 DATA_HELP = "dataset: 'shapes' (built in), 'emoji' (needs fonts), or a folder of images with same-named .txt captions"
 
@@ -23,6 +23,14 @@ def _add_model(p: argparse.ArgumentParser, required: bool = False) -> None:
 
 def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+
+
+PRIOR_CHOICES = ["diffusion", "ar", "text-embed", "none"]
+PRIOR_HELP = "conditioning: diffusion prior z_i (default), the autoregressive prior's z_i, the text embedding as z_i, or caption only (the paper's Figure 8 modes)"
+
+
+def _add_size(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--size", type=int, default=None, help="output side in pixels: the decoder's (default) or a larger one reached by the model's upsampler stages, e.g. 128")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,15 +47,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manipulations", action="store_true", help="add the variations / interpolation / text-diff / PCA-probe sections (several more minutes on CPU)")
     _add_device(p)
 
-    p = sub.add_parser("train", help="train a stage (clip, prior, decoder) or all of them", description="Train one stage or the whole system. `all` trains CLIP, then the prior and decoder on cached CLIP embeddings, and writes a complete model directory to --out. Re-run with --resume to continue an interrupted run exactly.")
-    p.add_argument("stage", choices=["clip", "prior", "decoder", "all"], help="what to train")
+    p = sub.add_parser("train", help="train a stage (clip, prior, decoder, ar-prior, upsampler) or all of them", description="Train one stage or the whole system. `all` trains CLIP, then the prior and decoder on cached CLIP embeddings, and writes a complete model directory to --out. `ar-prior` and `upsampler` add a component to an existing model directory. Re-run with --resume to continue an interrupted run exactly.")
+    p.add_argument("stage", choices=["clip", "prior", "decoder", "all", "ar-prior", "upsampler"], help="what to train")
     p.add_argument("--data", default="shapes", help=DATA_HELP)
     p.add_argument("--preset", default="small", help="size preset: tiny (seconds, tests), small (2 CPU cores), gpu (default: small)")
     p.add_argument("--out", required=True, help="model directory to write")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
     p.add_argument("--steps", type=int, default=None, help="override the preset's number of steps for every stage trained")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--text-only", action="store_true", help="decoder only: train the GLIDE-style baseline without the CLIP image embedding")
+    p.add_argument("--text-only", action="store_true", help="decoder only: train the GLIDE-style baseline without the CLIP image embedding (component decoder_text_only)")
+    p.add_argument("--low-res", type=int, default=32, help="upsampler only: input side (default: 32, the shipped decoder's)")
+    p.add_argument("--high-res", type=int, default=128, help="upsampler only: output side (default: 128)")
+    p.add_argument("--degradation", default="blur", choices=["blur", "bsr", "none"], help="upsampler only: corruption of the low-res training inputs: blur (first stage), bsr (second stage) (default: blur)")
+    p.add_argument("--time-limit", type=float, default=None, help="ar-prior, upsampler and decoder: wall-clock budget in seconds; the step count (at most --steps or the preset's) is fitted to it after a short probe")
+    p.add_argument("--init-from", default=None, metavar="DIR", help="decoder only: start from the weights (and network) of this decoder component, e.g. MODEL/decoder; with --text-only the z_i pathway is left out")
     _add_device(p)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -56,7 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(p)
     p.add_argument("-n", type=int, default=4, help="images per prompt (default: 4)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--prior", default="diffusion", choices=["diffusion", "text-embed", "none"], help="conditioning: diffusion prior z_i (default), the text embedding as z_i, or caption only")
+    p.add_argument("--prior", default="diffusion", choices=PRIOR_CHOICES, help=PRIOR_HELP)
+    p.add_argument("--decoder", default="decoder", choices=["decoder", "decoder_text_only"], help="decoder component: unCLIP's (default) or the GLIDE-style text-only baseline (use with --prior none)")
+    _add_size(p)
+    p.add_argument("--upsampler-steps", type=int, default=None, help="DDIM steps of every upsampler stage (default: each stage's own)")
     p.add_argument("--prior-guidance", type=float, default=None, help="prior classifier-free guidance scale")
     p.add_argument("--decoder-guidance", type=float, default=None, help="decoder classifier-free guidance scale")
     p.add_argument("--steps", type=int, default=None, help="decoder DDIM steps")
@@ -70,9 +86,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="shapes", help="only 'shapes' is scored")
     p.add_argument("--seeds", type=int, default=4, help="images per prompt (default: 4)")
     p.add_argument("--steps", type=int, default=None, help="decoder DDIM steps")
-    p.add_argument("--prior", default="diffusion", choices=["diffusion", "text-embed", "none"], help="conditioning mode")
+    p.add_argument("--prior", default="diffusion", choices=PRIOR_CHOICES, help=PRIOR_HELP)
+    p.add_argument("--decoder", default="decoder", choices=["decoder", "decoder_text_only"], help="decoder component (decoder_text_only: the GLIDE-style baseline, with --prior none)")
+    p.add_argument("--guidance", type=float, default=None, help="decoder guidance scale (default: the model's)")
+    _add_size(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", default=None, help="also write the scored images here")
+    _add_device(p)
+
+    p = sub.add_parser("report", help="reproduce the paper's comparisons as an HTML report", description="Run the paper's comparisons on a model with both priors and the GLIDE-style baseline decoder (diffusion vs AR prior; Figure 8's conditioning modes; Figures 9-11: Frechet distance, accuracy and diversity against decoder guidance) and write index.html with plots, tables and sample grids to --out.")
+    _add_model(p)
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--quick", action="store_true", help="fewer prompts, scales and steps (a few minutes on 2 CPU cores)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     _add_device(p)
 
     p = sub.add_parser("bench", help="training and sampling speed at fixed sizes", description="Measure prior/decoder training steps/s and sampling throughput at fixed sizes (random weights, fp32, guidance off), with parameter counts and peak memory.")
@@ -110,21 +136,30 @@ def _run(args: argparse.Namespace) -> int:
         from .train import recipes
 
         kwargs = dict(seed=args.seed, device=args.device, steps=args.steps, resume=args.resume, progress=not args.no_progress)
-        if args.stage == "all":
+        if args.stage == "ar-prior":
+            from .prior.ar_stage import train_ar_prior
+
+            summary = train_ar_prior(args.out, data=args.data, preset=args.preset, device=args.device, steps=args.steps, resume=args.resume, time_limit_s=args.time_limit, seed=args.seed, progress=not args.no_progress)
+        elif args.stage == "upsampler":
+            from .upsampler.train_upsampler import train_upsampler
+
+            if args.data != "shapes":
+                raise ConfigError("`unclip train upsampler` trains on the built-in shapes data only (--data shapes)")
+            summary = train_upsampler(args.out, args.low_res, args.high_res, preset=args.preset, degradation=args.degradation, device=args.device, steps=args.steps, resume=args.resume, time_limit_s=args.time_limit, seed=args.seed, progress=not args.no_progress)
+        elif args.stage == "all":
             summary = recipes.train_all(args.data, args.preset, args.out, **kwargs)
-            print(json.dumps(summary, indent=2))
         else:
-            summary = recipes.train_single(args.stage, args.data, args.preset, args.out, text_only=args.text_only, **kwargs)
-            print(json.dumps(summary, indent=2))
+            summary = recipes.train_single(args.stage, args.data, args.preset, args.out, text_only=args.text_only, init_from=args.init_from, time_limit_s=args.time_limit, **kwargs)
+        print(json.dumps(summary, indent=2))
         return 0
     if args.command == "generate":
         from .imageio import write_image_set
         from .pipeline import UnCLIP
 
-        pipe = UnCLIP.load(args.model, device=args.device)
-        images = pipe.generate(args.prompts, num_images=args.n, seed=args.seed, prior=args.prior, prior_guidance=args.prior_guidance, decoder_guidance=args.decoder_guidance, steps=args.steps, prior_steps=args.prior_steps, best_of=args.best_of, progress=True)
+        pipe = UnCLIP.load(args.model, device=args.device, decoder=args.decoder)
+        images = pipe.generate(args.prompts, num_images=args.n, seed=args.seed, prior=args.prior, prior_guidance=args.prior_guidance, decoder_guidance=args.decoder_guidance, steps=args.steps, prior_steps=args.prior_steps, best_of=args.best_of, size=args.size, upsampler_steps=args.upsampler_steps, progress=True)
         entries = [{"prompt": p, "seed": args.seed, "index": k} for p in args.prompts for k in range(args.n)]
-        meta = {"command": "generate", "model": str(args.model), "settings": {k: getattr(args, k) for k in ("prior", "prior_guidance", "decoder_guidance", "steps", "prior_steps", "best_of", "n", "seed")}}
+        meta = {"command": "generate", "model": str(args.model), "settings": {k: getattr(args, k) for k in ("prior", "decoder", "prior_guidance", "decoder_guidance", "steps", "prior_steps", "best_of", "size", "upsampler_steps", "n", "seed")}}
         path = write_image_set(args.out, images, entries, meta)
         print(f"wrote {len(images)} images to {path}")
         return 0
@@ -137,8 +172,14 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "eval":
         from .eval.text_to_image import evaluate_model
 
-        report = evaluate_model(args.model, data=args.data, seeds=args.seeds, steps=args.steps, prior=args.prior, out=args.out, device=args.device)
+        report = evaluate_model(args.model, data=args.data, seeds=args.seeds, steps=args.steps, prior=args.prior, out=args.out, device=args.device, decoder=args.decoder, guidance=args.guidance, size=args.size)
         print(json.dumps(report, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in report.items()))
+        return 0
+    if args.command == "report":
+        from .report import run_report
+
+        path = run_report(args.model, args.out, quick=args.quick, seed=args.seed, device=args.device)
+        print(f"report written to {path}")
         return 0
     if args.command == "bench":
         from .bench import run_benchmarks

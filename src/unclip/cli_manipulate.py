@@ -20,6 +20,10 @@ _LATENT_NOTE = "IMAGE is a picture file (any size; centre-cropped and resized to
 _EXACT_NOTE = "Inversion is exact only when decoding uses the same steps and guidance as the inversion, so one --steps and --guidance serve both (guidance 1.0, no classifier-free guidance, inverts best). The decoder's caption is dropped, since an input image's caption is unknown."
 
 
+def _add_size(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--size", type=int, default=None, help="output side: the decoder's (default) or a larger one reached by the model's upsampler stages (one shared noise for all frames)")
+
+
 def _common(p: argparse.ArgumentParser, *, steps: bool = True) -> None:
     p.add_argument("--model", default="shapes", help="a shipped model name ('shapes') or a model directory written by `unclip train all` (default: shapes)")
     if steps:
@@ -46,6 +50,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("-n", type=int, default=4, help="number of variations (default: 4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler's noise (default: 0)")
     p.add_argument("--out", required=True, help="output folder")
+    _add_size(p)
     _common(p)
 
     p = sub.add_parser("interpolate", help="slerp between two images' CLIP embeddings", formatter_class=fmt,
@@ -56,6 +61,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--noise", default="slerp", choices=["slerp", "fixed"], help="noise path: slerp of the inverted x_T (default) or one fixed random x_T")
     p.add_argument("--seed", type=int, default=0, help="seed of the fixed noise (default: 0)")
     p.add_argument("--out", required=True, help="output folder")
+    _add_size(p)
     _common(p)
 
     p = sub.add_parser("textdiff", help="edit an image towards a caption (text diff)", formatter_class=fmt,
@@ -66,6 +72,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--max-theta", type=float, default=0.5, help="largest slerp weight towards z_d (default: 0.5)")
     p.add_argument("--frames", type=int, default=5, help="number of frames from theta 0 to --max-theta (default: 5)")
     p.add_argument("--out", required=True, help="output folder")
+    _add_size(p)
     _common(p)
 
     p = sub.add_parser("probe-pca", help="decode an image's z_i from its first k principal components", formatter_class=fmt,
@@ -161,6 +168,10 @@ def run(args: argparse.Namespace) -> int:
         meta["settings"] = _settings(args, "dims", "data", "split", "fit_n", "seed", "steps", "guidance")
         meta["components_for_1pct"] = info["components_for_1pct"]
         print(f"{info['components_for_1pct']} principal components keep the mean relative error of the {args.split} embeddings under 1%")
+    if args.command in ("vary", "interpolate", "textdiff"):
+        seed = getattr(args, "seed", 0)
+        images = pipe.upsample_to(images, args.size, seed=seed, shared_noise=args.command != "vary", progress=True)
+        meta.setdefault("settings", {})["size"] = int(images.shape[-1])
     path = write_image_set(args.out, tensor_to_pil(images), entries, meta)
     print(f"wrote {images.shape[0]} images to {path}")
     return 0

@@ -5,13 +5,18 @@ The pipeline holds frozen components and calls the shared samplers in
 (DESIGN.md principle 6). Conditioning modes follow the paper's Figure 8:
 
 * ``prior="diffusion"``: caption -> z_t -> diffusion prior -> z_i -> decoder (default);
+* ``prior="ar"``: as above with the autoregressive prior (section 2.2), when the model has one;
 * ``prior="text-embed"``: the text embedding z_t is fed to the decoder as if it were z_i;
 * ``prior="none"``: the decoder sees the caption only (z_i replaced by its null embedding).
+
+A model directory may also hold a GLIDE-style baseline decoder trained on captions alone
+(component ``decoder_text_only``; ``UnCLIP.load(..., decoder="decoder_text_only")``) and
+diffusion upsamplers (components ``upsampler_<side>``), which :meth:`UnCLIP.upsample_to`
+chains after the decoder up to the requested output side (section 2.1's cascade).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import asdict, dataclass
@@ -21,20 +26,23 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .checkpoint import atomic_write_json, load_component, load_state_into, save_component
+from .checkpoint import atomic_write_json, load_component, load_state_into
 from .clip.frozen import FrozenCLIP
 from .decoder.model import Decoder, DecoderConfig
 from .diffusion import bind, classifier_free_guidance, randn_like, sample
 from .errors import CheckpointError, InputError
 from .imageio import tensor_to_pil
+from .model_dir import MODEL_FORMAT, MODEL_VERSION, read_model_json
+from .prior.ar_prior import ARPrior, load_ar_prior, sample_ar_image_embeds
 from .prior.diffusion_prior import DiffusionPrior, DiffusionPriorConfig, sample_image_embeds
 from .train.stages import DiffusionSettings
+from .upsampler.cascade import CascadeStage, load_upsampler, run_cascade, upsample
 
 log = logging.getLogger(__name__)
 
-MODEL_FORMAT = "unclip-model"
-MODEL_VERSION = 1
-PRIOR_MODES = ("diffusion", "text-embed", "none")
+PRIOR_MODES = ("diffusion", "ar", "text-embed", "none")
+DECODERS = ("decoder", "decoder_text_only")
+UPSAMPLER_PREFIX = "upsampler_"
 SHIPPED_MODELS = ("shapes",)
 
 
@@ -52,6 +60,9 @@ class SamplingDefaults:
     # eta 1 gave clean images at 25 steps. Manipulations use eta 0 where they must retrace
     # an inversion.
     eta: float = 1.0
+    # Output side of generate/vary/interpolate/text_diff: None is the decoder's own side;
+    # a larger side runs the model's upsamplers after the decoder.
+    size: int | None = None
 
 
 def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
@@ -87,35 +98,47 @@ def load_diffusion_prior(directory: str | os.PathLike, device: str | torch.devic
 class UnCLIP:
     """Text-to-image with CLIP latents (see the module docstring for the modes)."""
 
-    def __init__(self, clip: FrozenCLIP, decoder: Decoder, decoder_diffusion: DiffusionSettings, prior: DiffusionPrior | None = None, defaults: SamplingDefaults | None = None) -> None:
+    def __init__(self, clip: FrozenCLIP, decoder: Decoder, decoder_diffusion: DiffusionSettings, prior: DiffusionPrior | None = None, defaults: SamplingDefaults | None = None, *, ar_prior: ARPrior | None = None, upsamplers: list[CascadeStage] | None = None) -> None:
         self.clip = clip
         self.decoder = decoder
         self.decoder_settings = decoder_diffusion
         self.decoder_diffusion = decoder_diffusion.make()
         self.prior = prior
+        self.ar_prior = ar_prior
+        self.upsamplers = sorted(upsamplers or [], key=lambda st: st.low_res)
         self.defaults = defaults or SamplingDefaults()
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, name_or_path: str | os.PathLike, device: str | torch.device = "cpu") -> "UnCLIP":
-        """Load a shipped model by name (``"shapes"``) or a model directory."""
+    def load(cls, name_or_path: str | os.PathLike, device: str | torch.device = "cpu", *, decoder: str = "decoder") -> "UnCLIP":
+        """Load a shipped model by name (``"shapes"``) or a model directory.
+
+        ``decoder`` picks the decoder component: ``"decoder"`` (unCLIP) or
+        ``"decoder_text_only"`` (the GLIDE-style baseline, sampled with ``prior="none"``).
+        The priors and upsamplers the directory holds are loaded too.
+        """
         root = resolve_model_path(name_or_path)
-        meta_path = root / "model.json"
-        if not meta_path.is_file():
-            raise CheckpointError(f"{root} has no model.json; is it a model directory written by `unclip train all`?")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format") != MODEL_FORMAT or meta.get("version") != MODEL_VERSION:
-            raise CheckpointError(f"{meta_path}: expected format '{MODEL_FORMAT}' version {MODEL_VERSION}, found {meta.get('format')!r} version {meta.get('version')!r}")
+        meta = read_model_json(root)
         comps = meta.get("components", {})
-        for needed in ("clip", "decoder"):
+        if decoder not in DECODERS:
+            raise InputError(f"unknown decoder '{decoder}'; choose one of {', '.join(DECODERS)}")
+        for needed in ("clip", decoder):
             if needed not in comps:
-                raise CheckpointError(f"{meta_path}: the model has no '{needed}' component")
+                hint = " (train it with `unclip train decoder --text-only --out DIR`)" if needed == "decoder_text_only" else ""
+                raise CheckpointError(f"{root / 'model.json'}: the model has no '{needed}' component{hint}")
+        known = {"clip", "prior_diffusion", "prior_ar", *DECODERS}
+        unknown = [c for c in comps if c not in known and not c.startswith(UPSAMPLER_PREFIX)]
+        if unknown:
+            log.warning("%s: ignoring unknown components %s", root, unknown)
         clip = FrozenCLIP.load(root / comps["clip"]).to(device)
-        decoder, settings = load_decoder(root / comps["decoder"], device)
+        dec, settings = load_decoder(root / comps[decoder], device)
         prior = load_diffusion_prior(root / comps["prior_diffusion"], device) if "prior_diffusion" in comps else None
+        ar_prior = load_ar_prior(root / comps["prior_ar"], device) if "prior_ar" in comps else None
+        upsamplers = [load_upsampler(root / path, device) for name, path in comps.items() if name.startswith(UPSAMPLER_PREFIX)]
         defaults = SamplingDefaults(**meta.get("defaults", {}))
-        pipe = cls(clip, decoder, settings, prior, defaults)
+        pipe = cls(clip, dec, settings, prior, defaults, ar_prior=ar_prior, upsamplers=upsamplers)
         pipe.path = root
+        pipe.decoder_name = decoder
         return pipe
 
     @staticmethod
@@ -136,14 +159,22 @@ class UnCLIP:
         """z_i for each prompt under a conditioning mode: (B, E) unit vectors."""
         if mode not in PRIOR_MODES:
             raise InputError(f"unknown prior mode '{mode}'; choose one of {', '.join(PRIOR_MODES)}")
+        if mode != "none" and not self.decoder.config.use_image_embed:
+            raise InputError(f"this decoder is text-only (the GLIDE-style baseline) and ignores z_i; use prior 'none', not '{mode}'")
         text = self.clip.encode_text_full(self.clip.tokenize(prompts).to(self.device))
         if mode == "text-embed":
             return text.embed.float()
         if mode == "none":
             return torch.zeros_like(text.embed, dtype=torch.float32)
+        d = self.defaults
+        if mode == "ar":
+            if self.ar_prior is None:
+                raise InputError("this model has no autoregressive prior; train one with `unclip train ar-prior --out MODEL_DIR`, or use --prior diffusion")
+            if generator is not None and self.device.type != "cpu":
+                generator = torch.Generator(device=self.device).manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+            return sample_ar_image_embeds(self.ar_prior, text.embed.float(), text.tokens.float(), text.mask, guidance_scale=d.prior_guidance if guidance is None else guidance, generator=generator)
         if self.prior is None:
             raise InputError("this model has no diffusion prior; use --prior text-embed or --prior none")
-        d = self.defaults
         return sample_image_embeds(
             self.prior, text.embed.float(), text.tokens.float(), text.mask,
             steps=steps or d.prior_steps, guidance_scale=d.prior_guidance if guidance is None else guidance,
@@ -176,10 +207,62 @@ class UnCLIP:
         kwargs = {"eta": d.eta if eta is None else eta} if method == "ddim" else {}
         return sample(method, model_fn, self.decoder_diffusion, noise.to(self.device), steps=steps or d.decoder_steps, generator=generator, clip_x0=1.0, progress=progress, **kwargs).clamp(-1, 1)
 
+    @property
+    def output_sizes(self) -> list[int]:
+        """The sides this model can produce: the decoder's, then each upsampler stage's in turn."""
+        sizes = [self.decoder.config.image_size]
+        for stage in self.upsamplers:
+            if stage.low_res == sizes[-1]:
+                sizes.append(stage.high_res)
+        return sizes
+
+    def resolve_size(self, size: int | None) -> int:
+        """The output side for ``size`` (None: the model's default), checked against :attr:`output_sizes`."""
+        size = size or self.defaults.size or self.decoder.config.image_size
+        if size not in self.output_sizes:
+            raise InputError(f"this model cannot produce {size} px images; available sizes: {', '.join(map(str, self.output_sizes))} (the decoder's, then its upsampler stages')")
+        return int(size)
+
+    @torch.no_grad()
+    def upsample_to(self, images: torch.Tensor, size: int | None = None, *, seed: int = 0, steps: int | list[int | None] | None = None, shared_noise: bool = False, progress: bool = False) -> torch.Tensor:
+        """Run the upsampler stages from the decoder's side up to ``size`` (None: the model's default).
+
+        ``images``: (B, 3, s, s) decoder outputs in [-1, 1]. Each stage samples DDIM with
+        eta 0 from noise drawn from ``seed``; ``shared_noise`` gives every image the same
+        noise (frames of an interpolation or text diff then change only where their
+        low-res inputs do). ``steps``: per-stage DDIM steps (None: each stage's default).
+        """
+        target = self.resolve_size(size)
+        stages, side = [], images.shape[-1]
+        for stage in self.upsamplers:  # sorted by input side: follow the chain up to the target
+            if stage.low_res == side and stage.high_res <= target:
+                stages.append(stage)
+                side = stage.high_res
+        if side != target:
+            raise InputError(f"no chain of upsampler stages takes {images.shape[-1]} px images to {target} px; available sizes: {', '.join(map(str, self.output_sizes))}")
+        if not stages:
+            return images
+        generator = torch.Generator(device="cpu").manual_seed(int(seed))
+        if not shared_noise:
+            return run_cascade(stages, images, steps=steps, generator=generator, progress=progress)
+        per_stage = steps if isinstance(steps, list) else [steps] * len(stages)
+        if len(per_stage) != len(stages):
+            raise InputError(f"steps has {len(per_stage)} entries for {len(stages)} upsampler stages; give one per stage")
+        x = images
+        for stage, n in zip(stages, per_stage):
+            side = x.shape[-1] * stage.high_res // stage.low_res
+            noise = torch.randn(1, 3, side, side, generator=generator).expand(x.shape[0], -1, -1, -1)
+            x = upsample(stage.model, stage.settings, x, steps=n or stage.steps, noise=noise, progress=progress)
+        return x
+
     # ------------------------------------------------------------------ public API
     @torch.no_grad()
-    def generate_tensors(self, prompts: list[str] | str, num_images: int = 1, seed: int = 0, *, prior: str = "diffusion", prior_guidance: float | None = None, decoder_guidance: float | None = None, prior_steps: int | None = None, steps: int | None = None, best_of: int | None = None, eta: float | None = None, progress: bool = False) -> tuple[torch.Tensor, list[str]]:
-        """Like :meth:`generate` but returns ((B*num_images, 3, S, S) in [-1, 1], prompts per image)."""
+    def generate_tensors(self, prompts: list[str] | str, num_images: int = 1, seed: int = 0, *, prior: str = "diffusion", prior_guidance: float | None = None, decoder_guidance: float | None = None, prior_steps: int | None = None, steps: int | None = None, best_of: int | None = None, eta: float | None = None, size: int | None = None, upsampler_steps: int | list[int | None] | None = None, image_embeds: torch.Tensor | None = None, progress: bool = False) -> tuple[torch.Tensor, list[str]]:
+        """Like :meth:`generate` but returns ((B*num_images, 3, S, S) in [-1, 1], prompts per image).
+
+        ``image_embeds`` (B*num_images, E) skips the prior and decodes these z_i (e.g. to
+        compare decoder settings with the prior's samples held fixed).
+        """
         if isinstance(prompts, str):
             prompts = [prompts]
         if not prompts or any(not isinstance(p, str) or not p.strip() for p in prompts):
@@ -187,18 +270,26 @@ class UnCLIP:
         if num_images < 1:
             raise InputError(f"num_images must be >= 1, got {num_images}")
         expanded = [p for p in prompts for _ in range(num_images)]
+        out_size = self.resolve_size(size)
         generator = torch.Generator(device="cpu").manual_seed(seed)
-        z_i = self.image_embeds_for(expanded, prior, generator=generator, steps=prior_steps, guidance=prior_guidance, best_of=best_of, progress=progress)
-        size = self.decoder.config.image_size
-        noise = torch.randn(len(expanded), 3, size, size, generator=generator)
+        if image_embeds is None:
+            z_i = self.image_embeds_for(expanded, prior, generator=generator, steps=prior_steps, guidance=prior_guidance, best_of=best_of, progress=progress)
+        elif tuple(image_embeds.shape) != (len(expanded), self.clip.embed_dim):
+            raise InputError(f"image_embeds must have shape {(len(expanded), self.clip.embed_dim)}, got {tuple(image_embeds.shape)}")
+        else:
+            z_i = image_embeds.float().to(self.device)
+        side = self.decoder.config.image_size
+        noise = torch.randn(len(expanded), 3, side, side, generator=generator)
         images = self.decode(z_i, expanded, noise=noise, steps=steps, guidance=decoder_guidance, eta=eta, generator=generator, use_image=prior != "none", progress=progress)
+        images = self.upsample_to(images, out_size, seed=seed, steps=upsampler_steps, progress=progress)
         return images, expanded
 
     def generate(self, prompts: list[str] | str, num_images: int = 1, seed: int = 0, **kwargs) -> list[Image.Image]:
         """Generate ``num_images`` PIL images per prompt; same seed, same images.
 
-        Keyword arguments: ``prior`` ("diffusion", "text-embed", "none"), ``prior_guidance``,
-        ``decoder_guidance``, ``prior_steps``, ``steps`` (decoder DDIM steps), ``best_of``, ``eta``.
+        Keyword arguments: ``prior`` ("diffusion", "ar", "text-embed", "none"), ``prior_guidance``,
+        ``decoder_guidance``, ``prior_steps``, ``steps`` (decoder DDIM steps), ``best_of``, ``eta``,
+        ``size`` (output side; larger than the decoder's runs the upsamplers), ``upsampler_steps``.
         """
         images, _ = self.generate_tensors(prompts, num_images, seed, **kwargs)
         return tensor_to_pil(images)
@@ -210,20 +301,25 @@ class UnCLIP:
 
         return invert(self, images, **kwargs)
 
-    def vary(self, image, eta: float = 1.0, n: int = 4, **kwargs) -> list[Image.Image]:
-        """``n`` variations of an image (PIL); see :func:`unclip.manipulate.vary`."""
+    def vary(self, image, eta: float = 1.0, n: int = 4, *, size: int | None = None, **kwargs) -> list[Image.Image]:
+        """``n`` variations of an image (PIL) at side ``size``; see :func:`unclip.manipulate.vary`."""
         from .manipulate import vary
 
-        return tensor_to_pil(vary(self, image, eta=eta, n=n, **kwargs))
+        x = vary(self, image, eta=eta, n=n, **kwargs)
+        return tensor_to_pil(self.upsample_to(x, size, seed=kwargs.get("seed", 0)))
 
-    def interpolate(self, a, b, frames: int = 8, **kwargs) -> list[Image.Image]:
-        """Frames between two images (PIL); see :func:`unclip.manipulate.interpolate`."""
+    def interpolate(self, a, b, frames: int = 8, *, size: int | None = None, **kwargs) -> list[Image.Image]:
+        """Frames between two images (PIL) at side ``size``; see :func:`unclip.manipulate.interpolate`.
+
+        The upsamplers use one noise for every frame, so frames differ only where the decoder's do."""
         from .manipulate import interpolate
 
-        return tensor_to_pil(interpolate(self, a, b, frames=frames, **kwargs))
+        x = interpolate(self, a, b, frames=frames, **kwargs)
+        return tensor_to_pil(self.upsample_to(x, size, seed=kwargs.get("seed", 0), shared_noise=True))
 
-    def text_diff(self, image, from_text: str, to_text: str, **kwargs) -> list[Image.Image]:
-        """Frames of a text-diff edit (PIL); see :func:`unclip.manipulate.text_diff`."""
+    def text_diff(self, image, from_text: str, to_text: str, *, size: int | None = None, **kwargs) -> list[Image.Image]:
+        """Frames of a text-diff edit (PIL) at side ``size``; see :func:`unclip.manipulate.text_diff`."""
         from .manipulate import text_diff
 
-        return tensor_to_pil(text_diff(self, image, from_text, to_text, **kwargs))
+        x = text_diff(self, image, from_text, to_text, **kwargs)
+        return tensor_to_pil(self.upsample_to(x, size, shared_noise=True))

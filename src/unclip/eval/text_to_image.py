@@ -42,18 +42,27 @@ def prior_cosine_report(pipe: UnCLIP, *, num_images: int = 256, seed: int = 0) -
         gen = torch.Generator().manual_seed(seed)
         z = pipe.image_embeds_for(captions, "diffusion", generator=gen)
         report["prior_cosine_to_true_image_embed"] = float((true * z.float()).sum(-1).mean())
+    if pipe.ar_prior is not None:
+        gen = torch.Generator().manual_seed(seed)
+        z = pipe.image_embeds_for(captions, "ar", generator=gen)
+        report["ar_prior_cosine_to_true_image_embed"] = float((true * z.float()).sum(-1).mean())
     return report
 
 
 @torch.no_grad()
-def evaluate_model(model: str, *, data: str = "shapes", seeds: int = 4, steps: int | None = None, prior: str = "diffusion", out: str | Path | None = None, device: str = "cpu", seed: int = 0) -> dict:
-    """Generate and score; returns the JSON-able report of ``unclip eval``."""
+def evaluate_model(model: str, *, data: str = "shapes", seeds: int = 4, steps: int | None = None, prior: str = "diffusion", out: str | Path | None = None, device: str = "cpu", seed: int = 0, decoder: str = "decoder", guidance: float | None = None, size: int | None = None) -> dict:
+    """Generate and score; returns the JSON-able report of ``unclip eval``.
+
+    ``decoder`` picks the model's decoder component (``decoder_text_only``: the GLIDE-style
+    baseline, with ``prior="none"``); ``guidance`` overrides its default scale; ``size``
+    scores the images after the upsampler stages (the scorer reads any side >= 16).
+    """
     if data != "shapes":
         raise InputError(f"unclip eval scores the 'shapes' dataset only, got --data {data}")
     start = time.perf_counter()
-    pipe = UnCLIP.load(model, device=device)
+    pipe = UnCLIP.load(model, device=device, decoder=decoder)
     prompts = single_object_prompts()
-    images, expanded = pipe.generate_tensors(prompts, num_images=seeds, seed=seed, prior=prior, steps=steps, progress=True)
+    images, expanded = pipe.generate_tensors(prompts, num_images=seeds, seed=seed, prior=prior, steps=steps, decoder_guidance=guidance, size=size, progress=True)
     scores = score_images(images.cpu())
     attrs = [_prompt_attrs(p) for p in expanded]
     held = np.array([(a["color"], a["shape"]) in HELD_OUT_PAIRS for a in attrs])
@@ -66,10 +75,12 @@ def evaluate_model(model: str, *, data: str = "shapes", seeds: int = 4, steps: i
     # Spread of the main object's centre across seeds, per prompt, averaged over prompts.
     centres = np.array([s.main.center if s.main is not None else (np.nan, np.nan) for s in scores]).reshape(len(prompts), seeds, 2)
     per_prompt_std = np.nanstd(centres, axis=1)
-    clip_score = (pipe.clip.encode_image(images.to(pipe.device)).float() * pipe.clip.encode_text(expanded).float()).sum(-1)
+    clip_images = images if images.shape[-1] == pipe.clip.image_size else torch.nn.functional.interpolate(images, size=pipe.clip.image_size, mode="area")
+    clip_score = (pipe.clip.encode_image(clip_images.to(pipe.device)).float() * pipe.clip.encode_text(expanded).float()).sum(-1)
     report = {
-        "model": str(model), "prior_mode": prior, "images": len(expanded), "seeds_per_prompt": seeds,
-        "decoder_steps": steps or pipe.defaults.decoder_steps, "decoder_guidance": pipe.defaults.decoder_guidance,
+        "model": str(model), "prior_mode": prior, "decoder": decoder, "images": len(expanded), "seeds_per_prompt": seeds,
+        "image_side": int(images.shape[-1]),
+        "decoder_steps": steps or pipe.defaults.decoder_steps, "decoder_guidance": pipe.defaults.decoder_guidance if guidance is None else guidance,
         "color_accuracy": overall["color_accuracy"], "shape_accuracy": overall["shape_accuracy"],
         "single_object_rate": overall["single_object_rate"], "both_right_rate": overall["both_right_rate"],
         "seen_pairs": {k: seen[k] for k in ("color_accuracy", "shape_accuracy", "single_object_rate", "both_right_rate")},
@@ -78,7 +89,8 @@ def evaluate_model(model: str, *, data: str = "shapes", seeds: int = 4, steps: i
         "center_std_pooled_x": overall["center_std_x"], "center_std_pooled_y": overall["center_std_y"],
         "clip_score": float(clip_score.mean()),
     }
-    report.update(prior_cosine_report(pipe, seed=seed))
+    if decoder == "decoder":  # the baseline decoder has no use for z_i, so its pipeline refuses the priors
+        report.update(prior_cosine_report(pipe, seed=seed))
     report["wall_time_s"] = time.perf_counter() - start
     if out is not None:
         entries = [{"prompt": p, "seed": seed, "scored": {"objects": len(s.objects), "color": s.main.color if s.main else None, "shape": s.main.shape if s.main else None}} for p, s in zip(expanded, scores)]

@@ -10,7 +10,6 @@ dot-product code and its K coefficient codes.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import atomic_write_json, save_component
+from ..model_dir import register_component
 from ..data.embeddings import TrainingSet
 from ..errors import CheckpointError, ConfigError
 from .ar_prior import COMPONENT, ARPrior, ARPriorConfig
@@ -135,16 +135,6 @@ def _training_set(model_dir: Path, data: str, clip, n: int, *, seed: int, progre
     return ts
 
 
-def add_component_to_model_json(model_dir: Path, name: str, path: str, info: dict[str, Any] | None = None) -> None:
-    """Add ``components[name] = path`` (and ``info[name]``) to ``model_dir/model.json``, atomically."""
-    meta_path = model_dir / "model.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {"format": "unclip-model", "version": 1, "components": {}}
-    meta.setdefault("components", {})[name] = path
-    if info is not None:
-        meta.setdefault("info", {})[name] = info
-    atomic_write_json(meta_path, meta)
-
-
 def train_ar_prior(model_dir: str | Path, data: str = "shapes", preset: str = "tiny", device: str = "cpu", steps: int | None = None, resume: bool = False, time_limit_s: float | None = None, num_images: int | None = None, *, seed: int = 0, progress: bool = False) -> dict[str, Any]:
     """Train the AR prior for the model in ``model_dir`` and add it as component ``prior_ar``.
 
@@ -175,5 +165,5 @@ def train_ar_prior(model_dir: str | Path, data: str = "shapes", preset: str = "t
     stats = run_stage(stage, _train_config(spec, seed=seed, device=device, steps=steps), model_dir / "runs" / COMPONENT, resume=resume, progress=progress)
     summary = {**stats, "pca": pca_info, "num_images": len(ts), "preset": preset, "batch_size": spec["batch_size"], "params": sum(p.numel() for p in model.parameters()), "total_wall_time_s": time.perf_counter() - start}
     atomic_write_json(model_dir / "runs" / COMPONENT / "summary.json", summary)
-    add_component_to_model_json(model_dir, COMPONENT, COMPONENT, info=summary)
+    register_component(model_dir, COMPONENT, info=summary)
     return summary

@@ -56,7 +56,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "prior": {"model": dict(width=256, depth=4, heads=8),
                   "train": dict(steps=6000, lr=3e-4, weight_decay=0.01, warmup_steps=200, checkpoint_every=1000, ema_decay=0.999), "batch_size": 128},
         "decoder": {"model": dict(image_size=32, base_channels=64, channel_mults=(1, 2, 2), num_res_blocks=2, attention_resolutions=(16, 8), head_channels=32, text_width=128, text_depth=2, text_heads=4),
-                    "diffusion": dict(), "train": dict(steps=8000, lr=3e-4, warmup_steps=200, checkpoint_every=500, ema_decay=0.9995, precision="bf16"), "batch_size": 32},
+                    "diffusion": dict(), "train": dict(steps=8000, lr=3e-4, warmup_steps=200, checkpoint_every=500, ema_decay=0.9995, precision="auto"), "batch_size": 32},
     },
 }
 # "gpu": the shipped model's recipe, run on one GPU with a wall-clock budget per stage:
@@ -155,18 +155,61 @@ def train_prior_stage(training_set: TrainingSet, clip: FrozenCLIP, preset: dict[
     atomic_write_json(out / "runs" / "prior_diffusion" / "summary.json", stats)
 
 
-def train_decoder_stage(training_set: TrainingSet, clip: FrozenCLIP, preset: dict[str, Any], out: Path, *, seed: int = 0, device: str = "cpu", steps: int | None = None, resume: bool = False, progress: bool = True, text_only: bool = False) -> None:
-    """Train the decoder (or, ``text_only``, the GLIDE-style baseline); writes ``out/decoder``."""
-    section = preset["decoder"]
-    model_kwargs = {**section["model"], "clip_embed_dim": clip.embed_dim, "vocab_size": clip.tokenizer.vocab_size, "context_length": clip.context_length}
+# Caption drop rate of the text-only baseline: GLIDE drops the caption 20% of the time for
+# classifier-free guidance (Nichol et al. 2022, section 3.2); the unCLIP decoder drops it
+# 50% (unCLIP section 2.1), since z_i carries most of the conditioning there.
+TEXT_ONLY_CAPTION_DROP = 0.2
+
+
+def warm_start_decoder(init_dir: str | Path, *, text_only: bool) -> tuple[Decoder, DiffusionSettings]:
+    """A decoder with the network of the decoder in ``init_dir``, initialised from its weights.
+
+    With ``text_only`` the z_i pathway (null embedding, projections into the time embedding
+    and context tokens) is left out; every other weight is copied. This is how the shipped
+    GLIDE-style baseline was trained on CPU: the same network, fine-tuned on captions alone.
+    """
+    from ..checkpoint import load_component
+
+    config, state, extra = load_component(init_dir, "decoder", DecoderConfig)
     if text_only:
-        model_kwargs["use_image_embed"] = False
-    settings = DiffusionSettings(**section.get("diffusion", {}))
-    model_kwargs["learned_variance"] = settings.learned_variance
+        config = replace(config, use_image_embed=False)
+    model = Decoder(config)
+    own = model.state_dict()
+    kept = {k: v.float() if v.is_floating_point() else v for k, v in state.items() if k in own}
+    missing = sorted(set(own) - set(kept))
+    if missing:
+        raise ConfigError(f"cannot warm-start from {init_dir}: its weights lack {missing[:5]}; pass the directory of a decoder component")
+    model.load_state_dict(kept, strict=True)
+    return model, DiffusionSettings(**extra.get("diffusion", {}))
+
+
+def train_decoder_stage(training_set: TrainingSet, clip: FrozenCLIP, preset: dict[str, Any], out: Path, *, seed: int = 0, device: str = "cpu", steps: int | None = None, resume: bool = False, progress: bool = True, text_only: bool = False, init_from: str | Path | None = None, time_limit_s: float | None = None) -> None:
+    """Train the decoder (or, ``text_only``, the GLIDE-style baseline); writes ``out/decoder``
+    (``out/decoder_text_only``).
+
+    ``init_from``: a decoder component directory to start from (its network replaces the
+    preset's). ``time_limit_s``: a wall-clock budget that fits the step count (capped by
+    ``steps`` or the preset's).
+    """
+    section = preset["decoder"]
     torch.manual_seed(seed)
+    if init_from is not None:
+        model, settings = warm_start_decoder(init_from, text_only=text_only)
+    else:
+        model_kwargs = {**section["model"], "clip_embed_dim": clip.embed_dim, "vocab_size": clip.tokenizer.vocab_size, "context_length": clip.context_length}
+        if text_only:
+            model_kwargs["use_image_embed"] = False
+        settings = DiffusionSettings(**section.get("diffusion", {}))
+        model_kwargs["learned_variance"] = settings.learned_variance
+        model = Decoder(DecoderConfig(**model_kwargs))
     name = "decoder_text_only" if text_only else "decoder"
-    stage = DecoderStage(Decoder(DecoderConfig(**model_kwargs)), training_set, section["batch_size"], settings, export_root=out, name=name)
-    stats = run_stage(stage, _train_config(section, seed=seed, device=device, steps=steps), out / "runs" / name, resume=resume, progress=progress)
+    drops = {"text_drop_prob": TEXT_ONLY_CAPTION_DROP} if text_only else {}
+    stage = DecoderStage(model, training_set, section["batch_size"], settings, export_root=out, name=name, **drops)
+    config, budget = _train_config(section, seed=seed, device=device, steps=steps)
+    if time_limit_s is not None:
+        config, budget = replace(config, steps=steps or config.steps, lr_decay="constant"), time_limit_s
+    stats = run_stage(stage, (config, budget), out / "runs" / name, resume=resume, progress=progress)
+    stats.update(batch_size=section["batch_size"], init_from=str(init_from) if init_from else None, caption_drop=stage.text_drop_prob)
     atomic_write_json(out / "runs" / name / "summary.json", stats)
 
 
@@ -224,7 +267,7 @@ def train_all(data: str, preset_name: str, out: str | Path, *, seed: int = 0, de
     return summary
 
 
-def train_single(stage: str, data: str, preset_name: str, out: str | Path, *, seed: int = 0, device: str = "cpu", steps: int | None = None, resume: bool = False, progress: bool = True, text_only: bool = False) -> dict[str, Any]:
+def train_single(stage: str, data: str, preset_name: str, out: str | Path, *, seed: int = 0, device: str = "cpu", steps: int | None = None, resume: bool = False, progress: bool = True, text_only: bool = False, init_from: str | Path | None = None, time_limit_s: float | None = None) -> dict[str, Any]:
     """Train one stage into model directory ``out``.
 
     ``clip`` needs nothing; ``prior`` and ``decoder`` need ``out/clip`` (a trained CLIP),
@@ -249,7 +292,11 @@ def train_single(stage: str, data: str, preset_name: str, out: str | Path, *, se
     if stage == "prior":
         train_prior_stage(training_set, clip, preset, out, seed=seed, device=device, steps=steps, resume=resume, progress=progress)
     elif stage == "decoder":
-        train_decoder_stage(training_set, clip, preset, out, seed=seed, device=device, steps=steps, resume=resume, progress=progress, text_only=text_only)
+        train_decoder_stage(training_set, clip, preset, out, seed=seed, device=device, steps=steps, resume=resume, progress=progress, text_only=text_only, init_from=init_from, time_limit_s=time_limit_s)
+        if text_only:  # an extra component beside the unCLIP decoder: make the pipeline see it
+            from ..model_dir import register_component
+
+            register_component(out, "decoder_text_only", info=json.loads((out / "runs" / "decoder_text_only" / "summary.json").read_text()))
     else:
         raise ConfigError(f"unknown stage '{stage}'; choose one of {', '.join(STAGES)}")
     return {"stage": stage, "out": str(out), "wall_time_s": time.perf_counter() - start}

@@ -11,7 +11,6 @@ the component ``upsampler_<high_res>/`` of the model directory and registered in
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import time
 from dataclasses import fields
@@ -21,6 +20,7 @@ from typing import Any
 import torch
 
 from ..checkpoint import atomic_write_json
+from ..model_dir import register_component
 from ..data.shapes import render_batch
 from ..errors import ConfigError
 from ..train.loop import TrainConfig
@@ -62,14 +62,6 @@ def render_training_images(num_images: int, size: int, *, seed: int = 0, chunk: 
         images, _, _ = render_batch("train", start, min(chunk, num_images - start), size, seed)
         parts.append(((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8))
     return torch.cat(parts)
-
-
-def register_component(model_dir: str | Path, name: str) -> None:
-    """Add ``name: name`` to ``model_dir/model.json``'s components (atomically; creates a minimal file if absent)."""
-    path = Path(model_dir) / "model.json"
-    meta = json.loads(path.read_text()) if path.is_file() else {"format": "unclip-model", "version": 1, "components": {}}
-    meta.setdefault("components", {})[name] = name
-    atomic_write_json(path, meta)
 
 
 def train_upsampler(
@@ -145,5 +137,5 @@ def train_upsampler(
     }
     atomic_write_json(run_dir / "summary.json", summary)
     if weights.is_file():
-        register_component(out, name)
+        register_component(out, name, info={k: summary[k] for k in ("steps", "wall_time_s", "low_res", "high_res", "degradation", "preset", "params", "device") if k in summary})
     return summary
