@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .errors import CheckpointError
+from .quantize import dequantize_state
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
@@ -167,5 +168,5 @@ def load_component(directory: str | os.PathLike, component: str, config_cls: typ
     directory = Path(directory)
     payload = read_component_config(directory, component)
     config = config_from_dict(config_cls, payload.get("config", {}), component=component)
-    state = load_tensors(directory / WEIGHTS_NAME)
+    state = dequantize_state(load_tensors(directory / WEIGHTS_NAME))
     return config, state, payload.get("extra", {})

@@ -19,6 +19,7 @@ from ..data.shapes import HELD_OUT_PAIRS, ShapesDataset, single_object_prompts
 from ..errors import InputError
 from ..imageio import tensor_to_pil, write_image_set
 from ..pipeline import UnCLIP
+from .metrics import clip_score as clip_cosine
 from .shapes_scorer import score_images, summarise
 
 
@@ -76,7 +77,7 @@ def evaluate_model(model: str, *, data: str = "shapes", seeds: int = 4, steps: i
     centres = np.array([s.main.center if s.main is not None else (np.nan, np.nan) for s in scores]).reshape(len(prompts), seeds, 2)
     per_prompt_std = np.nanstd(centres, axis=1)
     clip_images = images if images.shape[-1] == pipe.clip.image_size else torch.nn.functional.interpolate(images, size=pipe.clip.image_size, mode="area")
-    clip_score = (pipe.clip.encode_image(clip_images.to(pipe.device)).float() * pipe.clip.encode_text(expanded).float()).sum(-1)
+    clip_score = clip_cosine(pipe.clip, clip_images.to(pipe.device), expanded)
     report = {
         "model": str(model), "prior_mode": prior, "decoder": decoder, "images": len(expanded), "seeds_per_prompt": seeds,
         "image_side": int(images.shape[-1]),

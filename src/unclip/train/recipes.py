@@ -159,6 +159,11 @@ def train_prior_stage(training_set: TrainingSet, clip: FrozenCLIP, preset: dict[
 # classifier-free guidance (Nichol et al. 2022, section 3.2); the unCLIP decoder drops it
 # 50% (unCLIP section 2.1), since z_i carries most of the conditioning there.
 TEXT_ONLY_CAPTION_DROP = 0.2
+# A warm start trains far fewer steps than the preset's from-scratch run: a lower learning
+# rate keeps what the source decoder learned, and a shorter EMA horizon (~200 steps) keeps
+# the exported EMA weights from being mostly the starting weights.
+WARM_START_LR = 1e-4
+WARM_START_EMA_DECAY = 0.995
 
 
 def warm_start_decoder(init_dir: str | Path, *, text_only: bool) -> tuple[Decoder, DiffusionSettings]:
@@ -206,6 +211,8 @@ def train_decoder_stage(training_set: TrainingSet, clip: FrozenCLIP, preset: dic
     drops = {"text_drop_prob": TEXT_ONLY_CAPTION_DROP} if text_only else {}
     stage = DecoderStage(model, training_set, section["batch_size"], settings, export_root=out, name=name, **drops)
     config, budget = _train_config(section, seed=seed, device=device, steps=steps)
+    if init_from is not None:
+        config = replace(config, lr=WARM_START_LR, ema_decay=WARM_START_EMA_DECAY)
     if time_limit_s is not None:
         config, budget = replace(config, steps=steps or config.steps, lr_decay="constant"), time_limit_s
     stats = run_stage(stage, (config, budget), out / "runs" / name, resume=resume, progress=progress)
