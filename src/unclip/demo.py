@@ -19,16 +19,19 @@ DEMO_CAPTIONS: dict[str, list[str]] = {
 }
 
 
-def run_demo(model: str = "shapes", out: str | Path = "demo_out", *, seed: int = 0, n: int = 1, steps: int | None = 20, device: str = "cpu", manipulations: bool = False) -> Path:
+def run_demo(model: str = "shapes", out: str | Path = "demo_out", *, seed: int = 0, n: int = 1, steps: int | None = 20, device: str = "cpu", manipulations: bool = False, size: int | None = None) -> Path:
     """Generate ``n`` images for every demo caption and write ``out/index.html``.
 
-    With ``manipulations``, the gallery also shows variations, interpolation, a text diff
-    and the PCA probe (paper section 3), built from inverted ``shapes`` test images.
+    Images are shown at ``size`` (None: the largest side the model's upsampler stages
+    reach, i.e. the whole cascade). With ``manipulations``, the gallery also shows
+    variations, interpolation, a text diff and the PCA probe (paper section 3), built
+    from inverted ``shapes`` test images.
     """
     start = time.perf_counter()
     pipe = UnCLIP.load(model, device=device)
+    size = size or pipe.output_sizes[-1]
     prompts = [p for group in DEMO_CAPTIONS.values() for p in group]
-    images, expanded = pipe.generate_tensors(prompts, num_images=n, seed=seed, steps=steps, progress=True)
+    images, expanded = pipe.generate_tensors(prompts, num_images=n, seed=seed, steps=steps, size=size, progress=True)
     pil = tensor_to_pil(images)
     sections, k = [], 0
     for title, group in DEMO_CAPTIONS.items():
@@ -40,5 +43,6 @@ def run_demo(model: str = "shapes", out: str | Path = "demo_out", *, seed: int =
 
         sections += manipulation_sections(pipe, seed=seed, steps=steps or 25)
     elapsed = time.perf_counter() - start
-    footer = f"model: {model}; seed {seed}; {n} images per caption; decoder {pipe.decoder.config.image_size}px, {steps or pipe.defaults.decoder_steps} DDIM steps, guidance {pipe.defaults.decoder_guidance}; prior {pipe.defaults.prior_steps} steps, best of {pipe.defaults.best_of}; {elapsed:.0f} s on {device}."
-    return write_gallery(out, "unclip: text to image", sections, footer=footer)
+    stages = "".join(f", upsampler {st.low_res}->{st.high_res}px ({st.steps} DDIM steps)" for st in pipe.upsamplers if st.high_res <= size)
+    footer = f"model: {model}; seed {seed}; {n} images per caption, shown at {size}px; decoder {pipe.decoder.config.image_size}px, {steps or pipe.defaults.decoder_steps} DDIM steps, guidance {pipe.defaults.decoder_guidance}{stages}; prior {pipe.defaults.prior_steps} steps, best of {pipe.defaults.best_of}; {elapsed:.0f} s on {device}."
+    return write_gallery(out, "unclip: text to image", sections, footer=footer, display_size=max(128, size))

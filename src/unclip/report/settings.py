@@ -22,8 +22,8 @@ def balanced_prompts(per_colour: int) -> tuple[str, ...]:
     """``a {color} {shape}`` prompts with ``per_colour`` shapes (1, 2 or 4) for every colour.
 
     Colour ``i`` takes shapes ``i, i + 4 / per_colour, ...`` (mod 4), so every shape appears
-    equally often; with 1 or 2 per colour the set holds 1 or 2 of the 4 held-out pairs
-    (green star; cyan triangle and pink square), in the same share as the full 32.
+    equally often. Held-out pairs: 1 of 8 with 1 per colour (green star, the full set's
+    share), 3 of 16 with 2 (green star, cyan triangle, pink square), all 4 of 32 with 4.
     """
     if per_colour not in (1, 2, 4):
         raise InputError(f"per_colour must be 1, 2 or 4, got {per_colour}")
