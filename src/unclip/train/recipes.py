@@ -188,13 +188,13 @@ def warm_start_decoder(init_dir: str | Path, *, text_only: bool) -> tuple[Decode
     return model, DiffusionSettings(**extra.get("diffusion", {}))
 
 
-def train_decoder_stage(training_set: TrainingSet, clip: FrozenCLIP, preset: dict[str, Any], out: Path, *, seed: int = 0, device: str = "cpu", steps: int | None = None, resume: bool = False, progress: bool = True, text_only: bool = False, init_from: str | Path | None = None, time_limit_s: float | None = None) -> None:
+def train_decoder_stage(training_set: TrainingSet, clip: FrozenCLIP, preset: dict[str, Any], out: Path, *, seed: int = 0, device: str = "cpu", steps: int | None = None, resume: bool = False, progress: bool = True, text_only: bool = False, init_from: str | Path | None = None, time_limit_s: float | None = None, batch_size: int | None = None) -> None:
     """Train the decoder (or, ``text_only``, the GLIDE-style baseline); writes ``out/decoder``
     (``out/decoder_text_only``).
 
     ``init_from``: a decoder component directory to start from (its network replaces the
     preset's). ``time_limit_s``: a wall-clock budget that fits the step count (capped by
-    ``steps`` or the preset's).
+    ``steps`` or the preset's). ``batch_size`` overrides the preset's.
     """
     section = preset["decoder"]
     torch.manual_seed(seed)
@@ -209,14 +209,15 @@ def train_decoder_stage(training_set: TrainingSet, clip: FrozenCLIP, preset: dic
         model = Decoder(DecoderConfig(**model_kwargs))
     name = "decoder_text_only" if text_only else "decoder"
     drops = {"text_drop_prob": TEXT_ONLY_CAPTION_DROP} if text_only else {}
-    stage = DecoderStage(model, training_set, section["batch_size"], settings, export_root=out, name=name, **drops)
+    batch = batch_size or section["batch_size"]
+    stage = DecoderStage(model, training_set, batch, settings, export_root=out, name=name, **drops)
     config, budget = _train_config(section, seed=seed, device=device, steps=steps)
     if init_from is not None:
         config = replace(config, lr=WARM_START_LR, ema_decay=WARM_START_EMA_DECAY)
     if time_limit_s is not None:
         config, budget = replace(config, steps=steps or config.steps, lr_decay="constant"), time_limit_s
     stats = run_stage(stage, (config, budget), out / "runs" / name, resume=resume, progress=progress)
-    stats.update(batch_size=section["batch_size"], init_from=str(init_from) if init_from else None, caption_drop=stage.text_drop_prob)
+    stats.update(batch_size=batch, init_from=str(init_from) if init_from else None, caption_drop=stage.text_drop_prob)
     atomic_write_json(out / "runs" / name / "summary.json", stats)
 
 
@@ -274,7 +275,7 @@ def train_all(data: str, preset_name: str, out: str | Path, *, seed: int = 0, de
     return summary
 
 
-def train_single(stage: str, data: str, preset_name: str, out: str | Path, *, seed: int = 0, device: str = "cpu", steps: int | None = None, resume: bool = False, progress: bool = True, text_only: bool = False, init_from: str | Path | None = None, time_limit_s: float | None = None) -> dict[str, Any]:
+def train_single(stage: str, data: str, preset_name: str, out: str | Path, *, seed: int = 0, device: str = "cpu", steps: int | None = None, resume: bool = False, progress: bool = True, text_only: bool = False, init_from: str | Path | None = None, time_limit_s: float | None = None, batch_size: int | None = None) -> dict[str, Any]:
     """Train one stage into model directory ``out``.
 
     ``clip`` needs nothing; ``prior`` and ``decoder`` need ``out/clip`` (a trained CLIP),
@@ -299,7 +300,7 @@ def train_single(stage: str, data: str, preset_name: str, out: str | Path, *, se
     if stage == "prior":
         train_prior_stage(training_set, clip, preset, out, seed=seed, device=device, steps=steps, resume=resume, progress=progress)
     elif stage == "decoder":
-        train_decoder_stage(training_set, clip, preset, out, seed=seed, device=device, steps=steps, resume=resume, progress=progress, text_only=text_only, init_from=init_from, time_limit_s=time_limit_s)
+        train_decoder_stage(training_set, clip, preset, out, seed=seed, device=device, steps=steps, resume=resume, progress=progress, text_only=text_only, init_from=init_from, time_limit_s=time_limit_s, batch_size=batch_size)
         if text_only:  # an extra component beside the unCLIP decoder: make the pipeline see it
             from ..model_dir import register_component
 
