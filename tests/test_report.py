@@ -160,6 +160,9 @@ def test_settings():
     quick = ReportSettings.quick(seed=3)
     assert quick.seed == 3 and len(quick.prompts) == 8 and quick.guidance_scales == (1.0, 3.0, 6.0)
     assert ReportSettings.full().guidance_scales == (1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+    # The presets fit the budgets on 2 CPU cores (by the cost model in settings.py).
+    assert ReportSettings.full().estimate_s() < 30 * 60 and quick.estimate_s() < 5 * 60
+    assert quick.estimate_s(inception=False) < quick.estimate_s()
     with pytest.raises(InputError, match="2 samples"):
         ReportSettings(samples_per_prompt=1)
     with pytest.raises(InputError, match="not of the form"):

@@ -41,6 +41,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("image", metavar="IMAGE", help="a picture file")
     p.add_argument("--out", required=True, help="the .safetensors file to write")
     p.add_argument("--reconstruct", default=None, metavar="DIR", help="also decode the latent at eta 0 and write the reconstruction (NNN.png, grid.png, manifest.json with its PSNR) to DIR")
+    p.add_argument("--size", type=int, default=None, help="invert through the model's upsampler stages up to this side too (e.g. 128): the latent then also holds each stage's DDIM-inverted noise, and --reconstruct decodes at this side (default: the decoder's side only)")
     _common(p)
 
     p = sub.add_parser("vary", help="variations of an image (DDIM with eta > 0 from its latent)", formatter_class=fmt,
@@ -128,17 +129,21 @@ def run(args: argparse.Namespace) -> int:
     inv = dict(steps=args.steps, guidance=args.guidance, refine=args.refine) if args.command != "probe-pca" else {}
     meta: dict[str, Any] = {"command": args.command, "model": str(args.model)}
     if args.command == "invert":
+        from . import manipulate_cascade as MC
+
         image = _open_image(args.image)
-        lat = M.invert(pipe, image, progress=True, **inv)
+        cascade = args.size is not None and args.size != pipe.decoder.config.image_size
+        lat = MC.invert_cascade(pipe, image, args.size, progress=True, **inv) if cascade else M.invert(pipe, image, progress=True, **inv)
         lat.model = str(args.model)
         lat.save(args.out)
-        print(f"wrote the bipartite latent of {args.image} to {args.out} (z_i {tuple(lat.image_embed.shape)}, x_T {tuple(lat.noise.shape)}; {lat.steps} steps, guidance {lat.guidance})")
+        stages = "".join(f", stage {k} noise {tuple(z.shape)}" for k, z in enumerate(getattr(lat, "stage_noises", [])))
+        print(f"wrote the bipartite latent of {args.image} to {args.out} (z_i {tuple(lat.image_embed.shape)}, x_T {tuple(lat.noise.shape)}{stages}; {lat.steps} steps, guidance {lat.guidance})")
         if args.reconstruct:
-            x = M.as_image_tensor(image, pipe.decoder.config.image_size)
-            rec = M.reconstruct(pipe, lat).cpu()
+            x = M.as_image_tensor(image, lat.size if cascade else pipe.decoder.config.image_size)
+            rec = (MC.reconstruct_cascade(pipe, lat) if cascade else M.reconstruct(pipe, lat)).cpu()
             mse = float(((rec - x) / 2).pow(2).mean())
             psnr = 10.0 * math.log10(1.0 / max(mse, 1e-12))
-            meta["settings"] = _settings(args, "steps", "guidance", "refine")
+            meta["settings"] = {**_settings(args, "steps", "guidance", "refine"), "size": int(rec.shape[-1])}
             write_image_set(args.reconstruct, tensor_to_pil(rec), [{"source": args.image, "psnr_db": round(psnr, 2)}], meta)
             print(f"reconstruction PSNR {psnr:.2f} dB, written to {args.reconstruct}")
         return 0

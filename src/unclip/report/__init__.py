@@ -64,12 +64,13 @@ def run_report(model: str | os.PathLike, out: str | os.PathLike, *, quick: bool 
     pairs = {prompt_pair(p) for p in settings.prompts + settings.sweep_prompts}
     reference = build_reference(spaces, pairs, settings.reference_images, side, settings.cache_dir or out / "cache")
     timings["load_and_reference"] = time.perf_counter() - t0
-    log.info("report on %s: components %s; %s", root, sorted(components), spaces.note)
+    estimate = settings.estimate_s(inception=spaces.inception is not None)
+    log.info("report on %s: components %s; %s Rough estimate for the shipped model on 2 CPU cores: %.0f min", root, sorted(components), spaces.note, estimate / 60)
 
     ctx = ReportContext(pipe=pipe, baseline=baseline, settings=settings, spaces=spaces, reference=reference, out=out, meta=meta)
     results: dict = {
         "model": str(model), "model_path": str(root), "components": sorted(components), "device": str(device),
-        "settings": settings.to_dict(), "features": {"spaces": spaces.names, "primary": spaces.primary, "note": spaces.note},
+        "settings": settings.to_dict(), "estimated_s_shipped_model_2_cores": estimate, "features": {"spaces": spaces.names, "primary": spaces.primary, "note": spaces.note},
         "reference": {"n": len(reference.pairs), "side": side, "source": "shapes test split, single-object scenes of the evaluated colour-shape pairs"},
     }
     for key, fn in (("prior_comparison", prior_comparison), ("conditioning", conditioning_comparison), ("guidance", guidance_sweep)):

@@ -31,8 +31,8 @@ code { background: #f3f3f3; padding: 0 0.2em; }
 """
 
 
-def fmt(value: Any, digits: int = 3, missing: str = "n/a") -> str:
-    """A number for a table cell: 3 significant decimals, integers as they are, None as ``missing``."""
+def fmt(value: Any, digits: int = 4, missing: str = "n/a") -> str:
+    """A number for a table cell: ``digits`` significant figures (one decimal from 1000 up), integers as they are, None as ``missing``."""
     if value is None:
         return missing
     if isinstance(value, bool):
@@ -40,7 +40,7 @@ def fmt(value: Any, digits: int = 3, missing: str = "n/a") -> str:
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
-        return f"{value:.{digits}f}" if abs(value) < 1e4 else f"{value:,.0f}"
+        return f"{value:.{digits}g}" if abs(value) < 1e3 else f"{value:,.1f}"
     return escape(str(value))
 
 
@@ -111,7 +111,7 @@ def _training_row(label: str, r: dict[str, Any]) -> list[str]:
     t = r["training"]
     nr = "not recorded"
     batch = fmt(t["batch_size"], missing=nr) + (f" ({escape(t['batch_size_source'])})" if t.get("batch_size_source") not in (None, "recorded") else "")
-    return [escape(label), fmt(t["steps"], missing=nr), batch, fmt(t["examples"], missing=nr), fmt(t["wall_time_s"], 1, nr) + (f" ({t['total_wall_time_s']:.1f} with PCA and data)" if t.get("total_wall_time_s") is not None else ""), fmt(t["device"], missing=nr), fmt(r["params"]), fmt(r["sampling_s_per_embedding"], 4)]
+    return [escape(label), fmt(t["steps"], missing=nr), batch, fmt(t["examples"], missing=nr), fmt(t["wall_time_s"], missing=nr) + (f" ({t['total_wall_time_s']:.1f} with PCA and data)" if t.get("total_wall_time_s") is not None else ""), fmt(t["device"], missing=nr), fmt(r["params"]), fmt(r["sampling_s_per_embedding"], 3)]
 
 
 def _prior_section(res: dict[str, Any], spaces: list[str]) -> str:
