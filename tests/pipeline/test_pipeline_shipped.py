@@ -12,12 +12,24 @@ from unclip.pipeline import UnCLIP, resolve_model_path
 def test_shipped_model_loads_by_name_and_fits_the_weight_budget() -> None:
     root = resolve_model_path("shapes")
     total = sum(f.stat().st_size for f in root.rglob("*.safetensors"))
-    assert total < 40 * 2**20
+    assert total < 40e6
     pipe = UnCLIP.load("shapes")
-    assert pipe.prior is not None
-    images, _ = pipe.generate_tensors(["a red circle"], num_images=1, seed=0, steps=2, prior_steps=2)
-    size = pipe.decoder.config.image_size
-    assert images.shape == (1, 3, size, size)
+    assert pipe.prior is not None and pipe.ar_prior is not None
+    side = pipe.decoder.config.image_size
+    assert pipe.output_sizes == [side, 4 * side] and pipe.defaults.size == 4 * side  # the cascade is the default output
+    images, _ = pipe.generate_tensors(["a red circle"], num_images=1, seed=0, steps=2, prior_steps=2, upsampler_steps=2)
+    assert images.shape == (1, 3, 4 * side, 4 * side)
+    images, _ = pipe.generate_tensors(["a red circle"], num_images=1, seed=0, prior="ar", steps=2, size=side)
+    assert images.shape == (1, 3, side, side)
+
+
+def test_shipped_baseline_decoder_is_the_same_network_without_z_i() -> None:
+    base, unclip = UnCLIP.load("shapes", decoder="decoder_text_only"), UnCLIP.load("shapes")
+    assert base.decoder.config.use_image_embed is False
+    shared = {k: v.shape for k, v in base.decoder.state_dict().items()}
+    full = {k: v.shape for k, v in unclip.decoder.state_dict().items()}
+    assert all(full[k] == shape for k, shape in shared.items())
+    assert set(full) - set(shared) == {k for k in full if k.startswith(("image_to_", "null_image"))}
 
 
 def test_cli_data_dumps_samples_with_attributes(tmp_path: Path) -> None:

@@ -56,14 +56,15 @@ def evaluate_model(model: str, *, data: str = "shapes", seeds: int = 4, steps: i
 
     ``decoder`` picks the model's decoder component (``decoder_text_only``: the GLIDE-style
     baseline, with ``prior="none"``); ``guidance`` overrides its default scale; ``size``
-    scores the images after the upsampler stages (the scorer reads any side >= 16).
+    scores the images after the upsampler stages (the scorer reads any side >= 16); by
+    default they are scored at the decoder's side, whatever the model's default output.
     """
     if data != "shapes":
         raise InputError(f"unclip eval scores the 'shapes' dataset only, got --data {data}")
     start = time.perf_counter()
     pipe = UnCLIP.load(model, device=device, decoder=decoder)
     prompts = single_object_prompts()
-    images, expanded = pipe.generate_tensors(prompts, num_images=seeds, seed=seed, prior=prior, steps=steps, decoder_guidance=guidance, size=size, progress=True)
+    images, expanded = pipe.generate_tensors(prompts, num_images=seeds, seed=seed, prior=prior, steps=steps, decoder_guidance=guidance, size=size or pipe.decoder.config.image_size, progress=True)
     scores = score_images(images.cpu())
     attrs = [_prompt_attrs(p) for p in expanded]
     held = np.array([(a["color"], a["shape"]) in HELD_OUT_PAIRS for a in attrs])

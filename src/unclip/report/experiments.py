@@ -90,7 +90,7 @@ class ReportContext:
         pipe = self.pipe if decoder == UNCLIP else self.baseline
         z = self.image_embeds(prompts, samples, mode)[0] if mode in PRIOR_COMPONENTS else None
         start = time.perf_counter()
-        images, expanded = pipe.generate_tensors(list(prompts), samples, self.settings.seed, prior=mode, decoder_guidance=guidance, steps=self.settings.decoder_steps, image_embeds=z)
+        images, expanded = pipe.generate_tensors(list(prompts), samples, self.settings.seed, prior=mode, decoder_guidance=guidance, steps=self.settings.decoder_steps, image_embeds=z, size=pipe.decoder.config.image_size)
         return images.cpu(), expanded, time.perf_counter() - start
 
     def run(self, decoder: str, prompts: tuple[str, ...], samples: int, mode: str, guidance: float) -> dict[str, Any]:
