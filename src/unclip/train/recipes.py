@@ -105,7 +105,8 @@ def run_stage(stage: Any, config_and_budget: tuple[TrainConfig, float | None], r
     resume = resume and has_train_state(run_dir)
     if budget is None or resume:
         result = train(stage, config, run_dir, resume=resume, progress=progress)
-        return {"steps": result.steps, "wall_time_s": result.wall_time_s, "steps_per_s": result.steps_per_s, "final_loss": result.final_loss}
+        # A resumed run's wall time covers only the steps it trained: say which.
+        return {"steps": result.steps, "wall_time_s": result.wall_time_s, "wall_time_steps": [result.start_step, result.steps], "steps_per_s": result.steps_per_s, "final_loss": result.final_loss}
     if config.lr_decay != "constant":
         raise ConfigError(f"stage {stage.name}: a time budget needs lr_decay='constant' (got {config.lr_decay!r})")
     probe_steps = min(config.steps, PROBE_STEPS)
