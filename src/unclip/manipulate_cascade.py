@@ -70,6 +70,7 @@ from .checkpoint import save_tensors
 from .diffusion import bind, ddim_invert, ddim_sample
 from .errors import CheckpointError, InputError
 from .manipulate import DEFAULT_GUIDANCE, DEFAULT_STEPS, MIN_ALPHA_BAR, BipartiteLatent, ImageInput, as_image_tensor, decode_latent, invert, manipulation_diffusion
+from .upsampler.cascade import steps_per_stage
 
 if TYPE_CHECKING:  # pragma: no cover
     from .pipeline import UnCLIP
@@ -177,32 +178,8 @@ def load_latent(path: str | os.PathLike) -> BipartiteLatent:
 
 
 def stage_chain(pipe: "UnCLIP", size: int | None) -> list["CascadeStage"]:
-    """The upsampler stages that take the decoder's output to ``size`` (None: the model's default), in order.
-
-    The same walk as :meth:`UnCLIP.upsample_to`: an empty list when ``size`` is the decoder's side.
-    """
-    target = pipe.resolve_size(size)
-    chain, side = [], pipe.decoder.config.image_size
-    for stage in pipe.upsamplers:  # sorted by input side
-        if stage.low_res == side and stage.high_res <= target:
-            chain.append(stage)
-            side = stage.high_res
-    if side != target:
-        raise InputError(f"no chain of upsampler stages takes {pipe.decoder.config.image_size} px images to {target} px; available sizes: {', '.join(map(str, pipe.output_sizes))}")
-    return chain
-
-
-def _per_stage_steps(chain: Sequence["CascadeStage"], steps: int | Sequence[int | None] | None) -> list[int]:
-    if steps is None or isinstance(steps, int):
-        per = [steps] * len(chain)
-    else:
-        per = list(steps)
-        if len(per) != len(chain):
-            raise InputError(f"upsampler_steps has {len(per)} entries for {len(chain)} upsampler stages; give one per stage (or one number for all)")
-    out = [int(n) if n is not None else int(st.steps) for st, n in zip(chain, per)]
-    if any(n < 1 for n in out):
-        raise InputError(f"upsampler_steps must be >= 1, got {out}")
-    return out
+    """The upsampler stages that take the decoder's output to ``size`` (None: the model's default), in order."""
+    return pipe.stage_chain(size)
 
 
 def _stage_fn(stage: "CascadeStage", low_res: torch.Tensor):
@@ -250,7 +227,7 @@ def invert_cascade(
     if condition not in CONDITIONS:
         raise InputError(f"condition must be one of {', '.join(CONDITIONS)}, got {condition!r}")
     chain = stage_chain(pipe, size)
-    per_steps = _per_stage_steps(chain, upsampler_steps)
+    per_steps = steps_per_stage(chain, upsampler_steps)
     top = chain[-1].high_res if chain else pipe.decoder.config.image_size
     x_top = as_image_tensor(images, top).to(pipe.device)
     levels = [as_image_tensor(x_top, pipe.decoder.config.image_size)] + [as_image_tensor(x_top, st.high_res) for st in chain]

@@ -36,7 +36,7 @@ from .model_dir import MODEL_FORMAT, MODEL_VERSION, read_model_json
 from .prior.ar_prior import ARPrior, load_ar_prior, sample_ar_image_embeds
 from .prior.diffusion_prior import DiffusionPrior, DiffusionPriorConfig, sample_image_embeds
 from .train.stages import DiffusionSettings
-from .upsampler.cascade import CascadeStage, load_upsampler, run_cascade, upsample
+from .upsampler.cascade import CascadeStage, load_upsampler, run_cascade, steps_per_stage, upsample
 
 log = logging.getLogger(__name__)
 
@@ -223,36 +223,40 @@ class UnCLIP:
             raise InputError(f"this model cannot produce {size} px images; available sizes: {', '.join(map(str, self.output_sizes))} (the decoder's, then its upsampler stages')")
         return int(size)
 
+    def stage_chain(self, size: int | None, from_side: int | None = None) -> list[CascadeStage]:
+        """The upsampler stages, in order, that take ``from_side`` (default: the decoder's)
+        images to ``size`` (None: the model's default); empty when the sides are equal."""
+        target = self.resolve_size(size)
+        start = from_side or self.decoder.config.image_size
+        chain, side = [], start
+        for stage in self.upsamplers:  # sorted by input side: follow the chain up to the target
+            if stage.low_res == side and stage.high_res <= target:
+                chain.append(stage)
+                side = stage.high_res
+        if side != target:
+            raise InputError(f"no chain of upsampler stages takes {start} px images to {target} px; available sizes: {', '.join(map(str, self.output_sizes))}")
+        return chain
+
     @torch.no_grad()
     def upsample_to(self, images: torch.Tensor, size: int | None = None, *, seed: int = 0, steps: int | list[int | None] | None = None, shared_noise: bool = False, progress: bool = False) -> torch.Tensor:
-        """Run the upsampler stages from the decoder's side up to ``size`` (None: the model's default).
+        """Run the upsampler stages from the images' side up to ``size`` (None: the model's default).
 
         ``images``: (B, 3, s, s) decoder outputs in [-1, 1]. Each stage samples DDIM with
         eta 0 from noise drawn from ``seed``; ``shared_noise`` gives every image the same
         noise (frames of an interpolation or text diff then change only where their
         low-res inputs do). ``steps``: per-stage DDIM steps (None: each stage's default).
         """
-        target = self.resolve_size(size)
-        stages, side = [], images.shape[-1]
-        for stage in self.upsamplers:  # sorted by input side: follow the chain up to the target
-            if stage.low_res == side and stage.high_res <= target:
-                stages.append(stage)
-                side = stage.high_res
-        if side != target:
-            raise InputError(f"no chain of upsampler stages takes {images.shape[-1]} px images to {target} px; available sizes: {', '.join(map(str, self.output_sizes))}")
+        stages = self.stage_chain(size, images.shape[-1])
         if not stages:
             return images
         generator = torch.Generator(device="cpu").manual_seed(int(seed))
         if not shared_noise:
             return run_cascade(stages, images, steps=steps, generator=generator, progress=progress)
-        per_stage = steps if isinstance(steps, list) else [steps] * len(stages)
-        if len(per_stage) != len(stages):
-            raise InputError(f"steps has {len(per_stage)} entries for {len(stages)} upsampler stages; give one per stage")
         x = images
-        for stage, n in zip(stages, per_stage):
+        for stage, n in zip(stages, steps_per_stage(stages, steps)):
             side = x.shape[-1] * stage.high_res // stage.low_res
             noise = torch.randn(1, 3, side, side, generator=generator).expand(x.shape[0], -1, -1, -1)
-            x = upsample(stage.model, stage.settings, x, steps=n or stage.steps, noise=noise, progress=progress)
+            x = upsample(stage.model, stage.settings, x, steps=n, noise=noise, progress=progress)
         return x
 
     # ------------------------------------------------------------------ public API
@@ -295,8 +299,15 @@ class UnCLIP:
         return tensor_to_pil(images)
 
     # ------------------------------------------------------------------ manipulations (paper section 3)
-    def invert(self, images, **kwargs):
-        """Bipartite latent (z_i, x_T) of image(s) by DDIM inversion; see :func:`unclip.manipulate.invert`."""
+    def invert(self, images, *, size: int | None = None, **kwargs):
+        """Bipartite latent (z_i, x_T) of image(s) by DDIM inversion; see :func:`unclip.manipulate.invert`.
+
+        With ``size`` above the decoder's side, the upsampler stages are inverted too and a
+        :class:`unclip.manipulate_cascade.CascadeLatent` is returned (see ``invert_cascade``)."""
+        if size is not None and size != self.decoder.config.image_size:
+            from .manipulate_cascade import invert_cascade
+
+            return invert_cascade(self, images, size, **kwargs)
         from .manipulate import invert
 
         return invert(self, images, **kwargs)

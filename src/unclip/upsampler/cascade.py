@@ -90,6 +90,21 @@ def upsample(upsampler: Upsampler, settings: DiffusionSettings, low_res_images: 
     return out.clamp(-1, 1)
 
 
+def steps_per_stage(stages: Sequence[CascadeStage], steps: int | Sequence[int | None] | None) -> list[int]:
+    """DDIM steps for each stage: one int for all, one entry per stage (None: the stage's
+    default), or None for every stage's default."""
+    if steps is None or isinstance(steps, int):
+        per = [steps] * len(stages)
+    else:
+        per = list(steps)
+        if len(per) != len(stages):
+            raise InputError(f"upsampler steps has {len(per)} entries for {len(stages)} upsampler stages; give one per stage (or one number for all)")
+    out = [int(n) if n is not None else int(st.steps) for st, n in zip(stages, per)]
+    if any(n < 1 for n in out):
+        raise InputError(f"upsampler steps must be >= 1, got {out}")
+    return out
+
+
 @torch.no_grad()
 def run_cascade(stages: Sequence[CascadeStage], images: torch.Tensor, *, steps: Sequence[int | None] | int | None = None, eta: float = 0.0, generator: torch.Generator | None = None, progress: bool = False) -> torch.Tensor:
     """Apply ``stages`` in order (e.g. 32 -> 128 -> 512): (B, 3, h, w) -> (B, 3, H, W).
@@ -101,13 +116,7 @@ def run_cascade(stages: Sequence[CascadeStage], images: torch.Tensor, *, steps: 
             (None entries take the stage's default), or None for every stage's default.
         generator: CPU generator; stage noise is drawn from it in order, so a seed fixes the result.
     """
-    if isinstance(steps, int) or steps is None:
-        per_stage = [steps] * len(stages)
-    else:
-        per_stage = list(steps)
-        if len(per_stage) != len(stages):
-            raise InputError(f"steps has {len(per_stage)} entries for {len(stages)} upsampler stages; give one per stage")
     x = images
-    for stage, n in zip(stages, per_stage):
-        x = upsample(stage.model, stage.settings, x, steps=n or stage.steps, eta=eta, generator=generator, progress=progress)
+    for stage, n in zip(stages, steps_per_stage(stages, steps)):
+        x = upsample(stage.model, stage.settings, x, steps=n, eta=eta, generator=generator, progress=progress)
     return x
