@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, default=1, help="images per caption (default: 1)")
     p.add_argument("--steps", type=int, default=20, help="decoder DDIM steps (default: 20, to keep the default demo short on 2 CPU cores)")
     p.add_argument("--manipulations", action="store_true", help="add the variations / interpolation / text-diff / PCA-probe sections (several more minutes on CPU)")
-    p.add_argument("--size", type=int, default=None, help="side of the images shown (default: the largest the model's upsampler stages reach)")
+    p.add_argument("--size", type=int, default=None, help="side of the images shown (default: the model's default output; e.g. 128 runs the shipped upsampler)")
     _add_device(p)
 
     p = sub.add_parser("train", help="train a stage (clip, prior, decoder, ar-prior, upsampler) or all of them", description="Train one stage or the whole system. `all` trains CLIP, then the prior and decoder on cached CLIP embeddings, and writes a complete model directory to --out. `ar-prior` and `upsampler` add a component to an existing model directory. Re-run with --resume to continue an interrupted run exactly.")

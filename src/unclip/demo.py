@@ -22,14 +22,14 @@ DEMO_CAPTIONS: dict[str, list[str]] = {
 def run_demo(model: str = "shapes", out: str | Path = "demo_out", *, seed: int = 0, n: int = 1, steps: int | None = 20, device: str = "cpu", manipulations: bool = False, size: int | None = None) -> Path:
     """Generate ``n`` images for every demo caption and write ``out/index.html``.
 
-    Images are shown at ``size`` (None: the largest side the model's upsampler stages
-    reach, i.e. the whole cascade). With ``manipulations``, the gallery also shows
+    Images are shown at ``size`` (None: the model's default output side; a larger one
+    runs its upsampler stages). With ``manipulations``, the gallery also shows
     variations, interpolation, a text diff and the PCA probe (paper section 3), built
     from inverted ``shapes`` test images.
     """
     start = time.perf_counter()
     pipe = UnCLIP.load(model, device=device)
-    size = size or pipe.output_sizes[-1]
+    size = pipe.resolve_size(size)
     prompts = [p for group in DEMO_CAPTIONS.values() for p in group]
     images, expanded = pipe.generate_tensors(prompts, num_images=n, seed=seed, steps=steps, size=size, progress=True)
     pil = tensor_to_pil(images)
@@ -38,6 +38,14 @@ def run_demo(model: str = "shapes", out: str | Path = "demo_out", *, seed: int =
         count = len(group) * n
         sections.append(GallerySection(title, items=list(zip(pil[k : k + count], expanded[k : k + count]))))
         k += count
+    largest = pipe.output_sizes[-1]
+    if largest > size:  # show what the model's upsampler stages make of a few of the samples
+        count = min(4, images.shape[0])
+        upsampled = pipe.upsample_to(images[:count], largest, seed=seed, progress=True)
+        note = (f"The first {count} samples above, taken from {size} px to {largest} px by the model's upsampler stage(s) "
+                f"(`--size {largest}` shows every image this way). The shipped CPU-trained 32->128 stage is experimental: "
+                "it sharpens edges but shifts colours, and scores below bicubic interpolation (see the README).")
+        sections.append(GallerySection(f"Upsampled to {largest} px", items=list(zip(tensor_to_pil(upsampled), expanded[:count])), description=note))
     if manipulations:
         from .demo_manipulate import manipulation_sections
 
