@@ -23,8 +23,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from unclip.checkpoint import atomic_write_json, load_tensors, read_component_config, save_tensors  # noqa: E402
 from unclip.model_dir import read_model_json  # noqa: E402
