@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from unclip.checkpoint import atomic_write_json, load_tensors, read_component_config, save_tensors  # noqa: E402
+from unclip.checkpoint import atomic_write_json, load_tensors, read_json, save_tensors  # noqa: E402
 from unclip.model_dir import read_model_json  # noqa: E402
 from unclip.quantize import dequantize_state, quantize_state  # noqa: E402
 
@@ -33,12 +33,12 @@ PACKAGE_MODELS = Path(__file__).resolve().parents[1] / "src" / "unclip" / "model
 
 def buffer_names(component_dir: Path) -> set[str]:
     """Names of the component's buffers (statistics, not weights), which keep float32."""
-    payload = json.loads((component_dir / "config.json").read_text())
+    payload = read_json(component_dir / "config.json")
     if payload.get("component") == "prior_ar":
         from unclip.checkpoint import config_from_dict
         from unclip.prior.ar_prior import ARPrior, ARPriorConfig
 
-        cfg = config_from_dict(ARPriorConfig, read_component_config(component_dir, "prior_ar")["config"])
+        cfg = config_from_dict(ARPriorConfig, payload.get("config", {}), component="prior_ar")
         return {k for k, _ in ARPrior(cfg).named_buffers()}
     return set()
 

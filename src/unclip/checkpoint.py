@@ -123,16 +123,22 @@ def save_component(directory: str | os.PathLike, component: str, config: Any, st
     return directory
 
 
+def read_json(path: str | os.PathLike, context: str = "") -> Any:
+    """Parse a JSON file; invalid JSON raises a CheckpointError naming the file (``context`` prefixes it)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{context}{path} is not valid JSON ({exc}); restore it or re-export the model") from exc
+
+
 def read_component_config(directory: str | os.PathLike, component: str) -> dict[str, Any]:
     """Read and validate a component's ``config.json``; returns the whole payload."""
     directory = Path(directory)
     path = directory / CONFIG_NAME
     if not path.is_file():
         raise CheckpointError(f"{component}: no {CONFIG_NAME} in {directory}; is this a {component} component directory?")
-    try:
-        payload = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{component}: {path} is not valid JSON ({exc})") from exc
+    payload = read_json(path, f"{component}: ")
     found = payload.get("component")
     if found != component:
         raise CheckpointError(f"{path}: expected a '{component}' component, found '{found}'")

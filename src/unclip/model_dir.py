@@ -10,12 +10,11 @@ here, so that :meth:`unclip.pipeline.UnCLIP.load` finds it.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import atomic_write_json
+from .checkpoint import atomic_write_json, read_json
 from .errors import CheckpointError
 
 MODEL_FORMAT = "unclip-model"
@@ -27,10 +26,7 @@ def read_model_json(root: str | os.PathLike) -> dict[str, Any]:
     path = Path(root) / "model.json"
     if not path.is_file():
         raise CheckpointError(f"{Path(root)} has no model.json; is it a model directory written by `unclip train all`?")
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path} is not valid JSON ({exc}); restore it or retrain the model") from exc
+    meta = read_json(path)
     if meta.get("format") != MODEL_FORMAT or meta.get("version") != MODEL_VERSION:
         raise CheckpointError(f"{path}: expected format '{MODEL_FORMAT}' version {MODEL_VERSION}, found {meta.get('format')!r} version {meta.get('version')!r}")
     return meta

@@ -189,13 +189,14 @@ def warm_start_decoder(init_dir: str | Path, *, text_only: bool) -> tuple[Decode
     return model, DiffusionSettings(**extra.get("diffusion", {}))
 
 
-def train_decoder_stage(training_set: TrainingSet, clip: FrozenCLIP, preset: dict[str, Any], out: Path, *, seed: int = 0, device: str = "cpu", steps: int | None = None, resume: bool = False, progress: bool = True, text_only: bool = False, init_from: str | Path | None = None, time_limit_s: float | None = None, batch_size: int | None = None) -> None:
+def train_decoder_stage(training_set: TrainingSet, clip: FrozenCLIP, preset: dict[str, Any], out: Path, *, seed: int = 0, device: str = "cpu", steps: int | None = None, resume: bool = False, progress: bool = True, text_only: bool = False, init_from: str | Path | None = None, time_limit_s: float | None = None, batch_size: int | None = None) -> dict[str, Any]:
     """Train the decoder (or, ``text_only``, the GLIDE-style baseline); writes ``out/decoder``
     (``out/decoder_text_only``).
 
     ``init_from``: a decoder component directory to start from (its network replaces the
     preset's). ``time_limit_s``: a wall-clock budget that fits the step count (capped by
-    ``steps`` or the preset's). ``batch_size`` overrides the preset's.
+    ``steps`` or the preset's). ``batch_size`` overrides the preset's. Returns the run's
+    summary (also written to ``out/runs/<name>/summary.json``).
     """
     section = preset["decoder"]
     torch.manual_seed(seed)
@@ -220,6 +221,7 @@ def train_decoder_stage(training_set: TrainingSet, clip: FrozenCLIP, preset: dic
     stats = run_stage(stage, (config, budget), out / "runs" / name, resume=resume, progress=progress)
     stats.update(batch_size=batch, init_from=str(init_from) if init_from else None, caption_drop=stage.text_drop_prob)
     atomic_write_json(out / "runs" / name / "summary.json", stats)
+    return stats
 
 
 def _stage_done(out: Path, component: str) -> bool:
@@ -301,11 +303,11 @@ def train_single(stage: str, data: str, preset_name: str, out: str | Path, *, se
     if stage == "prior":
         train_prior_stage(training_set, clip, preset, out, seed=seed, device=device, steps=steps, resume=resume, progress=progress)
     elif stage == "decoder":
-        train_decoder_stage(training_set, clip, preset, out, seed=seed, device=device, steps=steps, resume=resume, progress=progress, text_only=text_only, init_from=init_from, time_limit_s=time_limit_s, batch_size=batch_size)
+        stats = train_decoder_stage(training_set, clip, preset, out, seed=seed, device=device, steps=steps, resume=resume, progress=progress, text_only=text_only, init_from=init_from, time_limit_s=time_limit_s, batch_size=batch_size)
         if text_only:  # an extra component beside the unCLIP decoder: make the pipeline see it
             from ..model_dir import register_component
 
-            register_component(out, "decoder_text_only", info=json.loads((out / "runs" / "decoder_text_only" / "summary.json").read_text()))
+            register_component(out, "decoder_text_only", info=stats)
     else:
         raise ConfigError(f"unknown stage '{stage}'; choose one of {', '.join(STAGES)}")
     return {"stage": stage, "out": str(out), "wall_time_s": time.perf_counter() - start}
