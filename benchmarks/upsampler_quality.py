@@ -3,8 +3,10 @@
     PYTHONPATH=src python benchmarks/upsampler_quality.py --model DIR [--n 32] [--steps N] [--out FILE]
 
 For every ``upsampler_*`` component of the model (in order of output size), the first
-``--n`` shapes test images are rendered at the stage's output side, downsampled cleanly
-(antialiased bicubic) to its input side, and brought back up by the diffusion upsampler
+``--n`` shapes test images are rendered at the stage's output side and at its input side
+(``--low-res-from render``, the default: the renderer averages sub-pixel coverage, which
+is what the decoder learnt to produce) or downsampled with antialiased bicubic
+(``--low-res-from bicubic``), and brought back up by the diffusion upsampler
 (DDIM, the stage's default step count unless ``--steps``) and by plain bicubic
 interpolation. Reported per stage: mean PSNR (dB) of each against the originals, the
 gain over bicubic, the Frechet Inception distance of each set to the originals (when the
@@ -44,11 +46,14 @@ def stage_dirs(model_dir: Path) -> list[Path]:
     return sorted((model_dir / n for n in names), key=lambda p: int(p.name.rsplit("_", 1)[-1]))
 
 
-def evaluate_stage(directory: Path, n: int, steps: int | None, seed: int, batch: int, grid: Path | None = None) -> dict:
+def evaluate_stage(directory: Path, n: int, steps: int | None, seed: int, batch: int, grid: Path | None = None, low_res_from: str = "render") -> dict:
     stage = load_upsampler(directory)
     cfg = stage.model.config
     high, _, _ = render_batch("test", 0, n, cfg.high_res, seed)
-    low = resize(high, cfg.low_res, "bicubic").clamp(-1, 1)
+    if low_res_from == "render":
+        low, _, _ = render_batch("test", 0, n, cfg.low_res, seed)
+    else:
+        low = resize(high, cfg.low_res, "bicubic").clamp(-1, 1)
     bicubic = resize(low, cfg.high_res, "bicubic").clamp(-1, 1)
     generator = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
@@ -81,6 +86,7 @@ def evaluate_stage(directory: Path, n: int, steps: int | None, seed: int, batch:
         "degradation": stage.degradation,
         "steps": steps or stage.steps,
         "num_images": n,
+        "low_res_from": low_res_from,
         "psnr_upsampler_db": float(p_model.mean()),
         "psnr_bicubic_db": float(p_bicubic.mean()),
         "psnr_gain_db": float((p_model - p_bicubic).mean()),
@@ -97,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="DDIM steps (default: each stage's own)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--low-res-from", choices=("render", "bicubic"), default="render", help="low-res inputs rendered at the input side (default) or bicubic-downsampled from the originals")
     parser.add_argument("--out", default=None, help="also write the JSON here")
     parser.add_argument("--grid", default=None, help="write a comparison picture per stage here (PNG path; the stage name is appended)")
     args = parser.parse_args(argv)
@@ -106,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     torch.manual_seed(args.seed)
     grid = lambda d: None if args.grid is None else Path(args.grid).with_name(f"{Path(args.grid).stem}_{d.name}.png")  # noqa: E731
-    report = {"model": str(args.model), "stages": [evaluate_stage(d, args.n, args.steps, args.seed, args.batch, grid(d)) for d in dirs]}
+    report = {"model": str(args.model), "stages": [evaluate_stage(d, args.n, args.steps, args.seed, args.batch, grid(d), args.low_res_from) for d in dirs]}
     text = json.dumps(report, indent=2)
     if args.out:
         Path(args.out).write_text(text + "\n")

@@ -31,6 +31,25 @@ def pipe(full_tiny_model):
 
 
 @pytest.fixture(scope="module")
+def eps_pipe(full_tiny_model):
+    """The tiny model, its stage run as a plain (non-residual) eps-predicting network.
+
+    These tests need a stage whose output depends on its starting noise, as a trained
+    diffusion upsampler's fine detail does. The tiny residual stage, trained for 20 steps,
+    still returns almost exactly the bicubic upsampling whatever the noise, so inverting
+    its noise could not be told apart from drawing it afresh. The same weights without the
+    residual connection, read as eps predictions, make a noise-dependent stage.
+    """
+    from dataclasses import replace
+
+    pipe = UnCLIP.load(full_tiny_model)
+    for stage in pipe.upsamplers:
+        stage.model.config.residual = False
+        stage.settings = replace(stage.settings, prediction="eps")
+    return pipe
+
+
+@pytest.fixture(scope="module")
 def images():
     x, _, _ = render_batch("test", 0, 2, size=TOP)
     return x
@@ -71,7 +90,14 @@ def test_decoder_level_is_the_plain_inversion(pipe, images, latent, rec_levels):
     assert flat.stage_noises == [] and flat.size == pipe.decoder.config.image_size
 
 
-def test_inverted_stage_noise_beats_fresh_noise(pipe, images, latent, rec_levels):
+@pytest.fixture(scope="module")
+def eps_latent(eps_pipe, images):
+    return invert_cascade(eps_pipe, images, TOP, steps=STEPS, upsampler_steps=UP_STEPS, refine=REFINE)
+
+
+def test_inverted_stage_noise_beats_fresh_noise(eps_pipe, images, eps_latent):
+    pipe, latent = eps_pipe, eps_latent
+    rec_levels = reconstruct_cascade(pipe, latent, return_levels=True)
     top = psnr(rec_levels[-1], images)
     fresh = CascadeLatent.from_bipartite(latent.bipartite(), [torch.randn(z.shape, generator=torch.Generator().manual_seed(1)) for z in latent.stage_noises], latent.stage_steps, latent.stage_low_res)
     fresh_psnr = psnr(reconstruct_cascade(pipe, fresh), images)
@@ -79,8 +105,10 @@ def test_inverted_stage_noise_beats_fresh_noise(pipe, images, latent, rec_levels
     assert top.mean() > fresh_psnr.mean() + 10, (top, fresh_psnr)
 
 
-def test_conditioning_on_the_decoded_level_beats_the_resized_input(pipe, images, rec_levels):
+def test_conditioning_on_the_decoded_level_beats_the_resized_input(eps_pipe, images, eps_latent):
     """condition="decoded" inverts each stage under the model function decoding will use; "input" does not."""
+    pipe = eps_pipe
+    rec_levels = reconstruct_cascade(pipe, eps_latent, return_levels=True)
     lat = invert_cascade(pipe, images, TOP, steps=STEPS, upsampler_steps=UP_STEPS, refine=REFINE, condition="input")
     assert lat.extra["condition"] == "input"
     dec, inp = psnr(rec_levels[-1], images), psnr(reconstruct_cascade(pipe, lat), images)

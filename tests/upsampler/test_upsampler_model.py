@@ -77,3 +77,24 @@ def test_config_checks_and_round_trip() -> None:
         UpsamplerConfig(low_res=64, high_res=64)
     cfg = UpsamplerConfig(**TINY)
     assert config_from_dict(UpsamplerConfig, json.loads(json.dumps(config_to_dict(cfg)))) == cfg
+
+
+def test_fresh_residual_upsampler_predicts_the_resized_low_res_image() -> None:
+    # The output conv is zero-initialised, so before training a residual upsampler's x0
+    # estimate is exactly the bicubic upsampling, whatever the noise level.
+    torch.manual_seed(0)
+    net = Upsampler(UpsamplerConfig(**TINY, residual=True)).eval()
+    low = randn(2, 3, 16, 16, seed=1)
+    out = net(randn(2, 3, 64, 64), torch.tensor([10, 990]), low)
+    torch.testing.assert_close(out, F.interpolate(low, size=(64, 64), mode="bicubic", align_corners=False))
+    plain = Upsampler(UpsamplerConfig(**TINY)).eval()
+    assert plain(randn(2, 3, 64, 64), torch.tensor([10, 990]), low).abs().max() == 0
+
+
+def test_residual_upsampler_needs_x0_prediction() -> None:
+    from unclip.upsampler.model import check_prediction
+
+    check_prediction(UpsamplerConfig(**TINY, residual=True), "x0")
+    check_prediction(UpsamplerConfig(**TINY), "eps")
+    with pytest.raises(ConfigError, match="prediction='x0'"):
+        check_prediction(UpsamplerConfig(**TINY, residual=True), "eps")

@@ -21,7 +21,7 @@ from ..checkpoint import load_component, load_state_into
 from ..diffusion import bind, sample
 from ..errors import InputError
 from ..train.stages import DiffusionSettings
-from .model import Upsampler, UpsamplerConfig
+from .model import Upsampler, UpsamplerConfig, check_prediction
 from .stage import DEFAULT_STEPS
 
 
@@ -48,9 +48,11 @@ def load_upsampler(directory: str | os.PathLike, device: str | torch.device = "c
     config, state, extra = load_component(Path(directory), "upsampler", UpsamplerConfig)
     model = Upsampler(config)
     load_state_into(model, {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}, "upsampler")
+    settings = DiffusionSettings(**extra.get("diffusion", {}))
+    check_prediction(config, settings.prediction)
     degradation = extra.get("degradation", "blur")
     steps = int(extra.get("default_steps", DEFAULT_STEPS.get(degradation, 27)))
-    return CascadeStage(model.to(device).eval().requires_grad_(False), DiffusionSettings(**extra.get("diffusion", {})), steps, degradation)
+    return CascadeStage(model.to(device).eval().requires_grad_(False), settings, steps, degradation)
 
 
 @torch.no_grad()

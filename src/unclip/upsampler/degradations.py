@@ -164,17 +164,24 @@ def jpeg_compress(images: torch.Tensor, generator: torch.Generator, quality_rang
     return decoded.to(images.device, images.dtype)
 
 
-def blur_degradation(images: torch.Tensor, low_res: int | tuple[int, int], generator: torch.Generator, sigma_range: tuple[float, float] = (0.2, 0.8)) -> torch.Tensor:
-    """First-stage corruption: downsample (antialiased bicubic) to ``low_res``, then Gaussian-blur.
+def blur_degradation(images: torch.Tensor, low_res: int | tuple[int, int], generator: torch.Generator, sigma_range: tuple[float, float] = (0.2, 0.8), downsample_modes: Sequence[str] = ("bicubic", "area")) -> torch.Tensor:
+    """First-stage corruption: downsample to ``low_res``, then Gaussian-blur.
+
+    The downsampling filter is drawn per call from ``downsample_modes``: antialiased
+    bicubic, or ``"area"`` (the box filter, which is how a renderer that averages
+    sub-pixel coverage, like the ``shapes`` one, makes its low-resolution images). Training
+    on one filter only teaches the upsampler that filter's edge profile; given the other
+    it over- or under-sharpens.
 
     Args:
         images: (B, 3, H, W) high-resolution images in [-1, 1].
         low_res: side (or (h, w)) of the conditioning image.
         sigma_range: blur widths, in low-resolution pixels.
+        downsample_modes: the filters to draw from (see :data:`RESIZE_MODES`).
     Returns:
         (B, 3, h, w) in [-1, 1].
     """
-    low = resize(images, low_res, "bicubic")
+    low = random_resize(images, low_res, generator, downsample_modes)
     return gaussian_blur(low, generator, sigma_range).clamp(-1, 1)
 
 

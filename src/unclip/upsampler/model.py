@@ -31,6 +31,12 @@ class UpsamplerConfig:
         resblock_updown, time_embed_mult: the conv-only UNet (see :class:`UNetConfig`).
         interpolation: how the low-resolution image is resized to x_t's size
             (``"bicubic"``, ``"bilinear"`` or ``"nearest"``).
+        residual: the network predicts the clean image as the resized low-resolution
+            image plus a correction (its output is added to the conditioning). Needs the
+            ``"x0"`` prediction. Without it (``False``, the first shipped stage) the UNet
+            must rebuild every pixel's absolute colour through GroupNorm, which removes the
+            mean of each channel group over the crop: on flat-shaded images a crop is often
+            one colour, and the colour of flat regions drifts (see ``docs/architecture.md``).
     """
 
     low_res: int = 32
@@ -43,6 +49,7 @@ class UpsamplerConfig:
     resblock_updown: bool = True
     time_embed_mult: int = 4
     interpolation: str = "bicubic"
+    residual: bool = False
 
     def __post_init__(self) -> None:
         self.channel_mults = tuple(int(m) for m in self.channel_mults)
@@ -69,7 +76,8 @@ class UpsamplerConfig:
 
 
 class Upsampler(nn.Module):
-    """Conv-only UNet on ``cat([x_t, resize(low_res)])``: ``(x_t, t, low_res) -> (B, 3, H, W)``."""
+    """Conv-only UNet on ``cat([x_t, resize(low_res)])``: ``(x_t, t, low_res) -> (B, 3, H, W)``
+    (plus ``resize(low_res)`` itself when ``config.residual``)."""
 
     def __init__(self, config: UpsamplerConfig) -> None:
         super().__init__()
@@ -100,4 +108,11 @@ class Upsampler(nn.Module):
             mode = self.config.interpolation
             kw = {} if mode == "nearest" else {"align_corners": False}
             cond = F.interpolate(cond, size=size, mode=mode, **kw)
-        return self.unet(torch.cat([x_t, cond], dim=1), t)
+        out = self.unet(torch.cat([x_t, cond], dim=1), t)
+        return out + cond if self.config.residual else out
+
+
+def check_prediction(config: UpsamplerConfig, prediction: str) -> None:
+    """Refuse a residual upsampler paired with a diffusion that does not predict x0."""
+    if config.residual and prediction != "x0":
+        raise ConfigError(f"a residual upsampler (output = low-res image + correction) predicts the clean image; its diffusion needs prediction='x0', got {prediction!r}")

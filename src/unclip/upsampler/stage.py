@@ -28,7 +28,7 @@ from ..diffusion import sample_timesteps, training_loss
 from ..errors import ConfigError, InputError
 from ..train.stages import DiffusionSettings
 from .degradations import DEGRADATIONS, degrade, resize
-from .model import Upsampler
+from .model import Upsampler, check_prediction
 
 DEFAULT_STEPS = {"blur": 27, "bsr": 15, "none": 27}  # the paper's DDIM step counts per stage
 
@@ -83,6 +83,7 @@ class UpsamplerStage:
         cfg = model.config
         if degradation not in DEGRADATIONS:
             raise ConfigError(f"degradation={degradation!r} must be one of {DEGRADATIONS}")
+        check_prediction(cfg, diffusion.prediction)
         if images.ndim != 4 or images.shape[1] != 3 or tuple(images.shape[-2:]) != (cfg.high_res, cfg.high_res):
             raise InputError(f"training images must have shape (N, 3, {cfg.high_res}, {cfg.high_res}), got {tuple(images.shape)}")
         self.crop = crop or cfg.high_res // 4

@@ -37,15 +37,15 @@ log = logging.getLogger(__name__)
 UPSAMPLER_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
         "num_images": 32,
-        "model": dict(base_channels=16, channel_mults=(1, 2), num_res_blocks=1),
-        "diffusion": dict(num_timesteps=100),
+        "model": dict(base_channels=16, channel_mults=(1, 2), num_res_blocks=1, residual=True),
+        "diffusion": dict(num_timesteps=100, prediction="x0"),
         "train": dict(steps=20, lr=1e-3, warmup_steps=2, checkpoint_every=10, ema_decay=0.9, log_every=5),
         "batch_size": 4,
     },
     "small": {
         "num_images": 4000,
-        "model": dict(base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=2),
-        "diffusion": dict(),
+        "model": dict(base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=2, residual=True),
+        "diffusion": dict(prediction="x0"),
         "train": dict(steps=20000, lr=3e-4, warmup_steps=200, checkpoint_every=500, ema_decay=0.999, log_every=50),
         "batch_size": 32,
     },
@@ -55,8 +55,8 @@ UPSAMPLER_PRESETS: dict[str, dict[str, Any]] = {
 # sharpen edges. Meant to run with a wall-clock budget (``--time-limit``).
 UPSAMPLER_PRESETS["cpu"] = {
     "num_images": 4000,
-    "model": dict(base_channels=16, channel_mults=(1, 2, 4), num_res_blocks=1),
-    "diffusion": dict(),
+    "model": dict(base_channels=16, channel_mults=(1, 2, 4), num_res_blocks=1, residual=True),
+    "diffusion": dict(prediction="x0"),
     "train": dict(steps=20000, lr=5e-4, warmup_steps=100, lr_decay="constant", checkpoint_every=250, ema_decay=0.999, log_every=50),
     "batch_size": 32,
 }
