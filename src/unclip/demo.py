@@ -43,8 +43,7 @@ def run_demo(model: str = "shapes", out: str | Path = "demo_out", *, seed: int =
         count = min(4, images.shape[0])
         upsampled = pipe.upsample_to(images[:count], largest, seed=seed, progress=True)
         note = (f"The first {count} samples above, taken from {size} px to {largest} px by the model's upsampler stage(s) "
-                f"(`--size {largest}` shows every image this way). The shipped CPU-trained 32->128 stage is experimental: "
-                "it sharpens edges but shifts colours, and scores below bicubic interpolation (see the README).")
+                f"(`--size {largest}` shows every image this way; the README compares the stage with bicubic interpolation).")
         sections.append(GallerySection(f"Upsampled to {largest} px", items=list(zip(tensor_to_pil(upsampled), expanded[:count])), description=note))
     if manipulations:
         from .demo_manipulate import manipulation_sections
