@@ -121,10 +121,18 @@ def build_parser() -> argparse.ArgumentParser:
         cli_manipulate = None
     if cli_manipulate is not None:
         cli_manipulate.add_parsers(sub)
+    import importlib
+
+    from .apps.cli import COMMAND_MODULES
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"unclip.apps.cli.{name}").register(sub)
     return parser
 
 
 def _run(args: argparse.Namespace) -> int:
+    if getattr(args, "handler", None) is not None:
+        return args.handler(args)
     if args.command == "data":
         from .data import get_dataset
         from .data.dump import dump_samples
