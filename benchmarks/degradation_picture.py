@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from unclip.data.shapes import render_batch  # noqa: E402
-from unclip.imageio import tensor_to_pil  # noqa: E402
+from unclip.storage.imageio import tensor_to_pil  # noqa: E402
 from unclip.upsampler import degradations as D  # noqa: E402
 
 SIDE, LOW = 128, 32

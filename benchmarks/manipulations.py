@@ -10,7 +10,7 @@
 * text diff: "a red circle" -> "a blue circle" on red-circle test images, the fraction of
   frames scored blue (and still a circle) per theta;
 * cascade reconstruction (needs upsampler stages up to ``--size``): inversion through the
-  decoder and the upsamplers (:mod:`unclip.manipulate_cascade`), PSNR per source at the
+  decoder and the upsamplers (:func:`unclip.manipulate.invert` with ``size``), PSNR per source at the
   decoder's side, at ``--size`` and at ``--compare-size`` (both the reconstruction at
   ``--size`` and the original downsampled with antialiased bilinear resizing), beside two
   baselines that keep the decoder's reconstruction but not the stages' inverted noise: the
@@ -35,12 +35,11 @@ import time
 import torch
 import torch.nn.functional as F
 
-from unclip.checkpoint import atomic_write_json
+from unclip.storage.checkpoint import atomic_write_json
 from unclip.data.shapes import render_batch
 from unclip.errors import DataError
 from unclip.eval.shapes_scorer import score_images
 from unclip.manipulate import as_image_tensor, invert, reconstruct, text_diff, theta_schedule, vary
-from unclip.manipulate_cascade import invert_cascade, reconstruct_cascade, stage_chain
 from unclip.pipeline import UnCLIP
 
 # matplotlib's sample pictures (mpl-data/sample_data); the benchmark uses every one present
@@ -115,8 +114,8 @@ def cascade_figures(pipe: UnCLIP, x: torch.Tensor, args: argparse.Namespace, nam
     rows: dict[str, list[torch.Tensor]] = {}
     for start in range(0, x.shape[0], args.batch):
         xb = x[start:start + args.batch]
-        lat = invert_cascade(pipe, xb, size, steps=args.steps, upsampler_steps=args.upsampler_steps, refine=args.refine, condition=args.condition)
-        levels = reconstruct_cascade(pipe, lat, return_levels=True)
+        lat = invert(pipe, xb, size=size, steps=args.steps, upsampler_steps=args.upsampler_steps, refine=args.refine, condition=args.condition)
+        levels = reconstruct(pipe, lat, return_levels=True)
         rec, dec = levels[-1].cpu(), levels[0]
         fresh = pipe.upsample_to(dec, size, seed=0).cpu()
         bicubic = F.interpolate(dec.cpu(), size=(size, size), mode="bicubic", align_corners=False).clamp(-1, 1)
@@ -202,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                 circle[j] += bool(s.main and s.main.shape == "circle")
         out["text_diff"] = {"from": "a red circle", "to": "a blue circle", "images": int(x.shape[0]), "per_theta": {f"{t:.3f}": {"fraction_blue": round(b / x.shape[0], 3), "fraction_circle": round(c / x.shape[0], 3)} for t, b, c in zip(thetas, blue, circle)}}
     if args.size > size and not {"cascade", "outside"} <= skip:
-        chain = stage_chain(pipe, args.size)
+        chain = pipe.stage_chain(args.size)
         info: dict = {"size_px": args.size, "compare_size_px": args.compare_size, "condition": args.condition, "upsampler_steps": args.upsampler_steps or [st.steps for st in chain], "sources": {}}
         if "cascade" not in skip:
             x, _, _ = render_batch("test", 0, args.n, size=args.size)

@@ -3,7 +3,7 @@
 Only inference files travel (model.json and each component's config.json and
 weights.safetensors); training state and caches stay behind. Weights are stored in
 float16, or, for the components named by ``--int8``, in int8 with a float16 scale per
-output channel (see ``unclip.quantize``); buffers (the AR prior's PCA basis, bucket edges
+output channel (see ``unclip.storage.quantize``); buffers (the AR prior's PCA basis, bucket edges
 and dot-product distribution) stay in float32. Loading dequantises to float32.
 
 ``--add DIR`` adds a component trained into another model directory (with the same CLIP),
@@ -24,9 +24,9 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from unclip.checkpoint import atomic_write_json, load_tensors, read_json, save_tensors  # noqa: E402
+from unclip.storage.checkpoint import atomic_write_json, load_tensors, read_json, save_tensors  # noqa: E402
 from unclip.model_dir import read_model_json  # noqa: E402
-from unclip.quantize import dequantize_state, quantize_state  # noqa: E402
+from unclip.storage.quantize import dequantize_state, quantize_state  # noqa: E402
 
 PACKAGE_MODELS = Path(__file__).resolve().parents[1] / "src" / "unclip" / "models"
 
@@ -35,7 +35,7 @@ def buffer_names(component_dir: Path) -> set[str]:
     """Names of the component's buffers (statistics, not weights), which keep float32."""
     payload = read_json(component_dir / "config.json")
     if payload.get("component") == "prior_ar":
-        from unclip.checkpoint import config_from_dict
+        from unclip.storage.checkpoint import config_from_dict
         from unclip.prior.ar_prior import ARPrior, ARPriorConfig
 
         cfg = config_from_dict(ARPriorConfig, payload.get("config", {}), component="prior_ar")

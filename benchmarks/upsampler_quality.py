@@ -28,9 +28,9 @@ import torch
 from unclip.data.shapes import render_batch
 from unclip.eval.inception import inception_available, inception_features, load_inception
 from unclip.eval.metrics import frechet_distance
-from unclip.imageio import tensor_to_pil
-from unclip.pipeline import resolve_model_path
-from unclip.upsampler.cascade import load_upsampler, upsample
+from unclip.storage.imageio import tensor_to_pil
+from unclip.model_dir import load_upsampler, resolve_model_path
+from unclip.upsampler.cascade import upsample
 from unclip.upsampler.degradations import resize
 
 
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     dirs = stage_dirs(resolve_model_path(args.model))
     if not dirs:
-        print(f"{args.model}/model.json lists no upsampler_* component; train one with train_upsampler", file=sys.stderr)
+        print(f"{args.model}/model.json lists no upsampler_* component; train one with `unclip train upsampler`", file=sys.stderr)
         return 2
     torch.manual_seed(args.seed)
     grid = lambda d: None if args.grid is None else Path(args.grid).with_name(f"{Path(args.grid).stem}_{d.name}.png")  # noqa: E731

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from unclip.cli import main
+from unclip.apps.cli.main import main
 
 torch.set_num_threads(1)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from unclip.checkpoint import load_component, save_component, save_tensors, WEIGHTS_NAME
+from unclip.storage.checkpoint import load_component, save_component, save_tensors, WEIGHTS_NAME
 from unclip.decoder.model import Decoder, DecoderConfig
-from unclip.quantize import SCALE_SUFFIX, dequantize_state, quantize_state, quantize_tensor
+from unclip.storage.quantize import SCALE_SUFFIX, dequantize_state, quantize_state, quantize_tensor
 
 
 def test_int8_error_is_within_half_a_step_per_channel():

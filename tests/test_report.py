@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from unclip.cli import main
+from unclip.apps.cli.main import main
 from unclip.data.shapes import HELD_OUT_PAIRS, SHAPES
 from unclip.errors import InputError
-from unclip.report import ReportSettings, balanced_prompts, run_report
-from unclip.report.claims import claim_diversity, relative_drop
+from unclip.apps.report import ReportSettings, balanced_prompts, run_report
+from unclip.apps.report.claims import claim_diversity, relative_drop
 
 SECTIONS = ("Settings", "1. Diffusion prior vs autoregressive prior", "2. Conditioning the decoder (paper Figure 8)",
             "3. Decoder guidance", "4. Samples at each guidance scale", "5. The paper's claims")

@@ -1,45 +1,232 @@
-"""``model.json``: the index of a model directory (DESIGN.md section 4).
+"""Model directories: the one module that knows their layout (DESIGN.md section 4).
 
 A model directory holds one sub-directory per component (``clip``, ``prior_diffusion``,
 ``prior_ar``, ``decoder``, ``decoder_text_only``, ``upsampler_<side>``) and a
 ``model.json`` that names them, with the sampling defaults and training information.
-Training commands that add one component to an existing directory (``unclip train
-ar-prior``, ``unclip train upsampler``, ``unclip train decoder --text-only``) register it
-here, so that :meth:`unclip.pipeline.UnCLIP.load` finds it.
+This module resolves a shipped name or a path to a directory, reads and writes
+``model.json``, registers components that training adds to an existing directory, and
+loads every component kind; :meth:`unclip.pipeline.UnCLIP.load` composes what it loads.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+from dataclasses import asdict, dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import atomic_write_json, read_json
+import torch
+
+from .clip.frozen import FrozenCLIP
+from .decoder.model import Decoder, DecoderConfig
+from .diffusion import UPSAMPLER_DEFAULT_STEPS, DiffusionSettings
 from .errors import CheckpointError
+from .prior.ar_prior import COMPONENT as AR_COMPONENT
+from .prior.ar_prior import ARPrior, ARPriorConfig
+from .prior.diffusion_prior import DiffusionPrior, DiffusionPriorConfig
+from .storage.checkpoint import atomic_write_json, load_component, load_state_into, read_json
+from .upsampler.cascade import CascadeStage
+from .upsampler.model import Upsampler, UpsamplerConfig, check_prediction
+
+log = logging.getLogger(__name__)
 
 MODEL_FORMAT = "unclip-model"
 MODEL_VERSION = 1
+SHIPPED_MODELS = ("shapes",)
+DECODERS = ("decoder", "decoder_text_only")
+UPSAMPLER_PREFIX = "upsampler_"
+KNOWN_COMPONENTS = ("clip", "prior_diffusion", AR_COMPONENT, *DECODERS)
+
+
+@dataclass
+class SamplingDefaults:
+    """Sampling settings a model directory recommends (stored in model.json)."""
+
+    prior_steps: int = 64
+    prior_guidance: float = 1.0
+    best_of: int = 2
+    decoder_steps: int = 50
+    decoder_guidance: float = 3.0
+    # Stochastic DDIM (eta 1) by default: with the cosine schedule the deterministic path
+    # (eta 0) left visible residual noise in some samples of the shipped model, while
+    # eta 1 gave clean images at 25 steps. Manipulations use eta 0 where they must retrace
+    # an inversion.
+    eta: float = 1.0
+    # Output side of generate/vary/interpolate/text_diff: None is the decoder's own side;
+    # a larger side runs the model's upsamplers after the decoder.
+    size: int | None = None
+
+
+# ----------------------------------------------------------------------------- the index
+
+
+def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
+    """A shipped model name (``"shapes"``) or a model directory -> its path."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    if str(name_or_path) in SHIPPED_MODELS:
+        shipped = Path(str(resources.files("unclip") / "models" / str(name_or_path)))
+        if (shipped / "model.json").is_file():
+            return shipped
+        raise CheckpointError(
+            f"the shipped model '{name_or_path}' is not installed at {shipped}; "
+            "reinstall unclip or train one with `unclip train all --data shapes --out DIR`"
+        )
+    raise CheckpointError(
+        f"model '{name_or_path}' is neither a shipped model ({', '.join(SHIPPED_MODELS)}) nor a directory"
+    )
 
 
 def read_model_json(root: str | os.PathLike) -> dict[str, Any]:
     """Read and validate ``root/model.json``."""
     path = Path(root) / "model.json"
     if not path.is_file():
-        raise CheckpointError(f"{Path(root)} has no model.json; is it a model directory written by `unclip train all`?")
+        raise CheckpointError(
+            f"{Path(root)} has no model.json; is it a model directory written by `unclip train all`?"
+        )
     meta = read_json(path)
     if meta.get("format") != MODEL_FORMAT or meta.get("version") != MODEL_VERSION:
-        raise CheckpointError(f"{path}: expected format '{MODEL_FORMAT}' version {MODEL_VERSION}, found {meta.get('format')!r} version {meta.get('version')!r}")
+        raise CheckpointError(
+            f"{path}: expected format '{MODEL_FORMAT}' version {MODEL_VERSION}, "
+            f"found {meta.get('format')!r} version {meta.get('version')!r}"
+        )
     return meta
 
 
-def register_component(root: str | os.PathLike, name: str, path: str | None = None, info: dict[str, Any] | None = None) -> None:
+def write_model_json(
+    root: str | os.PathLike,
+    components: dict[str, str],
+    defaults: SamplingDefaults | None = None,
+    info: dict | None = None,
+) -> None:
+    """Write ``model.json`` for a model directory whose components are already saved."""
+    payload = {
+        "format": MODEL_FORMAT,
+        "version": MODEL_VERSION,
+        "components": components,
+        "defaults": asdict(defaults or SamplingDefaults()),
+    }
+    if info:
+        payload["info"] = info
+    atomic_write_json(Path(root) / "model.json", payload)
+
+
+def register_component(
+    root: str | os.PathLike, name: str, path: str | None = None, info: dict[str, Any] | None = None
+) -> None:
     """Record ``components[name] = path`` (default ``name``) and ``info[name]`` in ``root/model.json``.
 
-    Written atomically; a directory without ``model.json`` gets a minimal one.
+    Training commands that add one component to an existing directory (``unclip train
+    ar-prior``, ``upsampler``, ``decoder --text-only``) call this so that the pipeline finds
+    it. Written atomically; a directory without ``model.json`` gets a minimal one.
     """
     meta_path = Path(root) / "model.json"
-    meta = read_model_json(root) if meta_path.is_file() else {"format": MODEL_FORMAT, "version": MODEL_VERSION, "components": {}}
+    if meta_path.is_file():
+        meta = read_model_json(root)
+    else:
+        meta = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "components": {}}
     meta.setdefault("components", {})[name] = path or name
     if info is not None:
         meta.setdefault("info", {})[name] = info
     atomic_write_json(meta_path, meta)
+
+
+def component_done(root: str | os.PathLike, component: str) -> bool:
+    """Whether ``root/component`` holds an exported component (config and weights)."""
+    d = Path(root) / component
+    return (d / "weights.safetensors").is_file() and (d / "config.json").is_file()
+
+
+# ----------------------------------------------------------------------------- components
+
+
+def load_clip(directory: str | os.PathLike, device: str | torch.device = "cpu") -> FrozenCLIP:
+    """Load a CLIP component (frozen, with its tokenizer)."""
+    return FrozenCLIP.load(directory).to(device)
+
+
+def load_decoder(directory: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Decoder, DiffusionSettings]:
+    """Load a decoder component and the diffusion settings it was trained with."""
+    config, state, extra = load_component(directory, "decoder", DecoderConfig)
+    model = Decoder(config)
+    load_state_into(model, state, "decoder")
+    settings = DiffusionSettings(**extra.get("diffusion", {}))
+    return model.to(device).eval().requires_grad_(False), settings
+
+
+def load_diffusion_prior(directory: str | os.PathLike, device: str | torch.device = "cpu") -> DiffusionPrior:
+    """Load a diffusion-prior component."""
+    config, state, _ = load_component(directory, "prior_diffusion", DiffusionPriorConfig)
+    model = DiffusionPrior(config)
+    load_state_into(model, state, "prior_diffusion")
+    return model.to(device).eval().requires_grad_(False)
+
+
+def _as_float(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
+
+
+def load_ar_prior(directory: str | os.PathLike, device: str | torch.device = "cpu") -> ARPrior:
+    """Load a ``prior_ar`` component directory (eval mode, frozen)."""
+    config, state, _ = load_component(directory, AR_COMPONENT, ARPriorConfig)
+    model = ARPrior(config)
+    load_state_into(model, _as_float(state), AR_COMPONENT)
+    return model.to(device).eval().requires_grad_(False)
+
+
+def load_upsampler(directory: str | os.PathLike, device: str | torch.device = "cpu") -> CascadeStage:
+    """Load an ``upsampler_<side>`` component directory (weights stored in fp16 or fp32) as float32."""
+    config, state, extra = load_component(Path(directory), "upsampler", UpsamplerConfig)
+    model = Upsampler(config)
+    load_state_into(model, _as_float(state), "upsampler")
+    settings = DiffusionSettings(**extra.get("diffusion", {}))
+    check_prediction(config, settings.prediction)
+    degradation = extra.get("degradation", "blur")
+    steps = int(extra.get("default_steps", UPSAMPLER_DEFAULT_STEPS.get(degradation, 27)))
+    return CascadeStage(model.to(device).eval().requires_grad_(False), settings, steps, degradation)
+
+
+@dataclass
+class LoadedModel:
+    """Every component of a model directory, loaded (what :class:`~unclip.pipeline.UnCLIP` composes)."""
+
+    root: Path
+    clip: FrozenCLIP
+    decoder: Decoder
+    decoder_settings: DiffusionSettings
+    prior: DiffusionPrior | None
+    ar_prior: ARPrior | None
+    upsamplers: list[CascadeStage]
+    defaults: SamplingDefaults
+
+
+def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cpu", *, decoder: str = "decoder") -> LoadedModel:
+    """Load a model directory's components; ``decoder`` picks the decoder component."""
+    from .errors import InputError
+
+    root = resolve_model_path(name_or_path)
+    meta = read_model_json(root)
+    comps = meta.get("components", {})
+    if decoder not in DECODERS:
+        raise InputError(f"unknown decoder '{decoder}'; choose one of {', '.join(DECODERS)}")
+    for needed in ("clip", decoder):
+        if needed not in comps:
+            hint = " (train it with `unclip train decoder --text-only --out DIR`)" if needed == "decoder_text_only" else ""
+            raise CheckpointError(f"{root / 'model.json'}: the model has no '{needed}' component{hint}")
+    unknown = [c for c in comps if c not in KNOWN_COMPONENTS and not c.startswith(UPSAMPLER_PREFIX)]
+    if unknown:
+        log.warning("%s: ignoring unknown components %s", root, unknown)
+    dec, settings = load_decoder(root / comps[decoder], device)
+    return LoadedModel(
+        root=root,
+        clip=load_clip(root / comps["clip"], device),
+        decoder=dec,
+        decoder_settings=settings,
+        prior=load_diffusion_prior(root / comps["prior_diffusion"], device) if "prior_diffusion" in comps else None,
+        ar_prior=load_ar_prior(root / comps[AR_COMPONENT], device) if AR_COMPONENT in comps else None,
+        upsamplers=[load_upsampler(root / p, device) for n, p in comps.items() if n.startswith(UPSAMPLER_PREFIX)],
+        defaults=SamplingDefaults(**meta.get("defaults", {})),
+    )

@@ -19,80 +19,42 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict, dataclass
-from importlib import resources
-from pathlib import Path
 
 import torch
 from PIL import Image
 
-from .checkpoint import atomic_write_json, load_component, load_state_into
 from .clip.frozen import FrozenCLIP
-from .decoder.model import Decoder, DecoderConfig
-from .diffusion import bind, classifier_free_guidance, randn_like, sample
-from .errors import CheckpointError, InputError
-from .imageio import tensor_to_pil
-from .model_dir import MODEL_FORMAT, MODEL_VERSION, read_model_json
-from .prior.ar_prior import ARPrior, load_ar_prior, sample_ar_image_embeds
-from .prior.diffusion_prior import DiffusionPrior, DiffusionPriorConfig, sample_image_embeds
-from .train.stages import DiffusionSettings
-from .upsampler.cascade import CascadeStage, load_upsampler, run_cascade, steps_per_stage, upsample
+from .decoder.conditioning import decoder_model_fn
+from .decoder.model import Decoder
+from .diffusion import DiffusionSettings, randn_like, sample
+from .errors import InputError
+from .manipulate import BipartiteLatent, ImageInput
+from .manipulate import interpolate as _interpolate
+from .manipulate import invert as _invert
+from .manipulate import text_diff as _text_diff
+from .manipulate import vary as _vary
+from .model_dir import (
+    DECODERS,
+    SHIPPED_MODELS,
+    UPSAMPLER_PREFIX,
+    SamplingDefaults,
+    load_model,
+    resolve_model_path,
+    write_model_json,
+)
+from .prior.ar_prior import ARPrior, sample_ar_image_embeds
+from .prior.diffusion_prior import DiffusionPrior, sample_image_embeds
+from .storage.imageio import tensor_to_pil
+from .upsampler.cascade import CascadeStage, run_cascade, steps_per_stage, upsample
 
 log = logging.getLogger(__name__)
 
 PRIOR_MODES = ("diffusion", "ar", "text-embed", "none")
-DECODERS = ("decoder", "decoder_text_only")
-UPSAMPLER_PREFIX = "upsampler_"
-SHIPPED_MODELS = ("shapes",)
 
-
-@dataclass
-class SamplingDefaults:
-    """Sampling settings a model directory recommends (stored in model.json)."""
-
-    prior_steps: int = 64
-    prior_guidance: float = 1.0
-    best_of: int = 2
-    decoder_steps: int = 50
-    decoder_guidance: float = 3.0
-    # Stochastic DDIM (eta 1) by default: with the cosine schedule the deterministic path
-    # (eta 0) left visible residual noise in some samples of the shipped model, while
-    # eta 1 gave clean images at 25 steps. Manipulations use eta 0 where they must retrace
-    # an inversion.
-    eta: float = 1.0
-    # Output side of generate/vary/interpolate/text_diff: None is the decoder's own side;
-    # a larger side runs the model's upsamplers after the decoder.
-    size: int | None = None
-
-
-def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
-    """A shipped model name (``"shapes"``) or a model directory -> its path."""
-    path = Path(name_or_path)
-    if path.is_dir():
-        return path
-    if str(name_or_path) in SHIPPED_MODELS:
-        shipped = Path(str(resources.files("unclip") / "models" / str(name_or_path)))
-        if (shipped / "model.json").is_file():
-            return shipped
-        raise CheckpointError(f"the shipped model '{name_or_path}' is not installed at {shipped}; reinstall unclip or train one with `unclip train all --data shapes --out DIR`")
-    raise CheckpointError(f"model '{name_or_path}' is neither a shipped model ({', '.join(SHIPPED_MODELS)}) nor a directory")
-
-
-def load_decoder(directory: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Decoder, DiffusionSettings]:
-    """Load a decoder component and the diffusion settings it was trained with."""
-    config, state, extra = load_component(directory, "decoder", DecoderConfig)
-    model = Decoder(config)
-    load_state_into(model, state, "decoder")
-    settings = DiffusionSettings(**extra.get("diffusion", {}))
-    return model.to(device).eval().requires_grad_(False), settings
-
-
-def load_diffusion_prior(directory: str | os.PathLike, device: str | torch.device = "cpu") -> DiffusionPrior:
-    """Load a diffusion-prior component."""
-    config, state, _ = load_component(directory, "prior_diffusion", DiffusionPriorConfig)
-    model = DiffusionPrior(config)
-    load_state_into(model, state, "prior_diffusion")
-    return model.to(device).eval().requires_grad_(False)
+__all__ = [
+    "DECODERS", "PRIOR_MODES", "SHIPPED_MODELS", "UPSAMPLER_PREFIX", "SamplingDefaults", "UnCLIP",
+    "resolve_model_path", "write_model_json",
+]  # fmt: skip
 
 
 class UnCLIP:
@@ -117,37 +79,12 @@ class UnCLIP:
         ``"decoder_text_only"`` (the GLIDE-style baseline, sampled with ``prior="none"``).
         The priors and upsamplers the directory holds are loaded too.
         """
-        root = resolve_model_path(name_or_path)
-        meta = read_model_json(root)
-        comps = meta.get("components", {})
-        if decoder not in DECODERS:
-            raise InputError(f"unknown decoder '{decoder}'; choose one of {', '.join(DECODERS)}")
-        for needed in ("clip", decoder):
-            if needed not in comps:
-                hint = " (train it with `unclip train decoder --text-only --out DIR`)" if needed == "decoder_text_only" else ""
-                raise CheckpointError(f"{root / 'model.json'}: the model has no '{needed}' component{hint}")
-        known = {"clip", "prior_diffusion", "prior_ar", *DECODERS}
-        unknown = [c for c in comps if c not in known and not c.startswith(UPSAMPLER_PREFIX)]
-        if unknown:
-            log.warning("%s: ignoring unknown components %s", root, unknown)
-        clip = FrozenCLIP.load(root / comps["clip"]).to(device)
-        dec, settings = load_decoder(root / comps[decoder], device)
-        prior = load_diffusion_prior(root / comps["prior_diffusion"], device) if "prior_diffusion" in comps else None
-        ar_prior = load_ar_prior(root / comps["prior_ar"], device) if "prior_ar" in comps else None
-        upsamplers = [load_upsampler(root / path, device) for name, path in comps.items() if name.startswith(UPSAMPLER_PREFIX)]
-        defaults = SamplingDefaults(**meta.get("defaults", {}))
-        pipe = cls(clip, dec, settings, prior, defaults, ar_prior=ar_prior, upsamplers=upsamplers)
+        m = load_model(name_or_path, device, decoder=decoder)
+        pipe = cls(m.clip, m.decoder, m.decoder_settings, m.prior, m.defaults, ar_prior=m.ar_prior, upsamplers=m.upsamplers)
+        root = m.root
         pipe.path = root
         pipe.decoder_name = decoder
         return pipe
-
-    @staticmethod
-    def write_model_json(root: str | os.PathLike, components: dict[str, str], defaults: SamplingDefaults | None = None, info: dict | None = None) -> None:
-        """Write ``model.json`` for a model directory whose components are already saved."""
-        payload = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "components": components, "defaults": asdict(defaults or SamplingDefaults())}
-        if info:
-            payload["info"] = info
-        atomic_write_json(Path(root) / "model.json", payload)
 
     @property
     def device(self) -> torch.device:
@@ -182,18 +119,10 @@ class UnCLIP:
         )
 
     def decoder_model_fn(self, image_embed: torch.Tensor, prompts: list[str], *, guidance: float, use_image: bool = True):
-        """The decoder as a guided ``model_fn(x, t)`` (one batched forward for both branches)."""
-        b = image_embed.shape[0]
+        """The decoder as a guided ``model_fn(x, t)`` conditioned on z_i and the prompts
+        (see :func:`unclip.decoder.conditioning.decoder_model_fn`)."""
         tokens = self.clip.tokenize(prompts).to(self.device)
-        if tokens.shape[0] != b:
-            raise InputError(f"{tokens.shape[0]} prompts for {b} image embeddings")
-        ones = torch.ones(b, dtype=torch.bool, device=self.device)
-        cond = {"image_embed": image_embed.to(self.device), "text_tokens": tokens, "image_keep": ones & use_image, "text_keep": ones}
-        uncond = {**cond, "image_keep": ~ones, "text_keep": ~ones}
-        channels = 3 if self.decoder_settings.learned_variance else None
-        if guidance == 1.0:
-            return bind(self.decoder, **cond)
-        return classifier_free_guidance(self.decoder, guidance, cond, uncond, guided_channels=channels)
+        return decoder_model_fn(self.decoder, tokens, image_embed, guidance=guidance, use_image=use_image)
 
     @torch.no_grad()
     def decode(self, image_embed: torch.Tensor, prompts: list[str], *, noise: torch.Tensor | None = None, steps: int | None = None, guidance: float | None = None, eta: float | None = None, generator: torch.Generator | None = None, use_image: bool = True, method: str = "ddim", progress: bool = False) -> torch.Tensor:
@@ -299,38 +228,24 @@ class UnCLIP:
         return tensor_to_pil(images)
 
     # ------------------------------------------------------------------ manipulations (paper section 3)
-    def invert(self, images, *, size: int | None = None, **kwargs):
-        """Bipartite latent (z_i, x_T) of image(s) by DDIM inversion; see :func:`unclip.manipulate.invert`.
-
-        With ``size`` above the decoder's side, the upsampler stages are inverted too and a
-        :class:`unclip.manipulate_cascade.CascadeLatent` is returned (see ``invert_cascade``)."""
-        if size is not None and size != self.decoder.config.image_size:
-            from .manipulate_cascade import invert_cascade
-
-            return invert_cascade(self, images, size, **kwargs)
-        from .manipulate import invert
-
-        return invert(self, images, **kwargs)
+    def invert(self, images: ImageInput, *, size: int | None = None, **kwargs) -> BipartiteLatent:
+        """Bipartite latent of image(s) by DDIM inversion, through the upsampler stages up to
+        ``size`` (None: the decoder alone); see :func:`unclip.manipulate.invert`."""
+        return _invert(self, images, size=size, **kwargs)
 
     def vary(self, image, eta: float = 1.0, n: int = 4, *, size: int | None = None, **kwargs) -> list[Image.Image]:
         """``n`` variations of an image (PIL) at side ``size``; see :func:`unclip.manipulate.vary`."""
-        from .manipulate import vary
-
-        x = vary(self, image, eta=eta, n=n, **kwargs)
+        x = _vary(self, image, eta=eta, n=n, **kwargs)
         return tensor_to_pil(self.upsample_to(x, size, seed=kwargs.get("seed", 0)))
 
     def interpolate(self, a, b, frames: int = 8, *, size: int | None = None, **kwargs) -> list[Image.Image]:
         """Frames between two images (PIL) at side ``size``; see :func:`unclip.manipulate.interpolate`.
 
         The upsamplers use one noise for every frame, so frames differ only where the decoder's do."""
-        from .manipulate import interpolate
-
-        x = interpolate(self, a, b, frames=frames, **kwargs)
+        x = _interpolate(self, a, b, frames=frames, **kwargs)
         return tensor_to_pil(self.upsample_to(x, size, seed=kwargs.get("seed", 0), shared_noise=True))
 
     def text_diff(self, image, from_text: str, to_text: str, *, size: int | None = None, **kwargs) -> list[Image.Image]:
         """Frames of a text-diff edit (PIL) at side ``size``; see :func:`unclip.manipulate.text_diff`."""
-        from .manipulate import text_diff
-
-        x = text_diff(self, image, from_text, to_text, **kwargs)
+        x = _text_diff(self, image, from_text, to_text, **kwargs)
         return tensor_to_pil(self.upsample_to(x, size, shared_noise=True))

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from unclip.checkpoint import config_from_dict, config_to_dict
+from unclip.storage.checkpoint import config_from_dict, config_to_dict
 from unclip.decoder import Decoder, DecoderConfig
 from unclip.errors import ConfigError, InputError
 

@@ -1,17 +1,17 @@
-"""Inversion through the decoder and the upsampler stages (unclip.manipulate_cascade) on the tiny 16 -> 64 model."""
+"""Inversion through the decoder and the upsampler stages (unclip.manipulate.invert with size) on the tiny 16 -> 64 model."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 from safetensors import safe_open
 
-from unclip.cli import main
+from unclip.apps.cli.main import main
 from unclip.data.shapes import render_batch
 from unclip.errors import CheckpointError, InputError
-from unclip.imageio import tensor_to_pil
+from unclip.storage.imageio import tensor_to_pil
 from unclip.manipulate import BipartiteLatent, as_image_tensor, invert, reconstruct
-from unclip.manipulate_cascade import CascadeLatent, invert_cascade, load_latent, reconstruct_cascade, stage_chain
 from unclip.pipeline import UnCLIP
 
 STEPS = 10
@@ -57,17 +57,17 @@ def images():
 
 @pytest.fixture(scope="module")
 def latent(pipe, images):
-    return invert_cascade(pipe, images, TOP, steps=STEPS, upsampler_steps=UP_STEPS, refine=REFINE)
+    return invert(pipe, images, size=TOP, steps=STEPS, upsampler_steps=UP_STEPS, refine=REFINE)
 
 
 @pytest.fixture(scope="module")
 def rec_levels(pipe, latent):
-    return reconstruct_cascade(pipe, latent, return_levels=True)
+    return reconstruct(pipe, latent, return_levels=True)
 
 
 def test_shapes_of_latent_and_reconstruction(pipe, latent, rec_levels):
     s = pipe.decoder.config.image_size
-    assert [st.high_res for st in stage_chain(pipe, TOP)] == [TOP]
+    assert [st.high_res for st in pipe.stage_chain(TOP)] == [TOP]
     assert latent.image_embed.shape == (2, pipe.clip.embed_dim)
     assert latent.noise.shape == (2, 3, s, s)
     assert [tuple(z.shape) for z in latent.stage_noises] == [(2, 3, TOP, TOP)]
@@ -86,21 +86,21 @@ def test_decoder_level_is_the_plain_inversion(pipe, images, latent, rec_levels):
     assert torch.allclose(plain.noise, latent.noise, atol=1e-5)
     assert torch.allclose(reconstruct(pipe, plain), rec_levels[0], atol=1e-5)
     # and the decoder's own side needs no stage
-    flat = invert_cascade(pipe, images, pipe.decoder.config.image_size, steps=2)
+    flat = invert(pipe, images, size=pipe.decoder.config.image_size, steps=2)
     assert flat.stage_noises == [] and flat.size == pipe.decoder.config.image_size
 
 
 @pytest.fixture(scope="module")
 def eps_latent(eps_pipe, images):
-    return invert_cascade(eps_pipe, images, TOP, steps=STEPS, upsampler_steps=UP_STEPS, refine=REFINE)
+    return invert(eps_pipe, images, size=TOP, steps=STEPS, upsampler_steps=UP_STEPS, refine=REFINE)
 
 
 def test_inverted_stage_noise_beats_fresh_noise(eps_pipe, images, eps_latent):
     pipe, latent = eps_pipe, eps_latent
-    rec_levels = reconstruct_cascade(pipe, latent, return_levels=True)
+    rec_levels = reconstruct(pipe, latent, return_levels=True)
     top = psnr(rec_levels[-1], images)
-    fresh = CascadeLatent.from_bipartite(latent.bipartite(), [torch.randn(z.shape, generator=torch.Generator().manual_seed(1)) for z in latent.stage_noises], latent.stage_steps, latent.stage_low_res)
-    fresh_psnr = psnr(reconstruct_cascade(pipe, fresh), images)
+    fresh = replace(latent, stage_noises=[torch.randn(z.shape, generator=torch.Generator().manual_seed(1)) for z in latent.stage_noises])
+    fresh_psnr = psnr(reconstruct(pipe, fresh), images)
     assert top.min() > 24, top  # measured 27-28.5 dB at these settings (the decoder level alone: 25-27 dB)
     assert top.mean() > fresh_psnr.mean() + 10, (top, fresh_psnr)
 
@@ -108,13 +108,13 @@ def test_inverted_stage_noise_beats_fresh_noise(eps_pipe, images, eps_latent):
 def test_conditioning_on_the_decoded_level_beats_the_resized_input(eps_pipe, images, eps_latent):
     """condition="decoded" inverts each stage under the model function decoding will use; "input" does not."""
     pipe = eps_pipe
-    rec_levels = reconstruct_cascade(pipe, eps_latent, return_levels=True)
-    lat = invert_cascade(pipe, images, TOP, steps=STEPS, upsampler_steps=UP_STEPS, refine=REFINE, condition="input")
+    rec_levels = reconstruct(pipe, eps_latent, return_levels=True)
+    lat = invert(pipe, images, size=TOP, steps=STEPS, upsampler_steps=UP_STEPS, refine=REFINE, condition="input")
     assert lat.extra["condition"] == "input"
-    dec, inp = psnr(rec_levels[-1], images), psnr(reconstruct_cascade(pipe, lat), images)
+    dec, inp = psnr(rec_levels[-1], images), psnr(reconstruct(pipe, lat), images)
     assert dec.mean() > inp.mean() + 3, (dec, inp)  # measured ~27.5 vs ~21 dB
     with pytest.raises(InputError, match="condition"):
-        invert_cascade(pipe, images, TOP, steps=2, condition="blurred")
+        invert(pipe, images, size=TOP, steps=2, condition="blurred")
 
 
 def test_one_stage_round_trip_is_near_exact(pipe, images):
@@ -122,7 +122,7 @@ def test_one_stage_round_trip_is_near_exact(pipe, images):
     from unclip.diffusion import bind, ddim_invert, ddim_sample
     from unclip.manipulate import manipulation_diffusion
 
-    st = stage_chain(pipe, TOP)[0]
+    st = pipe.stage_chain(TOP)[0]
     fn = bind(st.model, low_res=as_image_tensor(images, st.low_res))
     d = manipulation_diffusion(st.settings.make(), UP_STEPS)
     out = ddim_sample(fn, d, ddim_invert(fn, d, images, refine=REFINE)).clamp(-1, 1)
@@ -130,49 +130,46 @@ def test_one_stage_round_trip_is_near_exact(pipe, images):
 
 
 def test_deterministic(pipe, images, latent, rec_levels):
-    again = invert_cascade(pipe, tensor_to_pil(images), TOP, steps=STEPS, upsampler_steps=UP_STEPS, refine=REFINE)
+    again = invert(pipe, tensor_to_pil(images), size=TOP, steps=STEPS, upsampler_steps=UP_STEPS, refine=REFINE)
     assert torch.allclose(again.stage_noises[0], latent.stage_noises[0], atol=1e-4)
-    assert torch.equal(reconstruct_cascade(pipe, latent), rec_levels[-1])
+    assert torch.equal(reconstruct(pipe, latent), rec_levels[-1])
 
 
 def test_save_load_round_trip(pipe, latent, rec_levels, tmp_path):
     path = latent.save(tmp_path / "lat.safetensors")
-    back = CascadeLatent.load(path)
-    assert isinstance(load_latent(path), CascadeLatent)
+    back = BipartiteLatent.load(path)
     assert torch.equal(back.noise, latent.noise) and torch.equal(back.stage_noises[0], latent.stage_noises[0])
     assert (back.stage_steps, back.stage_low_res, back.steps, back.extra) == (latent.stage_steps, latent.stage_low_res, latent.steps, latent.extra)
-    assert torch.allclose(reconstruct_cascade(pipe, back), rec_levels[-1], atol=1e-4)  # same tensors; memory layout may change the last bits
-    # the file stays an ordinary bipartite latent for readers that know nothing of stages
-    plain = BipartiteLatent.load(path)
-    assert type(plain) is BipartiteLatent and torch.equal(plain.noise, latent.noise)
+    assert torch.allclose(reconstruct(pipe, back), rec_levels[-1], atol=1e-4)  # same tensors; memory layout may change the last bits
+    # the decoder level alone decodes as the plain inversion does
+    assert torch.allclose(reconstruct(pipe, back.decoder_level()), rec_levels[0], atol=1e-4)
 
 
 def test_old_style_latent_files_still_load(pipe, latent, tmp_path):
-    old = latent.bipartite()
+    old = latent.decoder_level()
     path = old.save(tmp_path / "old.safetensors")
     with safe_open(str(path), framework="pt") as f:
         assert set(f.keys()) == {"image_embed", "noise"} and "cascade" not in json.loads(f.metadata()["unclip"])
-    as_cascade = CascadeLatent.load(path)
-    assert as_cascade.stage_noises == [] and as_cascade.size == pipe.decoder.config.image_size
-    assert type(load_latent(path)) is BipartiteLatent
-    assert torch.allclose(reconstruct_cascade(pipe, BipartiteLatent.load(path)), reconstruct(pipe, old), atol=1e-4)
+    back = BipartiteLatent.load(path)
+    assert back.stage_noises == [] and back.size == pipe.decoder.config.image_size
+    assert torch.allclose(reconstruct(pipe, back), reconstruct(pipe, old), atol=1e-4)
 
 
 def test_bad_inputs_name_the_problem(pipe, images, latent, tmp_path):
     with pytest.raises(InputError, match="available sizes"):
-        invert_cascade(pipe, images, 48, steps=2)
+        invert(pipe, images, size=48, steps=2)
     with pytest.raises(InputError, match="one per stage"):
-        invert_cascade(pipe, images, TOP, steps=2, upsampler_steps=[2, 2])
+        invert(pipe, images, size=TOP, steps=2, upsampler_steps=[2, 2])
     with pytest.raises(InputError, match="chain"):
-        CascadeLatent.from_bipartite(latent.bipartite(), latent.stage_noises, [UP_STEPS], [32])
+        replace(latent, stage_steps=[UP_STEPS], stage_low_res=[32])
     # a file whose metadata lists a stage it does not hold
     path = tmp_path / "broken.safetensors"
     meta = latent.metadata()
-    from unclip.checkpoint import save_tensors
+    from unclip.storage.checkpoint import save_tensors
 
     save_tensors(path, {"image_embed": latent.image_embed, "noise": latent.noise}, metadata={"unclip": json.dumps(meta)})
     with pytest.raises(CheckpointError, match="stage_noise_0"):
-        CascadeLatent.load(path)
+        BipartiteLatent.load(path)
 
 
 def test_cli_invert_with_size(full_tiny_model, images, tmp_path, capsys):
@@ -180,8 +177,8 @@ def test_cli_invert_with_size(full_tiny_model, images, tmp_path, capsys):
     tensor_to_pil(images[:1])[0].save(png)
     out = tmp_path / "lat.safetensors"
     assert main(["invert", str(png), "--model", full_tiny_model, "--size", str(TOP), "--steps", "4", "--out", str(out), "--reconstruct", str(tmp_path / "rec")]) == 0
-    lat = load_latent(out)
-    assert isinstance(lat, CascadeLatent) and lat.size == TOP
+    lat = BipartiteLatent.load(out)
+    assert len(lat.stage_noises) == 1 and lat.size == TOP
     manifest = json.loads((tmp_path / "rec" / "manifest.json").read_text())
     assert manifest["settings"]["size"] == TOP and manifest["images"][0]["psnr_db"] > 0
     assert "stage 0 noise (1, 3, 64, 64)" in capsys.readouterr().out

@@ -1,15 +1,15 @@
-"""The manipulation commands through `unclip.cli.main`, on the tiny model."""
+"""The manipulation commands through `unclip.apps.cli.main.main`, on the tiny model."""
 
 import json
 
 import pytest
 import torch
 
-from unclip.cli import build_parser, main
-from unclip.cli_manipulate import COMMANDS
+from unclip.apps.cli.main import build_parser, main
+from unclip.apps.cli.manipulate import COMMANDS
 from unclip.data.shapes import render_batch
-from unclip.gallery import GallerySection
-from unclip.imageio import save_png, tensor_to_pil
+from unclip.apps.gallery import GallerySection
+from unclip.storage.imageio import save_png, tensor_to_pil
 from unclip.manipulate import BipartiteLatent
 
 
@@ -82,7 +82,7 @@ def test_errors_name_the_input(tiny_model, tmp_path, capsys):
 
 
 def test_demo_sections(tiny_model):
-    from unclip.demo_manipulate import manipulation_sections
+    from unclip.apps.demo_manipulate import manipulation_sections
     from unclip.pipeline import UnCLIP
 
     torch.manual_seed(0)

@@ -5,7 +5,7 @@ import torch
 
 from unclip.data.shapes import render_batch
 from unclip.errors import CheckpointError, InputError
-from unclip.imageio import tensor_to_pil
+from unclip.storage.imageio import tensor_to_pil
 from unclip.manipulate import (
     BipartiteLatent,
     interpolate,
@@ -16,7 +16,8 @@ from unclip.manipulate import (
     vary,
 )
 from unclip.pipeline import UnCLIP
-from unclip.probe import components_for_error, fit_pca, probe_pca, relative_errors
+from unclip.manipulate import image_relative_errors, probe_pca
+from unclip.prior.pca import PCA
 
 STEPS = 10
 REFINE = 2  # fixed-point refinements per inversion step: 18 dB without, ~30 dB with 2 on the tiny model
@@ -150,12 +151,13 @@ def test_pca_maths():
     g = torch.Generator().manual_seed(0)
     basis = torch.linalg.qr(torch.randn(16, 16, generator=g, dtype=torch.float64))[0][:, :3]
     z = torch.randn(200, 3, generator=g, dtype=torch.float64) * torch.tensor([5.0, 2.0, 1.0], dtype=torch.float64) @ basis.T + 3.0
-    pca = fit_pca(z)
+    pca = PCA.fit(z)
     assert pca.components.shape == (16, 16)
-    assert (pca.explained_variance[:-1] >= pca.explained_variance[1:] - 1e-12).all()
-    errs = relative_errors(pca, z, [0, 1, 2, 3, 16])
-    assert (errs[:-1] >= errs[1:] - 1e-12).all() and errs[3] < 1e-10
-    assert components_for_error(pca, z) == 3
+    assert (pca.eigenvalues[:-1] >= pca.eigenvalues[1:] - 1e-12).all()
+    errs = image_relative_errors(pca, z[:1], [0, 1, 2, 3, 16])
+    assert all(a >= b - 1e-12 for a, b in zip(errs, errs[1:])) and errs[3] < 1e-10
+    assert torch.allclose(pca.truncate(z, 3), z, atol=1e-9)
+    assert pca.num_components_for(0.01) == 3
 
 
 def test_probe_pca_shapes(pipe, images):

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from unclip.checkpoint import config_from_dict, config_to_dict
+from unclip.storage.checkpoint import config_from_dict, config_to_dict
 from unclip.errors import ConfigError, InputError
 from unclip.nn.attention import MultiHeadAttention
 from unclip.nn.unet import AttentionBlock, ResBlock, UNet, UNetConfig, group_norm, timestep_embedding

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from unclip.cli import main
+from unclip.apps.cli.main import main
 from unclip.errors import CheckpointError, InputError
 from unclip.model_dir import read_model_json, register_component
 from unclip.pipeline import UnCLIP
-from unclip.train.recipes import warm_start_decoder
+from unclip.train.components import warm_start_decoder
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from unclip.cli import main
+from unclip.apps.cli.main import main
 from unclip.errors import CheckpointError, InputError
 from unclip.pipeline import UnCLIP
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from unclip.cli import main
+from unclip.apps.cli.main import main
 from unclip.pipeline import UnCLIP, resolve_model_path
 
 

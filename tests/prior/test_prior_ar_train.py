@@ -4,9 +4,11 @@ import json
 
 import torch
 
-from unclip.prior.ar_prior import ARPrior, load_ar_prior, sample_ar_image_embeds
-from unclip.prior.ar_stage import ARPriorStage, build_ar_prior, train_ar_prior
-from unclip.train.loop import TrainConfig, train
+from unclip.model_dir import load_ar_prior
+from unclip.prior.ar_prior import ARPrior, sample_ar_image_embeds
+from unclip.train.ar_stage import ARPriorStage, build_ar_prior
+from unclip.train.components import train_component
+from unclip.train import TrainConfig, train
 
 from ar_synthetic import synthetic_training_set, text_batch
 
@@ -57,7 +59,7 @@ def test_train_ar_prior_adds_component_to_model_dir(tmp_path):
     FrozenCLIP.from_model(clip, tokenizer).save(tmp_path / "clip")
     (tmp_path / "model.json").write_text(json.dumps({"format": "unclip-model", "version": 1, "components": {"clip": "clip"}}))
 
-    summary = train_ar_prior(tmp_path, preset="tiny", num_images=64, steps=4)
+    summary = train_component("ar-prior", "shapes", "tiny", tmp_path, num_images=64, steps=4, progress=False)
     meta = json.loads((tmp_path / "model.json").read_text())
     assert meta["components"] == {"clip": "clip", "prior_ar": "prior_ar"}
     assert summary["steps"] == 4 and summary["pca"]["num_components"] >= 1
@@ -70,11 +72,11 @@ def test_presets_fit_the_weight_budget():
 
     from unclip.errors import ConfigError
     from unclip.prior.ar_prior import ARPriorConfig
-    from unclip.prior.ar_stage import get_ar_preset
+    from unclip.train.presets import get_preset
 
     with pytest.raises(ConfigError, match="tiny"):
-        get_ar_preset("huge")
+        get_preset("prior_ar", "huge")
     for name in ("small", "gpu"):
-        model = ARPrior(ARPriorConfig(**get_ar_preset(name)["model"], num_components=32))
+        model = ARPrior(ARPriorConfig(**get_preset("prior_ar", name)["model"], num_components=32))
         n = sum(p.numel() for p in model.parameters())
         assert 2_000_000 < n <= 3_100_000, (name, n)  # <= ~6 MB of fp16 weights

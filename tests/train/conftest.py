@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unclip.checkpoint import load_tensors, save_component
+from unclip.storage.checkpoint import load_tensors, save_component
 
 
 @dataclass

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from unclip.checkpoint import load_component, load_tensors
+from unclip.storage.checkpoint import load_component, load_tensors
 from unclip.errors import CheckpointError, UnclipError
 from unclip.train import LOSS_LOG, TrainConfig, has_train_state, load_train_state, train
 from unclip.train import loop as loop_module

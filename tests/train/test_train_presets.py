@@ -1,33 +1,31 @@
-"""The preset registry."""
+"""Every component's presets live in one module; lookups copy and errors list the choices."""
 
 import pytest
 
 from unclip.errors import ConfigError
-from unclip.train import get_preset, list_presets, register_preset
+from unclip.train import get_preset, get_run_preset, list_presets
+from unclip.train.components import COMPONENTS, SETUPS
 
 
-def test_register_and_get_returns_a_copy():
-    register_preset("test_stage_a", "tiny", {"train": {"steps": 5}, "width": 8})
-    preset = get_preset("test_stage_a", "tiny")
-    assert preset == {"train": {"steps": 5}, "width": 8}
+def test_every_component_has_the_test_preset():
+    presets = list_presets()
+    assert set(presets) == {"clip", "prior_diffusion", "decoder", "prior_ar", "upsampler"}
+    assert all("tiny" in names for names in presets.values())
+    assert set(SETUPS) == set(COMPONENTS)
+
+
+def test_get_returns_a_copy():
+    preset = get_preset("decoder", "tiny")
     preset["train"]["steps"] = 99
-    assert get_preset("test_stage_a", "tiny")["train"]["steps"] == 5
-    assert "tiny" in list_presets("test_stage_a")["test_stage_a"]
+    assert get_preset("decoder", "tiny")["train"]["steps"] != 99
+    run = get_run_preset("tiny")
+    assert run["decoder"] == get_preset("decoder", "tiny") and "data" in run
 
 
-def test_unknown_preset_lists_available_names():
-    register_preset("test_stage_b", "small", {"a": 1})
-    register_preset("test_stage_b", "large", {"a": 2})
-    with pytest.raises(ConfigError, match="available: large, small"):
-        get_preset("test_stage_b", "medium")
-    with pytest.raises(ConfigError, match="test_stage_b"):
-        get_preset("no_such_stage", "small")
-
-
-def test_conflicting_registration_needs_overwrite():
-    register_preset("test_stage_c", "p", {"a": 1})
-    register_preset("test_stage_c", "p", {"a": 1})  # same values: fine
-    with pytest.raises(ConfigError, match="overwrite"):
-        register_preset("test_stage_c", "p", {"a": 2})
-    register_preset("test_stage_c", "p", {"a": 2}, overwrite=True)
-    assert get_preset("test_stage_c", "p") == {"a": 2}
+def test_unknown_names_list_the_choices():
+    with pytest.raises(ConfigError, match="tiny, small, gpu"):
+        get_preset("decoder", "medium")
+    with pytest.raises(ConfigError, match="prior_ar"):
+        get_preset("no_such_component", "small")
+    with pytest.raises(ConfigError, match="tiny"):
+        get_run_preset("huge")

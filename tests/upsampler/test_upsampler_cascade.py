@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from unclip.errors import InputError
-from unclip.train.stages import DiffusionSettings
+from unclip.diffusion import DiffusionSettings
 from unclip.upsampler import Upsampler, UpsamplerConfig
 from unclip.upsampler.cascade import CascadeStage, run_cascade, upsample
 

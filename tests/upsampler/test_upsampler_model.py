@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from unclip.checkpoint import config_from_dict, config_to_dict
+from unclip.storage.checkpoint import config_from_dict, config_to_dict
 from unclip.errors import ConfigError, InputError
 from unclip.nn.attention import MultiHeadAttention
 from unclip.nn.unet import AttentionBlock

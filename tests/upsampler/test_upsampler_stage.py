@@ -7,13 +7,14 @@ import json
 import pytest
 import torch
 
-from unclip.checkpoint import load_tensors
+from unclip.storage.checkpoint import load_tensors
 from unclip.errors import ConfigError
-from unclip.train.stages import DiffusionSettings
+from unclip.diffusion import DiffusionSettings
 from unclip.upsampler import Upsampler, UpsamplerConfig
-from unclip.upsampler.cascade import load_upsampler, run_cascade
-from unclip.upsampler.stage import UpsamplerStage, random_crops
-from unclip.upsampler.train_upsampler import train_upsampler
+from unclip.model_dir import load_upsampler
+from unclip.upsampler.cascade import run_cascade
+from unclip.train.upsampler_stage import UpsamplerStage, random_crops
+from unclip.train.components import train_component
 
 TINY = dict(low_res=16, high_res=64, base_channels=8, channel_mults=(1, 2), num_res_blocks=1)
 
@@ -73,7 +74,7 @@ def test_crop_trained_weights_run_at_full_size() -> None:
 
 def test_tiny_training_writes_a_loadable_component(tmp_path) -> None:
     (tmp_path / "model.json").write_text(json.dumps({"format": "unclip-model", "version": 1, "components": {"decoder": "decoder"}}))
-    summary = train_upsampler(tmp_path, low_res=8, high_res=32, preset="tiny", degradation="blur", steps=4, num_images=8)
+    summary = train_component("upsampler", "shapes", "tiny", tmp_path, low_res=8, high_res=32, degradation="blur", steps=4, num_images=8, progress=False)
     assert summary["steps"] == 4 and summary["crop"] == 8
     components = json.loads((tmp_path / "model.json").read_text())["components"]
     assert components == {"decoder": "decoder", "upsampler_32": "upsampler_32"}

@@ -20,7 +20,7 @@ from typing import Sequence
 
 import torch
 
-from ..checkpoint import load_component, load_state_into, save_component
+from ..storage.checkpoint import load_component, load_state_into, save_component
 from ..errors import CheckpointError, InputError
 from .model import CLIP, CLIPConfig
 from .tokenizer import Tokenizer

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import DataError
-from ..imageio import tensor_to_pil, write_image_set
+from ..storage.imageio import tensor_to_pil, write_image_set
 from . import describe_dataset
 
 logger = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..checkpoint import atomic_write_json, load_tensors, save_tensors
+from ..storage.checkpoint import atomic_write_json, load_tensors, save_tensors
 
 log = logging.getLogger(__name__)
 

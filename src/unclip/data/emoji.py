@@ -31,7 +31,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont, features
 from torch.utils.data import Dataset
 
-from ..checkpoint import atomic_write_json
+from ..storage.checkpoint import atomic_write_json
 from ..errors import DataError
 
 logger = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ..errors import DataError
-from ..imageio import center_crop_resize, pil_to_tensor
+from ..storage.imageio import center_crop_resize, pil_to_tensor
 
 logger = logging.getLogger(__name__)
 

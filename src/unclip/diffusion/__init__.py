@@ -19,12 +19,15 @@ from .losses import (
     vb_terms,
 )
 from .sampling import ddim_invert, ddim_sample, ddpm_sample, sample
+from .settings import UPSAMPLER_DEFAULT_STEPS, DiffusionSettings
 from .schedule import SCHEDULES, cosine_betas, linear_betas, make_betas, spaced_timesteps
 
 __all__ = [
     "PREDICTIONS",
     "SCHEDULES",
+    "DiffusionSettings",
     "GaussianDiffusion",
+    "UPSAMPLER_DEFAULT_STEPS",
     "bind",
     "classifier_free_guidance",
     "cosine_betas",

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..checkpoint import load_tensors, save_tensors
+from ..storage.checkpoint import load_tensors, save_tensors
 from ..errors import CheckpointError, InputError
 
 STATS_FORMAT = "unclip-feature-stats"

@@ -43,7 +43,6 @@ along an edge are one component.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,13 +52,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from unclip.data.shapes import BACKGROUNDS, COLORS, SHAPES
-from unclip.errors import InputError
+from ..data.shapes import BACKGROUNDS, COLORS, SHAPES
+from ..errors import InputError
+from .connected_components import _label_runs
 
 __all__ = [
     "BACKGROUND_RGB", "OBJECT_RGB", "SHAPE_NAMES", "OTHER", "ScorerConfig", "ObjectScore",
-    "SceneScore", "score_images", "label_components", "region_of", "size_word_of",
-    "score_prompt_match", "summarise", "match_truth",
+    "SceneScore", "score_images", "region_of", "size_word_of",
 ]  # fmt: skip
 
 # Palette copied from the spec (sRGB 0-255); a test checks it against unclip.data.shapes.
@@ -275,60 +274,6 @@ def _classify_pixels(
     return classes, weight
 
 
-# ----------------------------------------------------------------------------- labels
-
-
-def _label_runs(classes: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """4-connected components of equal class over horizontal runs, vectorised (no scipy).
-
-    classes: (B, H, W) int, negative where there is no object. Returns, in flat pixel
-    indices over the batch: fg (N,) the labelled pixels, ascending; pixel_run (N,) the run
-    of each; start, end (R,) the first and last pixel of each run; root (R,) a run id
-    shared by all runs of one component. Grouping pixels into runs (a cumulative sum over
-    run starts) leaves a graph of a few thousand nodes. Two same-class runs in adjacent
-    rows touch iff the first pixel of one lies over or under the other, so those pairs are
-    the edges. Min-label propagation with pointer jumping (``lab = lab[lab]``) shortens
-    label chains geometrically, so few rounds are needed.
-    """
-    B, H, W = classes.shape
-    c, fg = classes, classes >= 0
-    same_left = torch.zeros_like(fg)
-    same_left[:, :, 1:] = c[:, :, 1:] == c[:, :, :-1]
-    same_right = torch.zeros_like(fg)
-    same_right[:, :, :-1] = same_left[:, :, 1:]
-    start, end = fg & ~same_left, fg & ~same_right
-    run_id = torch.cumsum(start.reshape(-1), 0).view(B, H, W) - 1
-    starts = torch.nonzero(start.reshape(-1)).squeeze(1)
-    ends = torch.nonzero(end.reshape(-1)).squeeze(1)
-    fg_idx = torch.nonzero(fg.reshape(-1)).squeeze(1)
-    lab = torch.arange(starts.numel())
-    m = fg[:, :-1] & (c[:, :-1] == c[:, 1:]) & (start[:, :-1] | start[:, 1:])
-    a, b = run_id[:, :-1][m], run_id[:, 1:][m]
-    u, w = torch.cat([a, b]), torch.cat([b, a])
-    while u.numel():
-        new = lab.scatter_reduce(0, u, lab[w], reduce="amin", include_self=True)
-        new = new[new][new]
-        if torch.equal(new, lab):
-            break
-        lab = new
-    return fg_idx, run_id.reshape(-1)[fg_idx], starts, ends, lab
-
-
-def label_components(classes: Tensor) -> Tensor:
-    """4-connected components of equal class.
-
-    classes: (B, H, W) int, negative where there is no object. Returns (B, H, W) int64
-    labels: all pixels of a component carry one id, unique over the batch (the flat index
-    ``b*H*W + y*W + x`` of one of its pixels); -1 where ``classes`` is negative.
-    """
-    if classes.dim() != 3:
-        raise InputError(f"classes: expected a (B, H, W) integer map, got {tuple(classes.shape)}")
-    fg, pixel_run, start, _, root = _label_runs(classes)
-    labels = torch.full((classes.numel(),), -1, dtype=torch.int64)
-    labels[fg] = start[root[pixel_run]]
-    return labels.view(classes.shape)
-
-
 # ----------------------------------------------------------------------------- geometry
 
 
@@ -501,90 +446,3 @@ def _score_chunk(rgb: Tensor, cfg: ScorerConfig) -> list[SceneScore]:
         scene.objects.sort(key=lambda o: -o.area_fraction)
         scene.num_objects = len(scene.objects)
     return scenes
-
-
-# ----------------------------------------------------------------------------- metrics
-
-
-def score_prompt_match(score: SceneScore, color: str | None, shape: str | None) -> dict[str, bool]:
-    """Does the image show what a one-object prompt asks for?
-
-    The main (largest) object is judged; ``None`` for colour or shape counts as right.
-    Returns color_ok, shape_ok, single_object (exactly one object found) and both_ok
-    (colour and shape both right on the main object).
-    """
-    main = score.main
-    color_ok = main is not None and (color is None or main.color == color)
-    shape_ok = main is not None and (shape is None or main.shape == shape)
-    return {
-        "color_ok": color_ok,
-        "shape_ok": shape_ok,
-        "single_object": score.num_objects == 1,
-        "both_ok": color_ok and shape_ok,
-    }
-
-
-def _wanted(prompt: str | dict[str, Any]) -> tuple[str | None, str | None]:
-    """(colour, shape) a prompt asks for: from a caption string, or a dict (its first object)."""
-    if isinstance(prompt, str):
-        words = re.findall(r"[a-z]+", prompt.lower())
-        color = next((w for w in words if w in OBJECT_RGB), None)
-        return color, next((w for w in words if w in SHAPE_NAMES), None)
-    obj = prompt["objects"][0] if prompt.get("objects") else prompt
-    return obj.get("color"), obj.get("shape")
-
-
-def summarise(
-    scores: Sequence[SceneScore], prompts_attrs: Sequence[str | dict[str, Any]]
-) -> dict[str, float]:
-    """Prompt fidelity and spatial diversity over a set of generated images.
-
-    prompts_attrs: per image, what was asked: ``{"color": ..., "shape": ...}``, a dataset
-    attribute dict (its first object), or a prompt string such as ``"a red circle"``.
-    Returns n, color_accuracy, shape_accuracy, single_object_rate, both_right_rate (shares
-    of images), mean_num_objects, and center_std_x, center_std_y: the population std of
-    the main object's centre over the images that have one (the dataset's own test images
-    give 0.175; 0 means every image puts it in the same place).
-    """
-    if len(scores) != len(prompts_attrs) or not scores:
-        raise InputError(
-            f"prompts_attrs: expected one entry per score ({len(scores)}), got "
-            f"{len(prompts_attrs)}; score at least one image and pass what each was asked for"
-        )
-    n = len(scores)
-    hits = [score_prompt_match(s, *_wanted(p)) for s, p in zip(scores, prompts_attrs)]
-    centres = np.array([s.main.center for s in scores if s.main is not None], dtype=np.float64)
-    std = centres.std(axis=0) if len(centres) else np.zeros(2)
-    return {
-        "n": float(n),
-        "color_accuracy": sum(h["color_ok"] for h in hits) / n,
-        "shape_accuracy": sum(h["shape_ok"] for h in hits) / n,
-        "single_object_rate": sum(h["single_object"] for h in hits) / n,
-        "both_right_rate": sum(h["both_ok"] for h in hits) / n,
-        "mean_num_objects": sum(s.num_objects for s in scores) / n,
-        "center_std_x": float(std[0]),
-        "center_std_y": float(std[1]),
-    }
-
-
-def match_truth(
-    score: SceneScore, truth_objects: Sequence[dict[str, Any]]
-) -> list[tuple[dict[str, Any], ObjectScore | None]]:
-    """Pair each ground-truth object with the found object nearest its centre, each used once.
-
-    truth_objects: dicts with a ``center`` (x, y), e.g. ``attributes["objects"]`` of the
-    dataset. Greedy by distance (exact for well-separated objects). Returns
-    (truth, found or None) pairs in the order of ``truth_objects``.
-    """
-    pairs = sorted(
-        (math.dist(o.center, t["center"]), ti, oi)
-        for ti, t in enumerate(truth_objects)
-        for oi, o in enumerate(score.objects)
-    )
-    found: dict[int, ObjectScore] = {}
-    used: set[int] = set()
-    for _, ti, oi in pairs:
-        if ti not in found and oi not in used:
-            found[ti] = score.objects[oi]
-            used.add(oi)
-    return [(t, found.get(i)) for i, t in enumerate(truth_objects)]

@@ -17,10 +17,11 @@ import torch
 
 from ..data.shapes import HELD_OUT_PAIRS, ShapesDataset, single_object_prompts
 from ..errors import InputError
-from ..imageio import tensor_to_pil, write_image_set
+from ..storage.imageio import tensor_to_pil, write_image_set
 from ..pipeline import UnCLIP
 from .metrics import clip_score as clip_cosine
-from .shapes_scorer import score_images, summarise
+from .shapes_scorer import score_images
+from .shapes_summary import summarise
 
 
 def _prompt_attrs(prompt: str) -> dict[str, str]:

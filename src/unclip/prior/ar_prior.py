@@ -42,14 +42,12 @@ mapped back through the PCA and normalised.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint import load_component, load_state_into
 from ..errors import InputError
 from ..nn.attention import KVCache
 from .text_conditioning import conditioned_text
@@ -325,11 +323,3 @@ def sample_ar_image_embeds(
     dtype = next(prior.parameters()).dtype
     codes = sample_ar_codes(prior, text_embed.to(dtype), text_tokens.to(dtype), text_mask, guidance_scale=guidance_scale, temperature=temperature, generator=generator)
     return prior.decode(codes).float()
-
-
-def load_ar_prior(directory: str | os.PathLike, device: str | torch.device = "cpu") -> ARPrior:
-    """Load a ``prior_ar`` component directory (eval mode, frozen)."""
-    config, state, _ = load_component(directory, COMPONENT, ARPriorConfig)
-    model = ARPrior(config)
-    load_state_into(model, {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, COMPONENT)
-    return model.to(device).eval().requires_grad_(False)

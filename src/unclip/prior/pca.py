@@ -1,4 +1,5 @@
-"""PCA of CLIP image embeddings, the first step of the autoregressive prior (paper section 2.2).
+"""PCA of CLIP image embeddings: the autoregressive prior's first step (paper section 2.2) and
+the probe of CLIP space (section 3.4, Figure 7) share it, and its one definition of error.
 
 The AR prior does not model all E coordinates of z_i: it rotates z_i onto the principal
 axes of the training embeddings and keeps only the leading ones. The paper keeps 319 of
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import load_tensors, save_tensors
+from ..storage.checkpoint import load_tensors, save_tensors
 from ..errors import InputError
 
 
@@ -90,6 +91,14 @@ class PCA:
         """(N, k) coefficients on the first k axes -> (N, E) vectors (mean added back)."""
         k = coeffs.shape[-1]
         return coeffs @ self.components[:k].to(coeffs.dtype) + self.mean.to(coeffs.dtype)
+
+    def truncate(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        """(..., E) vectors rebuilt from their first ``k`` coefficients (the mean for k = 0): (..., E)."""
+        if not 0 <= int(k) <= self.dim:
+            raise InputError(f"k must lie in [0, {self.dim}] (the number of components), got {k}")
+        comps = self.components[: int(k)].to(x.dtype)
+        mean = self.mean.to(x.dtype)
+        return mean + ((x - mean) @ comps.T) @ comps
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"mean": self.mean, "components": self.components, "eigenvalues": self.eigenvalues}

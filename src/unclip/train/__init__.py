@@ -1,23 +1,14 @@
 """Training: one stage-agnostic loop (``loop.py``), EMA, resumable state on disk, presets.
 
-A stage (``stages.py``) supplies ``name``, ``model``, ``get_batch(step, generator)``,
+``components.py`` is the one entry that trains any component (``train_component``,
+``train_all``); ``presets.py`` holds every preset. A stage (``stages.py``) supplies ``name``, ``model``, ``get_batch(step, generator)``,
 ``loss(batch, generator)`` and ``export(model, out_dir)``; :func:`train` does the rest.
 """
 
+from .config import Stage, TrainConfig, TrainResult, lr_at, lr_factor, step_generator, step_seed
 from .ema import EMA
-from .loop import (
-    EVAL_LOG,
-    LOSS_LOG,
-    Stage,
-    TrainConfig,
-    TrainResult,
-    lr_at,
-    lr_factor,
-    step_generator,
-    step_seed,
-    train,
-)
-from .presets import get_preset, list_presets, register_preset
+from .loop import EVAL_LOG, LOSS_LOG, train
+from .presets import get_preset, get_run_preset, list_presets
 from .state import STATE_DIR, TrainState, has_train_state, load_train_state, save_train_state
 
 __all__ = [
@@ -30,12 +21,12 @@ __all__ = [
     "TrainResult",
     "TrainState",
     "get_preset",
+    "get_run_preset",
     "has_train_state",
     "list_presets",
     "load_train_state",
     "lr_at",
     "lr_factor",
-    "register_preset",
     "save_train_state",
     "step_generator",
     "step_seed",

@@ -8,35 +8,22 @@ exports its inference component (EMA weights) into ``out_dir/<name>/``.
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint import save_component
+from ..storage.checkpoint import save_component
 from ..clip.frozen import FrozenCLIP
 from ..clip.loss import contrastive_loss
 from ..clip.model import CLIP
 from ..clip.tokenizer import Tokenizer
 from ..data.embeddings import TrainingSet
 from ..decoder.model import Decoder
-from ..diffusion import GaussianDiffusion, sample_timesteps, training_loss
+from ..diffusion import DiffusionSettings, sample_timesteps, training_loss
 from ..prior.diffusion_prior import DiffusionPrior
-
-
-@dataclass
-class DiffusionSettings:
-    """How a diffusion component was trained; stored beside its weights."""
-
-    schedule: str = "cosine"
-    num_timesteps: int = 1000
-    prediction: str = "eps"
-    learned_variance: bool = False
-
-    def make(self) -> GaussianDiffusion:
-        return GaussianDiffusion.make(schedule=self.schedule, num_timesteps=self.num_timesteps, prediction=self.prediction, learned_variance=self.learned_variance)
 
 
 def _device(model: nn.Module) -> torch.device:

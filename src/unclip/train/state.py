@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import atomic_write_bytes, load_tensors, save_tensors
+from ..storage.checkpoint import atomic_write_bytes, load_tensors, save_tensors
 from ..errors import CheckpointError
 
 logger = logging.getLogger(__name__)

@@ -10,19 +10,15 @@ downsampling factor.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from ..checkpoint import load_component, load_state_into
 from ..diffusion import bind, sample
 from ..errors import InputError
-from ..train.stages import DiffusionSettings
-from .model import Upsampler, UpsamplerConfig, check_prediction
-from .stage import DEFAULT_STEPS
+from ..diffusion import DiffusionSettings
+from .model import Upsampler
 
 
 @dataclass
@@ -41,18 +37,6 @@ class CascadeStage:
     @property
     def high_res(self) -> int:
         return self.model.config.high_res
-
-
-def load_upsampler(directory: str | os.PathLike, device: str | torch.device = "cpu") -> CascadeStage:
-    """Load an ``upsampler_<side>`` component directory (weights stored in fp16 or fp32) as float32."""
-    config, state, extra = load_component(Path(directory), "upsampler", UpsamplerConfig)
-    model = Upsampler(config)
-    load_state_into(model, {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}, "upsampler")
-    settings = DiffusionSettings(**extra.get("diffusion", {}))
-    check_prediction(config, settings.prediction)
-    degradation = extra.get("degradation", "blur")
-    steps = int(extra.get("default_steps", DEFAULT_STEPS.get(degradation, 27)))
-    return CascadeStage(model.to(device).eval().requires_grad_(False), settings, steps, degradation)
 
 
 @torch.no_grad()

@@ -8,3 +8,7 @@ from __future__ import annotations
 
 #: modules of this package that contribute subcommands, in help order
 COMMAND_MODULES: list[str] = []
+
+from .main import build_parser, main  # noqa: E402  (after COMMAND_MODULES, which main reads)
+
+__all__ = ["COMMAND_MODULES", "build_parser", "main"]

@@ -1,0 +1,178 @@
+"""Component checkpoints on disk: ``config.json`` + ``weights.safetensors``.
+
+A component directory (DESIGN.md section 4) holds its dataclass config as JSON with a
+``format_version`` and a ``component`` name, and its weights as safetensors. Nothing here
+unpickles: a file handed to us by a user can only ever be parsed as JSON or safetensors.
+Every write goes to a temporary name in the same directory and is renamed into place, so
+an interrupted save never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..errors import CheckpointError
+from .quantize import dequantize_state
+
+FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "weights.safetensors"
+
+C = TypeVar("C")
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Save a flat dict of tensors as safetensors, atomically (contiguous CPU copies)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+        save_file(flat, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load a safetensors file (never pickle); errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weights file not found: {path}")
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # safetensors raises several types for corrupt files
+        raise CheckpointError(f"could not read {path} as safetensors ({exc}); the file is corrupt or not a safetensors file") from exc
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A dataclass config as a JSON-able dict (tuples become lists)."""
+    if not dataclasses.is_dataclass(config):
+        raise TypeError(f"expected a dataclass config, got {type(config).__name__}")
+    return dataclasses.asdict(config)
+
+
+def config_from_dict(cls: type[C], data: dict[str, Any], *, component: str = "component") -> C:
+    """Build dataclass ``cls`` from ``data``; unknown keys are an error naming them."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise CheckpointError(f"{component}: unknown config keys {unknown} for {cls.__name__}; was it written by a newer unclip?")
+    kwargs = {}
+    for name, value in data.items():
+        default = fields[name].default
+        if isinstance(value, list) and isinstance(default, tuple):
+            value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise CheckpointError(f"{component}: config does not fit {cls.__name__}: {exc}") from exc
+
+
+def save_component(directory: str | os.PathLike, component: str, config: Any, state_dict: dict[str, torch.Tensor], extra: dict[str, Any] | None = None) -> Path:
+    """Write a component directory: ``config.json`` (config + version) and weights.
+
+    Args:
+        directory: target folder, created if missing.
+        component: the component's name (e.g. ``"clip"``, ``"decoder"``), checked on load.
+        config: the network's dataclass config.
+        state_dict: the weights to store (EMA weights for inference).
+        extra: other JSON-able data the component needs (e.g. a tokenizer vocabulary).
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_tensors(directory / WEIGHTS_NAME, state_dict, metadata={"component": component, "format_version": str(FORMAT_VERSION)})
+    payload = {"component": component, "format_version": FORMAT_VERSION, "config_class": type(config).__name__, "config": config_to_dict(config)}
+    if extra:
+        payload["extra"] = extra
+    atomic_write_json(directory / CONFIG_NAME, payload)
+    return directory
+
+
+def read_json(path: str | os.PathLike, context: str = "") -> Any:
+    """Parse a JSON file; invalid JSON raises a CheckpointError naming the file (``context`` prefixes it)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{context}{path} is not valid JSON ({exc}); restore it or re-export the model") from exc
+
+
+def read_component_config(directory: str | os.PathLike, component: str) -> dict[str, Any]:
+    """Read and validate a component's ``config.json``; returns the whole payload."""
+    directory = Path(directory)
+    path = directory / CONFIG_NAME
+    if not path.is_file():
+        raise CheckpointError(f"{component}: no {CONFIG_NAME} in {directory}; is this a {component} component directory?")
+    payload = read_json(path, f"{component}: ")
+    found = payload.get("component")
+    if found != component:
+        raise CheckpointError(f"{path}: expected a '{component}' component, found '{found}'")
+    version = payload.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{component}: {path} has format_version {version}, this unclip reads version {FORMAT_VERSION}; upgrade unclip or re-export the model")
+    return payload
+
+
+def load_state_into(module: torch.nn.Module, state: dict[str, torch.Tensor], component: str) -> None:
+    """Load ``state`` into ``module`` strictly; mismatches raise a CheckpointError listing them."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k}: expected {tuple(own[k].shape)}, found {tuple(state[k].shape)}" for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
+        if shapes:
+            parts.append("shape mismatch " + "; ".join(shapes[:5]))
+        raise CheckpointError(f"{component}: weights do not fit the config: " + ", ".join(parts))
+    module.load_state_dict(state, strict=True)
+
+
+def load_component(directory: str | os.PathLike, component: str, config_cls: type[C]) -> tuple[C, dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a component directory: returns ``(config, state_dict, extra)``.
+
+    The caller builds the module from the config and calls :func:`load_state_into`.
+    """
+    directory = Path(directory)
+    payload = read_component_config(directory, component)
+    config = config_from_dict(config_cls, payload.get("config", {}), component=component)
+    state = dequantize_state(load_tensors(directory / WEIGHTS_NAME))
+    return config, state, payload.get("extra", {})

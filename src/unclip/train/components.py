@@ -1,0 +1,401 @@
+"""One entry for training every component: ``train_component(name, data, preset, out, ...)``.
+
+Each component has a set-up function that prepares its data and network and returns a
+:class:`Plan` (the stage, its loop settings, what to record); :func:`train_component` runs
+every plan the same way over the one loop (``loop.py``), with a wall-clock budget when the
+preset or the caller sets one, writes the run's summary and registers the component in the
+model directory. :func:`train_all` trains CLIP, then the prior and the decoder on cached
+CLIP embeddings, and writes a complete model directory (DESIGN.md section 4).
+
+Components (CLI names): ``clip``, ``prior`` (diffusion prior), ``decoder`` (``text_only``:
+the GLIDE-style baseline), ``ar-prior``, ``upsampler``. Each keeps resumable state in
+``runs/<component>/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..clip.frozen import FrozenCLIP
+from ..clip.model import CLIP, CLIPConfig
+from ..clip.tokenizer import Tokenizer
+from ..data import get_dataset
+from ..data.embeddings import TrainingSet, encode_training_set, load_training_set, render_training_set, save_training_set
+from ..decoder.model import Decoder, DecoderConfig
+from ..diffusion import DiffusionSettings
+from ..errors import CheckpointError, ConfigError
+from ..model_dir import component_done, register_component, write_model_json
+from ..prior.ar_prior import COMPONENT as AR_COMPONENT
+from ..prior.diffusion_prior import DiffusionPrior, DiffusionPriorConfig
+from ..storage.checkpoint import atomic_write_json, load_component
+from ..upsampler.model import Upsampler, UpsamplerConfig
+from .ar_stage import ARPriorStage, build_ar_prior
+from .config import TrainConfig
+from .loop import train
+from .presets import get_preset, get_run_preset
+from .stages import CLIPStage, DecoderStage, PriorStage
+from .state import has_train_state
+from .upsampler_stage import UpsamplerStage, component_name, render_training_images
+
+log = logging.getLogger(__name__)
+
+COMPONENTS = ("clip", "prior", "decoder", "ar-prior", "upsampler")
+PROBE_STEPS = 200
+# Caption drop rate of the text-only baseline: GLIDE drops the caption 20% of the time for
+# classifier-free guidance (Nichol et al. 2022, section 3.2); the unCLIP decoder drops it
+# 50% (unCLIP section 2.1), since z_i carries most of the conditioning there.
+TEXT_ONLY_CAPTION_DROP = 0.2
+# A warm start trains far fewer steps than the preset's from-scratch run: a lower learning
+# rate keeps what the source decoder learned, and a shorter EMA horizon (~200 steps) keeps
+# the exported EMA weights from being mostly the starting weights.
+WARM_START_LR = 1e-4
+WARM_START_EMA_DECAY = 0.995
+
+
+@dataclass
+class Options:
+    """What the caller of ``unclip train`` may set beside the preset."""
+
+    seed: int = 0
+    device: str = "cpu"
+    steps: int | None = None
+    resume: bool = False
+    progress: bool = True
+    time_limit_s: float | None = None
+    batch_size: int | None = None
+    text_only: bool = False
+    init_from: str | Path | None = None
+    low_res: int = 32
+    high_res: int = 128
+    degradation: str = "blur"
+    num_images: int | None = None
+
+
+@dataclass
+class Plan:
+    """A prepared training run: the stage, its loop settings and budget, and what to record."""
+
+    stage: Any
+    config: TrainConfig
+    budget: float | None
+    component: str
+    info: dict[str, Any] = field(default_factory=dict)
+    register: bool = False
+    # the part of the summary recorded in model.json's info (None: the whole summary)
+    register_keys: tuple[str, ...] | None = None
+
+
+# ----------------------------------------------------------------------------- shared pieces
+
+
+def train_config(section: dict[str, Any], opts: Options) -> tuple[TrainConfig, float | None]:
+    """The stage's TrainConfig and its wall-clock budget in seconds (None: no budget).
+
+    ``opts.steps`` overrides the preset's steps (and drops its budget); ``opts.time_limit_s``
+    sets a budget, capped by the step count, with the constant LR schedule a budget needs.
+    """
+    kwargs = dict(section.get("train", {}))
+    budget = kwargs.pop("time_limit_s", None)
+    kwargs.update(seed=opts.seed, device=opts.device)
+    if opts.steps is not None:
+        kwargs["steps"] = opts.steps
+        kwargs["checkpoint_every"] = min(kwargs.get("checkpoint_every", opts.steps), opts.steps)
+        kwargs["warmup_steps"] = min(kwargs.get("warmup_steps", 0), max(opts.steps // 10, 1))
+        budget = None
+    names = {f.name for f in fields(TrainConfig)}
+    config = TrainConfig(**{k: v for k, v in kwargs.items() if k in names})
+    if opts.time_limit_s is not None:
+        config, budget = replace(config, lr_decay="constant"), opts.time_limit_s
+    return config, budget
+
+
+def run_stage(stage: Any, config: TrainConfig, budget: float | None, run_dir: Path, *, resume: bool, progress: bool) -> dict[str, Any]:
+    """Train a stage; with a wall-clock budget, fit the number of steps to it.
+
+    A budgeted run first trains ``PROBE_STEPS`` steps, measures the step rate, then
+    resumes (exactly, from the probe's checkpoint) up to the number of steps the rest of
+    the budget allows, capped by ``config.steps``. The LR schedule must then be constant
+    after warm-up, since the final step count is not known in advance. On ``resume`` the
+    budget is ignored and the run continues to ``config.steps``.
+    """
+    resume = resume and has_train_state(run_dir)
+    if budget is None or resume:
+        result = train(stage, config, run_dir, resume=resume, progress=progress)
+        # A resumed run's wall time covers only the steps it trained: say which.
+        return {
+            "steps": result.steps, "wall_time_s": result.wall_time_s, "wall_time_steps": [result.start_step, result.steps],
+            "steps_per_s": result.steps_per_s, "final_loss": result.final_loss,
+        }  # fmt: skip
+    if config.lr_decay != "constant":
+        raise ConfigError(f"stage {stage.name}: a time budget needs lr_decay='constant' (got {config.lr_decay!r})")
+    probe_steps = min(config.steps, PROBE_STEPS)
+    probe = train(stage, replace(config, steps=probe_steps, checkpoint_every=probe_steps), run_dir, progress=progress)
+    target = min(config.steps, probe_steps + int(probe.steps_per_s * max(budget - probe.wall_time_s, 0.0)))
+    target -= target % 10
+    wall, result = probe.wall_time_s, probe
+    if target > probe_steps:
+        result = train(stage, replace(config, steps=target), run_dir, resume=True, progress=progress)
+        wall += result.wall_time_s
+    log.info("%s: %d steps in %.0f s (budget %.0f s)", stage.name, result.steps, wall, budget)
+    return {
+        "steps": result.steps, "wall_time_s": wall, "steps_per_s": result.steps / max(wall, 1e-9),
+        "final_loss": result.final_loss, "time_budget_s": budget,
+    }  # fmt: skip
+
+
+def prepare_training_set(data: str, spec: dict[str, Any], out: Path, *, seed: int, progress: bool) -> TrainingSet:
+    """Render (or reload from ``out/cache``) a run preset's training images."""
+    cache = out / "cache"
+    if (cache / "training_set.safetensors").is_file():
+        log.info("reusing the rendered training set in %s", cache)
+        return load_training_set(cache)
+    dataset = get_dataset(data, split="train", size=spec["image_size"], seed=seed, length=spec["num_images"])
+    training_set = render_training_set(dataset, spec["num_images"], progress=progress)
+    save_training_set(training_set, cache)
+    return training_set
+
+
+def _frozen_clip(out: Path, component: str, device: str) -> FrozenCLIP:
+    if not component_done(out, "clip"):
+        raise CheckpointError(
+            f"training the {component} needs a CLIP in {out / 'clip'}; "
+            f"run `unclip train clip --out {out}` first (or `unclip train all`)"
+        )
+    return FrozenCLIP.load(out / "clip", device=device)
+
+
+def _encoded_training_set(data: str, preset: str, out: Path, clip: FrozenCLIP, opts: Options) -> TrainingSet:
+    """The run's training set with its CLIP embeddings (encoded once, cached in ``out/cache``)."""
+    training_set = prepare_training_set(data, get_run_preset(preset)["data"], out, seed=opts.seed, progress=opts.progress)
+    if training_set.image_embeds is None:
+        encode_training_set(training_set, clip, progress=opts.progress)
+        save_training_set(training_set, out / "cache")
+    return training_set
+
+
+# ----------------------------------------------------------------------------- set-up per component
+
+
+def setup_clip(data: str, preset: str, out: Path, opts: Options) -> Plan:
+    """Our own CLIP: the tokenizer is trained on the run's captions, then contrastive training."""
+    section = get_preset("clip", preset)
+    training_set = prepare_training_set(data, get_run_preset(preset)["data"], out, seed=opts.seed, progress=opts.progress)
+    tokenizer = Tokenizer.train(training_set.captions)
+    config = CLIPConfig(**{**section["model"], "vocab_size": tokenizer.vocab_size})
+    torch.manual_seed(opts.seed)
+    stage = CLIPStage(CLIP(config), tokenizer, training_set, section["batch_size"], export_root=out)
+    return Plan(stage, *train_config(section, opts), "clip")
+
+
+def setup_prior(data: str, preset: str, out: Path, opts: Options) -> Plan:
+    """The diffusion prior, on the cached CLIP embeddings of the run's training set."""
+    section = get_preset("prior_diffusion", preset)
+    clip = _frozen_clip(out, "prior", opts.device)
+    training_set = _encoded_training_set(data, preset, out, clip, opts)
+    dims = {"embed_dim": clip.embed_dim, "text_width": clip.text_width, "context_length": clip.context_length}
+    torch.manual_seed(opts.seed)
+    stage = PriorStage(DiffusionPrior(DiffusionPriorConfig(**{**section["model"], **dims})), training_set, section["batch_size"], export_root=out)
+    return Plan(stage, *train_config(section, opts), "prior_diffusion")
+
+
+def warm_start_decoder(init_dir: str | Path, *, text_only: bool) -> tuple[Decoder, DiffusionSettings]:
+    """A decoder with the network of the decoder in ``init_dir``, initialised from its weights.
+
+    With ``text_only`` the z_i pathway (null embedding, projections into the time embedding
+    and context tokens) is left out; every other weight is copied. This is how the shipped
+    GLIDE-style baseline was trained on CPU: the same network, fine-tuned on captions alone.
+    """
+    config, state, extra = load_component(init_dir, "decoder", DecoderConfig)
+    if text_only:
+        config = replace(config, use_image_embed=False)
+    model = Decoder(config)
+    own = model.state_dict()
+    kept = {k: v.float() if v.is_floating_point() else v for k, v in state.items() if k in own}
+    missing = sorted(set(own) - set(kept))
+    if missing:
+        raise ConfigError(f"cannot warm-start from {init_dir}: its weights lack {missing[:5]}; pass the directory of a decoder component")
+    model.load_state_dict(kept, strict=True)
+    return model, DiffusionSettings(**extra.get("diffusion", {}))
+
+
+def setup_decoder(data: str, preset: str, out: Path, opts: Options) -> Plan:
+    """The decoder (or, ``text_only``, the GLIDE-style baseline) on the cached embeddings.
+
+    ``init_from``: a decoder component directory to start from (its network replaces the
+    preset's), trained with the warm-start learning rate and EMA.
+    """
+    section = get_preset("decoder", preset)
+    clip = _frozen_clip(out, "decoder", opts.device)
+    training_set = _encoded_training_set(data, preset, out, clip, opts)
+    torch.manual_seed(opts.seed)
+    if opts.init_from is not None:
+        model, settings = warm_start_decoder(opts.init_from, text_only=opts.text_only)
+    else:
+        dims = {"clip_embed_dim": clip.embed_dim, "vocab_size": clip.tokenizer.vocab_size, "context_length": clip.context_length}
+        model_kwargs = {**section["model"], **dims}
+        if opts.text_only:
+            model_kwargs["use_image_embed"] = False
+        settings = DiffusionSettings(**section.get("diffusion", {}))
+        model_kwargs["learned_variance"] = settings.learned_variance
+        model = Decoder(DecoderConfig(**model_kwargs))
+    name = "decoder_text_only" if opts.text_only else "decoder"
+    drops = {"text_drop_prob": TEXT_ONLY_CAPTION_DROP} if opts.text_only else {}
+    batch = opts.batch_size or section["batch_size"]
+    stage = DecoderStage(model, training_set, batch, settings, export_root=out, name=name, **drops)
+    config, budget = train_config(section, opts)
+    if opts.init_from is not None:
+        config = replace(config, lr=WARM_START_LR, ema_decay=WARM_START_EMA_DECAY)
+    info = {"batch_size": batch, "init_from": str(opts.init_from) if opts.init_from else None, "caption_drop": stage.text_drop_prob}
+    return Plan(stage, config, budget, name, info, register=opts.text_only)
+
+
+def _ar_training_set(out: Path, data: str, clip: FrozenCLIP, n: int, *, seed: int, progress: bool, use_model_cache: bool) -> TrainingSet:
+    """The AR prior's training set: the model dir's ``cache`` (written by ``train all``; only
+    when ``use_model_cache``), else this stage's own cache of ``n`` images, else a fresh
+    render of ``n`` images at the CLIP's image size, encoded by ``clip`` and cached."""
+    own = out / "runs" / AR_COMPONENT / "cache"
+    candidates = ([(out / "cache", None)] if use_model_cache else []) + [(own, n)]
+    for cache, wanted in candidates:
+        if (cache / "training_set.safetensors").is_file():
+            ts = load_training_set(cache)
+            if ts.image_embeds is not None and ts.text is not None and (wanted is None or len(ts) == wanted):
+                log.info("reusing the encoded training set in %s", cache)
+                return ts
+    dataset = get_dataset(data, split="train", size=clip.image_size, seed=seed, length=n)
+    ts = render_training_set(dataset, n, progress=progress)
+    encode_training_set(ts, clip, progress=progress)
+    save_training_set(ts, own)
+    return ts
+
+
+def setup_ar_prior(data: str, preset: str, out: Path, opts: Options) -> Plan:
+    """The AR prior: encode the training set with the model's CLIP, fit the PCA and code book."""
+    spec = get_preset("prior_ar", preset)
+    clip = _frozen_clip(out, "AR prior", opts.device)
+    n = opts.num_images or spec["num_images"]
+    ts = _ar_training_set(out, data, clip, n, seed=opts.seed, progress=opts.progress, use_model_cache=opts.num_images is None)
+    torch.manual_seed(opts.seed)
+    model, _, pca_info = build_ar_prior(
+        ts, embed_dim=clip.embed_dim, text_width=clip.text_width, context_length=clip.context_length,
+        model_kwargs=spec["model"], rel_error=spec["rel_error"], max_components=spec["max_components"],
+    )  # fmt: skip
+    log.info("AR prior: keeping %d PCA components (relative MSE %.4f)", pca_info["num_components"], pca_info["relative_mse"])
+    stage = ARPriorStage(model.to(opts.device), ts, spec["batch_size"], export_root=out, extra={"pca": pca_info})
+    params = sum(p.numel() for p in model.parameters())
+    info = {"pca": pca_info, "num_images": len(ts), "preset": preset, "batch_size": spec["batch_size"], "params": params}
+    return Plan(stage, *train_config(spec, opts), AR_COMPONENT, info, register=True)
+
+
+def setup_upsampler(data: str, preset: str, out: Path, opts: Options) -> Plan:
+    """A ``low_res -> high_res`` upsampler on shapes images rendered at ``high_res`` (kept as uint8)."""
+    if data != "shapes":
+        raise ConfigError("`unclip train upsampler` trains on the built-in shapes data only (--data shapes)")
+    spec = get_preset("upsampler", preset)
+    t0 = time.perf_counter()
+    images = render_training_images(opts.num_images or spec["num_images"], opts.high_res, seed=opts.seed)
+    render_s = time.perf_counter() - t0
+    torch.manual_seed(opts.seed)
+    model = Upsampler(UpsamplerConfig(low_res=opts.low_res, high_res=opts.high_res, **spec["model"]))
+    settings = DiffusionSettings(**spec["diffusion"])
+    stage = UpsamplerStage(model, images, opts.batch_size or spec["batch_size"], settings, opts.degradation, export_root=out)
+    name = component_name(opts.high_res)
+    info = {
+        "component": name, "low_res": opts.low_res, "high_res": opts.high_res, "degradation": opts.degradation,
+        "preset": preset, "crop": stage.crop, "batch_size": stage.batch_size, "num_images": int(images.shape[0]),
+        "params": sum(p.numel() for p in model.parameters()), "render_s": render_s, "device": opts.device,
+    }  # fmt: skip
+    keys = ("steps", "wall_time_s", "low_res", "high_res", "degradation", "preset", "params", "device")
+    return Plan(stage, *train_config(spec, opts), name, info, register=True, register_keys=keys)
+
+
+SETUPS: dict[str, Callable[[str, str, Path, Options], Plan]] = {
+    "clip": setup_clip,
+    "prior": setup_prior,
+    "decoder": setup_decoder,
+    "ar-prior": setup_ar_prior,
+    "upsampler": setup_upsampler,
+}
+
+
+# ----------------------------------------------------------------------------- entry points
+
+
+def train_component(name: str, data: str, preset: str, out: str | Path, **options: Any) -> dict[str, Any]:
+    """Train component ``name`` (one of :data:`COMPONENTS`) into model directory ``out``.
+
+    ``options`` are the fields of :class:`Options`. The run's summary (loop figures plus what
+    the set-up recorded) is written to ``out/runs/<component>/summary.json`` and returned;
+    components added beside a trained model (AR prior, upsampler, text-only decoder) are
+    registered in ``out/model.json``.
+    """
+    if name not in SETUPS:
+        raise ConfigError(f"unknown component '{name}'; choose one of {', '.join(COMPONENTS)}")
+    opts = Options(**options)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    plan = SETUPS[name](data, preset, out, opts)
+    run_dir = out / "runs" / plan.component
+    stats = run_stage(plan.stage, plan.config, plan.budget, run_dir, resume=opts.resume, progress=opts.progress)
+    summary = {**stats, **plan.info, "total_wall_time_s": time.perf_counter() - start}
+    atomic_write_json(run_dir / "summary.json", summary)
+    if plan.register and component_done(out, plan.component):
+        keys = plan.register_keys
+        register_component(out, plan.component, info=summary if keys is None else {k: summary[k] for k in keys if k in summary})
+    return summary
+
+
+def train_all(data: str, preset: str, out: str | Path, **options: Any) -> dict[str, Any]:
+    """Train CLIP, then the prior and the decoder on its embeddings; write a model directory.
+
+    With ``resume``, finished components are kept and an interrupted stage continues
+    from its last checkpoint. Returns a summary (also written to ``out/train_summary.json``).
+    """
+    from ..eval.clip_retrieval import clip_retrieval_report
+
+    opts = Options(**options)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    get_run_preset(preset)  # fail early on an unknown name
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    training_set = prepare_training_set(data, get_run_preset(preset)["data"], out, seed=opts.seed, progress=opts.progress)
+    timings["render_s"] = time.perf_counter() - start
+    t0 = time.perf_counter()
+    if not (opts.resume and component_done(out, "clip")):
+        train_component("clip", data, preset, out, **options)
+    clip = FrozenCLIP.load(out / "clip", device=opts.device)
+    timings["clip_s"] = time.perf_counter() - t0
+    retrieval = clip_retrieval_report(clip, data=data, seed=opts.seed) if data == "shapes" else {}
+    if retrieval:
+        atomic_write_json(out / "clip_retrieval.json", retrieval)
+    t0 = time.perf_counter()
+    if training_set.image_embeds is None or not opts.resume:
+        encode_training_set(training_set, clip, progress=opts.progress)
+        save_training_set(training_set, out / "cache")
+    timings["encode_s"] = time.perf_counter() - t0
+    for name, component in (("prior", "prior_diffusion"), ("decoder", "decoder")):
+        t0 = time.perf_counter()
+        if not (opts.resume and component_done(out, component)):
+            train_component(name, data, preset, out, **options)
+        timings[f"{name}_s"] = time.perf_counter() - t0
+    stage_stats = {}
+    for component in ("clip", "prior_diffusion", "decoder"):
+        path = out / "runs" / component / "summary.json"
+        if path.is_file():
+            stage_stats[component] = json.loads(path.read_text())
+    summary = {
+        "stages": stage_stats, "data": data, "preset": preset, "seed": opts.seed, "device": opts.device,
+        "steps_override": opts.steps, "timings_s": timings, "wall_time_s": time.perf_counter() - start,
+        "clip_retrieval": retrieval,
+    }  # fmt: skip
+    write_model_json(out, {"clip": "clip", "prior_diffusion": "prior_diffusion", "decoder": "decoder"}, info=summary)
+    atomic_write_json(out / "train_summary.json", summary)
+    return summary
