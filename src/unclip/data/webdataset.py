@@ -10,7 +10,9 @@ The pipeline per epoch: shard list (shuffled with the seed and epoch, identicall
 process) -> ``wds.split_by_node`` (torch.distributed ranks) -> ``wds.split_by_worker``
 (DataLoader workers) -> ``wds.tarfile_samples`` per shard -> ``wds.shuffle`` buffer ->
 decode, resize and centre-crop. A shard that turns out truncated or corrupt ends there
-with one warning naming it (its earlier samples are kept); samples that cannot be used
+with one warning naming it: its samples before the damaged one are kept (the sample being
+read when the error came, which webdataset has not yet closed, is lost with the rest of
+the shard, since it may be incomplete); samples that cannot be used
 are skipped and counted (:data:`~unclip.data.sources.SKIP_REASONS`).
 """
 
