@@ -9,8 +9,7 @@ import torch
 from PIL import Image
 
 from unclip.cli import main
-from unclip.data import get_dataset
-from unclip.data import shard_writer
+from unclip.data import get_dataset, shard_writer
 from unclip.data.folder_source import FolderSource
 from unclip.data.sources import MapStyleSource, make_loader, open_source
 from unclip.data.webdataset import WebDatasetSource

@@ -6,12 +6,11 @@ import logging
 
 import pytest
 import torch
+from shard_helpers import good_members, make_good_shards, make_tar, png_bytes
 
 from unclip.data.sources import SKIP_REASONS, make_loader, open_source
 from unclip.data.webdataset import WebDatasetSource, resolve_shards
 from unclip.errors import DataError
-
-from shard_helpers import good_members, make_good_shards, make_tar, png_bytes
 
 
 @pytest.fixture

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -33,7 +34,7 @@ def _png(image: Any) -> bytes:
 
 
 def _builtin_items(name: str, split: str, size: int, seed: int, length: int | None) -> Iterator[tuple[str, bytes, str, dict[str, Any]]]:
-    from . import get_dataset  # noqa: PLC0415 - the package imports data modules
+    from . import get_dataset
 
     dataset = get_dataset(name, split=split, size=size, seed=seed, length=length)
     for index in range(len(dataset)):  # type: ignore[arg-type]
@@ -42,9 +43,9 @@ def _builtin_items(name: str, split: str, size: int, seed: int, length: int | No
 
 
 def _folder_items(root: Path, size: int | None, length: int | None) -> Iterator[tuple[str, bytes, str, dict[str, Any]]]:
-    from ..imageio import pil_to_tensor  # noqa: PLC0415
-    from .folder import load_image  # noqa: PLC0415
-    from .folder_source import scan_captioned  # noqa: PLC0415
+    from ..imageio import pil_to_tensor
+    from .folder import load_image
+    from .folder_source import scan_captioned
 
     pairs, missing, empty = scan_captioned(root)
     if not pairs:
@@ -81,7 +82,7 @@ def write_shards(
     Returns:
         the summary written to ``out/shards.json``: shards, samples, source and settings.
     """
-    import webdataset as wds  # noqa: PLC0415 - keeps `import unclip.data` light
+    import webdataset as wds
 
     if shard_size < 1:
         raise DataError(f"--shard-size must be >= 1, got {shard_size}")

@@ -21,8 +21,9 @@ import logging
 import multiprocessing
 import os
 import random
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
@@ -92,7 +93,7 @@ def worker_slot() -> tuple[int, int]:
     ``torch.distributed``; ``WORKER``/``NUM_WORKERS`` or the DataLoader worker info), so it
     splits exactly as ``wds.split_by_node`` followed by ``wds.split_by_worker`` does.
     """
-    from webdataset.utils import pytorch_worker_info  # noqa: PLC0415 - keeps import time low
+    from webdataset.utils import pytorch_worker_info
 
     rank, world, worker, workers = pytorch_worker_info()
     return rank * workers + worker, world * workers
@@ -227,10 +228,10 @@ def open_source(
     Raises:
         DataError: unknown name, empty folder, or a shard pattern that matches no file.
     """
-    from . import get_dataset  # noqa: PLC0415 - the package imports this module
+    from . import get_dataset
 
     if is_shard_spec(data):
-        from .webdataset import WebDatasetSource  # noqa: PLC0415
+        from .webdataset import WebDatasetSource
 
         return WebDatasetSource(data, size, shuffle=shuffle, seed=seed, repeat=repeat, shuffle_buffer=shuffle_buffer)
     text = str(data)
@@ -238,11 +239,11 @@ def open_source(
         dataset = get_dataset(text, split=split, size=size, seed=seed, length=length)
         key_of = shapes_key(split, seed) if text == "shapes" else emoji_key
         return MapStyleSource(dataset, size, key_of, name=text, shuffle=shuffle, seed=seed, repeat=repeat)
-    from .folder_source import FolderSource  # noqa: PLC0415
+    from .folder_source import FolderSource
 
     path = Path(text).expanduser()
     if not path.is_dir():
-        from . import DATASET_CHOICES  # noqa: PLC0415
+        from . import DATASET_CHOICES
 
         raise DataError(f"unknown data {text!r}: not a built-in name, a folder, a .tar file or a brace pattern of shards; choose {DATASET_CHOICES}, or WebDataset shards")
     sub = path / split

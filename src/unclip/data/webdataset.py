@@ -22,8 +22,9 @@ import glob
 import io
 import os
 import random
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import webdataset as wds
 from PIL import Image
@@ -39,7 +40,7 @@ SHARD_HINT = "give a .tar file, a folder of .tar files, a brace pattern like 'sh
 
 
 def _brace_expand(text: str) -> list[str]:
-    import braceexpand  # noqa: PLC0415 - a dependency of webdataset
+    import braceexpand
 
     return list(braceexpand.braceexpand(text))
 

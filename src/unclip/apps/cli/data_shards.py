@@ -43,8 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_data(args: argparse.Namespace) -> int:
     """Dump samples (one positional) or write shards (``shards SRC``)."""
     if args.src is None:
-        from ...data import get_dataset  # noqa: PLC0415 - keep `unclip -h` fast
-        from ...data.dump import dump_samples  # noqa: PLC0415
+        from ...data import get_dataset
+        from ...data.dump import dump_samples
 
         n = DUMP_DEFAULT_N if args.n is None else args.n
         size = DUMP_DEFAULT_SIZE if args.size is None else args.size
@@ -57,7 +57,7 @@ def run_data(args: argparse.Namespace) -> int:
             f"`unclip data` takes one dataset to dump (got {args.dataset!r} and {args.src!r}); "
             "to write shards use `unclip data shards SRC --out DIR`"
         )
-    from ...data.shard_writer import write_shards  # noqa: PLC0415
+    from ...data.shard_writer import write_shards
 
     summary = write_shards(
         args.src, args.out, shard_size=args.shard_size, size=args.size, split=args.split, seed=args.seed, length=args.n
