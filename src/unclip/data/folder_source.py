@@ -9,7 +9,6 @@ is scanned; undecodable images (``undecodable_image``) each time they are met.
 from __future__ import annotations
 
 import os
-import random
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from PIL import Image
 from ..errors import DataError
 from ..imageio import pil_to_tensor
 from .folder import IMAGE_EXTENSIONS, LAYOUT_HINT, load_image
-from .sources import ImageTextSource, Sample, worker_slot
+from .sources import ImageTextSource, Sample
 
 
 def scan_captioned(root: Path) -> tuple[list[tuple[Path, str]], int, int]:
@@ -71,11 +70,7 @@ class FolderSource(ImageTextSource):
         return path.relative_to(self.root).with_suffix("").as_posix()
 
     def _epoch(self, epoch: int) -> Iterator[Sample]:
-        order = list(range(len(self.pairs)))
-        if self.shuffle:
-            random.Random(f"{self.seed}:{epoch}").shuffle(order)
-        slot, slots = worker_slot()
-        for index in order[slot::slots]:
+        for index in self._order(len(self.pairs), epoch):
             path, caption = self.pairs[index]
             try:
                 image = load_image(path, self.size)

@@ -116,6 +116,20 @@ class ImageTextSource(IterableDataset):
         self.size, self.shuffle, self.seed, self.repeat = size, bool(shuffle), int(seed), bool(repeat)
         self.epoch = 0
         self.skips = SkipCounts()
+        self.index_range: range | None = None
+
+    def select(self, start: int, stop: int) -> ImageTextSource:
+        """Restrict an indexable source to its items ``start:stop`` (in order before shuffling); returns self."""
+        self.index_range = range(len(self))[start:stop]  # type: ignore[arg-type]
+        return self
+
+    def _order(self, n: int, epoch: int) -> list[int]:
+        """This process's item indices for ``epoch``: the selected range, shuffled if asked, dealt by :func:`worker_slot`."""
+        order = list(self.index_range if self.index_range is not None else range(n))
+        if self.shuffle:
+            random.Random(f"{self.seed}:{epoch}").shuffle(order)
+        slot, slots = worker_slot()
+        return order[slot::slots]
 
     def set_epoch(self, epoch: int) -> None:
         """Use the shuffling order of ``epoch`` on the next iteration."""
@@ -161,12 +175,7 @@ class MapStyleSource(ImageTextSource):
         return len(self.dataset)  # type: ignore[arg-type]
 
     def _epoch(self, epoch: int) -> Iterator[Sample]:
-        n = len(self.dataset)  # type: ignore[arg-type]
-        order = list(range(n))
-        if self.shuffle:
-            random.Random(f"{self.seed}:{epoch}").shuffle(order)
-        slot, slots = worker_slot()
-        for index in order[slot::slots]:
+        for index in self._order(len(self.dataset), epoch):  # type: ignore[arg-type]
             item = self.dataset[index]
             caption = (item.get("caption") or "").strip()
             key = self.key_of(index, item)
