@@ -141,6 +141,12 @@ class Part:
     offset: int
 
 
+def _gather(path: Path, rows: np.ndarray) -> torch.Tensor:
+    """Rows of a ``.npy`` file as float32, through a memory map that is dropped on return
+    (so the pages read leave this process's resident set)."""
+    return torch.from_numpy(np.load(path, mmap_mode="r")[rows]).float()
+
+
 def _npy_shape(path: Path) -> tuple[tuple[int, ...], np.dtype]:
     arr = np.load(path, mmap_mode="r")
     return arr.shape, arr.dtype
@@ -228,9 +234,9 @@ class EmbeddingFolder:
 
     def _rows(self, part: Part, rows: np.ndarray) -> EmbeddingBatch:
         """Rows ``rows`` (indices within ``part``) as a batch; the memory maps live only inside this call."""
-        img = torch.from_numpy(np.asarray(np.load(part.img, mmap_mode="r")[rows], dtype=np.float32))
+        img = _gather(part.img, rows)
         if part.text is not None:
-            txt = torch.from_numpy(np.asarray(np.load(part.text, mmap_mode="r")[rows], dtype=np.float32))
+            txt = _gather(part.text, rows)
         else:
             txt = torch.zeros(0, self.dim)
         table = self._metadata(part)
@@ -274,7 +280,8 @@ class EmbeddingFolder:
                     chunk = mine[start : start + batch_size]
                     if drop_last and len(chunk) < batch_size:
                         break
-                    yield self._rows(part, chunk)
+                    # A batch is a random set of rows; reading them in file order is faster.
+                    yield self._rows(part, np.sort(chunk))
             if not repeat:
                 return
             epoch += 1
@@ -314,5 +321,5 @@ class EmbeddingFolder:
             sel = np.flatnonzero(found & (global_rows >= part.offset) & (global_rows < part.offset + part.rows))
             if sel.size:
                 local = global_rows[sel] - part.offset
-                out[torch.from_numpy(sel)] = torch.from_numpy(np.asarray(np.load(part.img, mmap_mode="r")[local], dtype=np.float32))
+                out[torch.from_numpy(sel)] = _gather(part.img, local)
         return out, torch.from_numpy(found)
