@@ -230,9 +230,9 @@ def load_openclip_as_hf(weights: str | os.PathLike, arch: str) -> tuple[Any, Any
     from transformers import CLIPModel  # noqa: PLC0415 - optional dependency
 
     weights = Path(weights).expanduser()
+    sd = load_openclip_weights(weights)
     cfg, _ = find_config(arch)
     config = hf_config(cfg, arch)
-    sd = load_openclip_weights(weights)
     try:
         converted = convert_state_dict(sd, config.vision_config.num_hidden_layers, config.text_config.num_hidden_layers)
     except KeyError as exc:
