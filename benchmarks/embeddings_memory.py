@@ -126,10 +126,30 @@ def main() -> int:
             # Both phases run in child processes: Linux carries ru_maxrss across fork and exec,
             # so a child of a process that had just written 3 GB would inherit its peak.
             t0 = time.perf_counter()
-            write = [sys.executable, __file__, "--write", str(root), "--rows", str(rows), "--dim", str(args.dim), "--part-rows", str(args.part_rows)]
+            write = [
+                sys.executable,
+                __file__,
+                "--write",
+                str(root),
+                "--rows",
+                str(rows),
+                "--dim",
+                str(args.dim),
+                "--part-rows",
+                str(args.part_rows),
+            ]
             subprocess.run(write, check=True, env=env)
             write_s = time.perf_counter() - t0
-            cmd = [sys.executable, __file__, "--measure", str(root), "--batch-size", str(args.batch_size), "--lookups", str(args.lookups)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--measure",
+                str(root),
+                "--batch-size",
+                str(args.batch_size),
+                "--lookups",
+                str(args.lookups),
+            ]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
             run = {**json.loads(out.strip().splitlines()[-1]), "write_s": round(write_s, 1)}
             results["runs"].append(run)

@@ -20,7 +20,13 @@ import types
 
 import pytest
 
-_STAND_IN = ("torchvision", "torchvision.transforms", "torchvision.transforms.functional", "torchvision.ops", "torchvision.ops.misc")
+_STAND_IN = (
+    "torchvision",
+    "torchvision.transforms",
+    "torchvision.transforms.functional",
+    "torchvision.ops",
+    "torchvision.ops.misc",
+)
 
 
 class _Placeholder(type):

@@ -20,7 +20,11 @@ TINY = {
     "vision_cfg": {"image_size": 16, "layers": 2, "width": 32, "patch_size": 8, "head_width": 16},
     "text_cfg": {"context_length": 12, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
 }
-TEXTS = ["a red circle", "Two BLUE squares, left of a star!", "a much longer caption that will certainly be cut at twelve tokens"]
+TEXTS = [
+    "a red circle",
+    "Two BLUE squares, left of a star!",
+    "a much longer caption that will certainly be cut at twelve tokens",
+]
 
 
 def _tiny_openclip(tmp_path, quick_gelu: bool, suffix: str = ".safetensors"):

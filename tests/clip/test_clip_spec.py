@@ -43,7 +43,11 @@ def test_hf_spec_equals_the_library_forward(tmp_path):
     enc = tok(texts, padding="max_length", truncation=True, max_length=24, return_tensors="pt")
     images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
     with torch.no_grad():
-        ref = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], pixel_values=((images + 1) / 2 - clip.mean) / clip.std)
+        ref = model(
+            input_ids=enc["input_ids"],
+            attention_mask=enc["attention_mask"],
+            pixel_values=((images + 1) / 2 - clip.mean) / clip.std,
+        )
     assert torch.allclose(clip.encode_text(texts), ref.text_embeds, atol=1e-5)
     assert torch.allclose(clip.encode_image(images), ref.image_embeds, atol=1e-5)
 
@@ -69,8 +73,35 @@ def test_record_finds_the_clip_again_or_says_what_changed(tmp_path):
 
 def test_embed_command_with_a_transformers_clip(tmp_path):
     _tiny_hf_clip(tmp_path / "hf")
-    assert main(["data", "shards", "shapes", "--out", str(tmp_path / "shards"), "-n", "6", "--shard-size", "4", "--size", "16"]) == 0
-    args = ["embed", str(tmp_path / "shards"), "--clip", f"hf:{tmp_path / 'hf'}", "--out", str(tmp_path / "emb"), "--batch-size", "4", "--no-progress"]
+    assert (
+        main(
+            [
+                "data",
+                "shards",
+                "shapes",
+                "--out",
+                str(tmp_path / "shards"),
+                "-n",
+                "6",
+                "--shard-size",
+                "4",
+                "--size",
+                "16",
+            ]
+        )
+        == 0
+    )
+    args = [
+        "embed",
+        str(tmp_path / "shards"),
+        "--clip",
+        f"hf:{tmp_path / 'hf'}",
+        "--out",
+        str(tmp_path / "emb"),
+        "--batch-size",
+        "4",
+        "--no-progress",
+    ]
     assert main(args) == 0
     folder = EmbeddingFolder(tmp_path / "emb")
     assert len(folder) == 6 and len(folder.parts) == 2 and folder.dim == 8

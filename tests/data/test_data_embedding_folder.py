@@ -80,7 +80,16 @@ def test_released_layout_with_padded_numbers_and_extra_columns(tmp_path):
     for i in range(2):
         np.save(root / "img_emb" / f"img_emb_{i:04d}.npy", _rand(4, 6, i).numpy().astype(np.float16))
         np.save(root / "text_emb" / f"text_emb_{i:04d}.npy", _rand(4, 6, 10 + i).numpy().astype(np.float16))
-        pq.write_table(pa.table({"url": [f"http://x/{i}/{j}" for j in range(4)], "caption": [f"c{i}{j}" for j in range(4)], "key": [f"{i:04d}{j:04d}" for j in range(4)]}), root / "metadata" / f"metadata_{i:04d}.parquet")
+        pq.write_table(
+            pa.table(
+                {
+                    "url": [f"http://x/{i}/{j}" for j in range(4)],
+                    "caption": [f"c{i}{j}" for j in range(4)],
+                    "key": [f"{i:04d}{j:04d}" for j in range(4)],
+                }
+            ),
+            root / "metadata" / f"metadata_{i:04d}.parquet",
+        )
     f = EmbeddingFolder(root)
     assert len(f) == 8 and f[5].caption == "c11" and f[5].key == "00010001"
 
@@ -112,7 +121,9 @@ class FakeCLIP:
         return torch.nn.functional.normalize(torch.cat([images.mean((2, 3)), torch.ones(len(images), 1)], 1), dim=-1)
 
     def encode_text(self, captions):
-        return torch.nn.functional.normalize(torch.tensor([[len(c), sum(c.encode()) % 7, 1.0, 2.0] for c in captions]), dim=-1)
+        return torch.nn.functional.normalize(
+            torch.tensor([[len(c), sum(c.encode()) % 7, 1.0, 2.0] for c in captions]), dim=-1
+        )
 
 
 def test_embed_resumes_after_a_kill_without_rewriting_finished_parts(tmp_path, monkeypatch):
@@ -130,21 +141,40 @@ def test_embed_resumes_after_a_kill_without_rewriting_finished_parts(tmp_path, m
     monkeypatch.setattr(ef, "_save_npy", dies_in_part_one)
     record = {"kind": "fake", "sha256": "1"}
     with pytest.raises(KeyboardInterrupt):
-        embed_module.embed_data("shapes", FakeCLIP(), out, part_size=4, length=10, batch_size=3, clip_record=record, progress=False)
+        embed_module.embed_data(
+            "shapes", FakeCLIP(), out, part_size=4, length=10, batch_size=3, clip_record=record, progress=False
+        )
     assert is_part_finished(out, 0) and not is_part_finished(out, 1)
     assert not any(p.name.endswith(".tmp") for p in out.rglob("*")) and not part_paths(out, 1)[0].exists()
     before = {p: os.stat(p).st_mtime_ns for p in part_paths(out, 0)}
     monkeypatch.setattr(ef, "_save_npy", real)
-    summary = embed_module.embed_data("shapes", FakeCLIP(), out, part_size=4, length=10, batch_size=3, clip_record=record, progress=False)
+    summary = embed_module.embed_data(
+        "shapes", FakeCLIP(), out, part_size=4, length=10, batch_size=3, clip_record=record, progress=False
+    )
     assert summary["parts"] == 3 and summary["parts_written_now"] == 2
     assert {p: os.stat(p).st_mtime_ns for p in part_paths(out, 0)} == before
     fresh = tmp_path / "fresh"
     embed_module.embed_data("shapes", FakeCLIP(), fresh, part_size=4, length=10, batch_size=3, progress=False)
     a, b = EmbeddingFolder(out), EmbeddingFolder(fresh)
-    assert [a[i].key for i in range(10)] == [b[i].key for i in range(10)] == [f"shapes-train-s0-{i:08d}" for i in range(10)]
-    assert all(torch.equal(a[i].image_embed, b[i].image_embed) and torch.equal(a[i].text_embed, b[i].text_embed) for i in range(10))
+    assert (
+        [a[i].key for i in range(10)]
+        == [b[i].key for i in range(10)]
+        == [f"shapes-train-s0-{i:08d}" for i in range(10)]
+    )
+    assert all(
+        torch.equal(a[i].image_embed, b[i].image_embed) and torch.equal(a[i].text_embed, b[i].text_embed)
+        for i in range(10)
+    )
     with pytest.raises(DataError, match="another CLIP"):
-        embed_module.embed_data("shapes", FakeCLIP(), out, part_size=4, length=10, clip_record={"kind": "fake", "sha256": "2"}, progress=False)
+        embed_module.embed_data(
+            "shapes",
+            FakeCLIP(),
+            out,
+            part_size=4,
+            length=10,
+            clip_record={"kind": "fake", "sha256": "2"},
+            progress=False,
+        )
 
 
 def test_embed_shards_one_part_per_shard_with_skips(tmp_path):
@@ -174,7 +204,10 @@ def test_reading_is_memory_mapped(tmp_path):
     np.save(root / "img_emb" / "img_emb_0.npy", arr)
     np.save(root / "text_emb" / "text_emb_0.npy", arr)
     del arr
-    ef._atomic(root / "metadata" / "metadata_0.parquet", lambda tmp: pq.write_table(pa.table({"key": [str(i) for i in range(n)], "caption": ["c"] * n}), tmp))
+    ef._atomic(
+        root / "metadata" / "metadata_0.parquet",
+        lambda tmp: pq.write_table(pa.table({"key": [str(i) for i in range(n)], "caption": ["c"] * n}), tmp),
+    )
     f = EmbeddingFolder(root)
     batches = f.batches(1024, seed=0)
     rows = len(next(batches).keys)  # the first batch sets up the part's metadata and the allocator's pools

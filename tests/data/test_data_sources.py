@@ -38,7 +38,14 @@ def test_folder_source_skips_and_counts(folder):
     samples = list(source)
     assert [(s.key, s.caption) for s in samples] == [("a/blue", "blue"), ("a/red", "a red thing")]
     assert samples[0].image.shape == (3, 8, 8)
-    assert source.skips.as_dict() == {"undecodable_image": 1, "no_image": 0, "no_caption": 1, "empty_caption": 1, "corrupt_shard": 0, "total": 3}
+    assert source.skips.as_dict() == {
+        "undecodable_image": 1,
+        "no_image": 0,
+        "no_caption": 1,
+        "empty_caption": 1,
+        "corrupt_shard": 0,
+        "total": 3,
+    }
     with pytest.raises(DataError, match="no captioned images"):
         FolderSource(folder / "a" / "..", 8, limit=0)
 
@@ -67,7 +74,26 @@ def test_unknown_data_is_a_clear_error(tmp_path):
 
 def test_shards_round_trip_builtin(tmp_path):
     out = tmp_path / "shards"
-    assert main(["data", "shards", "shapes", "--out", str(out), "-n", "7", "--shard-size", "3", "--size", "16", "--seed", "2"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "shards",
+                "shapes",
+                "--out",
+                str(out),
+                "-n",
+                "7",
+                "--shard-size",
+                "3",
+                "--size",
+                "16",
+                "--seed",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert sorted(p.name for p in out.iterdir()) == ["00000.tar", "00001.tar", "00002.tar", "shards.json"]
     summary = json.loads((out / "shards.json").read_text())
     assert summary["samples"] == 7 and summary["shards"] == ["00000.tar", "00001.tar", "00002.tar"]

@@ -73,7 +73,9 @@ def test_skip_counts_from_dataloader_workers_reach_the_main_process(bad_shards):
 def test_shard_specs_resolve_or_fail_clearly(tmp_path):
     make_good_shards(tmp_path / "s", 3, 1)
     assert len(resolve_shards(tmp_path / "s")) == 3
-    assert resolve_shards(str(tmp_path / "s" / "{00000..00002}.tar")) == [str(tmp_path / "s" / f"{i:05d}.tar") for i in range(3)]
+    assert resolve_shards(str(tmp_path / "s" / "{00000..00002}.tar")) == [
+        str(tmp_path / "s" / f"{i:05d}.tar") for i in range(3)
+    ]
     assert len(resolve_shards(str(tmp_path / "s" / "*.tar"))) == 3
     assert resolve_shards(tmp_path / "s" / "00001.tar") == [str(tmp_path / "s" / "00001.tar")]
     with pytest.raises(DataError, match="matches no file"):

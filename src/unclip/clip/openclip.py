@@ -49,8 +49,45 @@ INSTALL_HINT = "pip install --no-deps open_clip_torch (only its config and vocab
 _VISION_DEFAULTS = {"head_width": 64, "mlp_ratio": 4.0}
 _TEXT_DEFAULTS = {"context_length": 77, "vocab_size": 49408, "width": 512, "heads": 8, "layers": 12, "mlp_ratio": 4.0}
 # Config entries that change the network away from the standard CLIP, with the value that does not.
-_UNSUPPORTED_VISION = {"timm_model_name": None, "ls_init_value": None, "attentional_pool": False, "no_ln_pre": False, "final_ln_after_pool": False, "pos_embed_type": "learnable", "pool_type": "tok", "act_kwargs": None, "norm_kwargs": None, "qk_norm": False, "scaled_cosine_attn": False, "scale_heads": False, "scale_attn_inner": False, "scale_attn": False, "scale_fc": False, "block_type": None}
-_UNSUPPORTED_TEXT = {"hf_model_name": None, "hf_tokenizer_name": None, "ls_init_value": None, "embed_cls": False, "no_causal_mask": False, "final_ln_after_pool": False, "pool_type": "argmax", "proj_bias": False, "proj_type": "linear", "act_kwargs": None, "norm_kwargs": None, "qk_norm": False, "scaled_cosine_attn": False, "scale_heads": False, "scale_attn_inner": False, "scale_attn": False, "scale_fc": False, "block_type": None, "tokenizer_kwargs": None}
+_UNSUPPORTED_VISION = {
+    "timm_model_name": None,
+    "ls_init_value": None,
+    "attentional_pool": False,
+    "no_ln_pre": False,
+    "final_ln_after_pool": False,
+    "pos_embed_type": "learnable",
+    "pool_type": "tok",
+    "act_kwargs": None,
+    "norm_kwargs": None,
+    "qk_norm": False,
+    "scaled_cosine_attn": False,
+    "scale_heads": False,
+    "scale_attn_inner": False,
+    "scale_attn": False,
+    "scale_fc": False,
+    "block_type": None,
+}
+_UNSUPPORTED_TEXT = {
+    "hf_model_name": None,
+    "hf_tokenizer_name": None,
+    "ls_init_value": None,
+    "embed_cls": False,
+    "no_causal_mask": False,
+    "final_ln_after_pool": False,
+    "pool_type": "argmax",
+    "proj_bias": False,
+    "proj_type": "linear",
+    "act_kwargs": None,
+    "norm_kwargs": None,
+    "qk_norm": False,
+    "scaled_cosine_attn": False,
+    "scale_heads": False,
+    "scale_attn_inner": False,
+    "scale_attn": False,
+    "scale_fc": False,
+    "block_type": None,
+    "tokenizer_kwargs": None,
+}
 
 
 def _package_dir() -> Path | None:
@@ -70,12 +107,18 @@ def find_config(arch: str) -> tuple[dict[str, Any], str]:
         return json.loads(path.read_text(encoding="utf-8")), str(path)
     package = _package_dir()
     if package is None:
-        raise ConfigError(f"OpenCLIP architecture {arch!r}: its config comes from the open_clip_torch package, which is not installed; {INSTALL_HINT}, or give the path of the model's config .json instead of its name")
+        raise ConfigError(
+            f"OpenCLIP architecture {arch!r}: its config comes from the open_clip_torch package, which is not "
+            f"installed; {INSTALL_HINT}, or give the path of the model's config .json instead of its name"
+        )
     file = package / "model_configs" / f"{arch}.json"
     if not file.is_file():
         names = sorted(p.stem for p in (package / "model_configs").glob("*.json"))
         close = [n for n in names if n.lower().startswith(arch.lower()[:5])][:8]
-        raise ConfigError(f"unknown OpenCLIP architecture {arch!r}; similar names: {', '.join(close) or 'none'} (all are in {file.parent})")
+        raise ConfigError(
+            f"unknown OpenCLIP architecture {arch!r}; similar names: {', '.join(close) or 'none'} (all are in "
+            f"{file.parent})"
+        )
     return json.loads(file.read_text(encoding="utf-8")), f"open_clip:{arch}"
 
 
@@ -84,14 +127,22 @@ def find_vocab(weights: Path) -> Path:
     for candidate in (weights.parent / VOCAB_FILE, (_package_dir() or Path("/nonexistent")) / VOCAB_FILE):
         if candidate.is_file():
             return candidate
-    raise ConfigError(f"CLIP's tokenizer vocabulary {VOCAB_FILE} was not found beside {weights} nor in an installed open_clip_torch; put it beside the weights or {INSTALL_HINT}")
+    raise ConfigError(
+        f"CLIP's tokenizer vocabulary {VOCAB_FILE} was not found beside {weights} nor in an installed "
+        f"open_clip_torch; put it beside the weights or {INSTALL_HINT}"
+    )
 
 
 def _check_supported(cfg: dict[str, Any], arch: str) -> tuple[dict[str, Any], dict[str, Any]]:
     if cfg.get("custom_text") or "multimodal_cfg" in cfg:
-        raise ConfigError(f"OpenCLIP {arch!r} has a custom text tower (custom_text/CoCa); only the standard CLIP text transformer can be read")
+        raise ConfigError(
+            f"OpenCLIP {arch!r} has a custom text tower (custom_text/CoCa); only the standard CLIP text transformer "
+            "can be read"
+        )
     if cfg.get("init_logit_bias") is not None:
-        raise ConfigError(f"OpenCLIP {arch!r} is a SigLIP model (logit bias, sigmoid loss); only CLIP models can be read")
+        raise ConfigError(
+            f"OpenCLIP {arch!r} is a SigLIP model (logit bias, sigmoid loss); only CLIP models can be read"
+        )
     vision = {**_VISION_DEFAULTS, **cfg.get("vision_cfg", {})}
     text = {**_TEXT_DEFAULTS, **cfg.get("text_cfg", {})}
     if not isinstance(vision.get("layers"), int):
@@ -99,7 +150,10 @@ def _check_supported(cfg: dict[str, Any], arch: str) -> tuple[dict[str, Any], di
     for where, values, allowed in (("vision_cfg", vision, _UNSUPPORTED_VISION), ("text_cfg", text, _UNSUPPORTED_TEXT)):
         for key, ok in allowed.items():
             if values.get(key, ok) != ok:
-                raise ConfigError(f"OpenCLIP {arch!r}: {where}.{key} = {values[key]!r} is not supported (only the standard CLIP architecture can be read into transformers' CLIPModel)")
+                raise ConfigError(
+                    f"OpenCLIP {arch!r}: {where}.{key} = {values[key]!r} is not supported (only the standard CLIP "
+                    "architecture can be read into transformers' CLIPModel)"
+                )
     size = vision.get("image_size", 224)
     if isinstance(size, (list, tuple)):
         if len(set(size)) != 1:
@@ -117,16 +171,30 @@ def hf_config(cfg: dict[str, Any], arch: str = "model") -> Any:
     vision_heads = vision["width"] // vision["head_width"]
     return CLIPConfig(
         text_config={
-            "vocab_size": text["vocab_size"], "hidden_size": text["width"], "intermediate_size": int(text["width"] * text["mlp_ratio"]),
-            "num_hidden_layers": text["layers"], "num_attention_heads": text["heads"], "max_position_embeddings": text["context_length"],
-            "hidden_act": act, "layer_norm_eps": 1e-5, "projection_dim": cfg["embed_dim"],
+            "vocab_size": text["vocab_size"],
+            "hidden_size": text["width"],
+            "intermediate_size": int(text["width"] * text["mlp_ratio"]),
+            "num_hidden_layers": text["layers"],
+            "num_attention_heads": text["heads"],
+            "max_position_embeddings": text["context_length"],
+            "hidden_act": act,
+            "layer_norm_eps": 1e-5,
+            "projection_dim": cfg["embed_dim"],
             # eos_token_id == 2 selects pooling at the largest token id, OpenCLIP's "argmax" pooling.
-            "bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1,
+            "bos_token_id": 0,
+            "eos_token_id": 2,
+            "pad_token_id": 1,
         },
         vision_config={
-            "image_size": vision["image_size"], "patch_size": vision["patch_size"], "hidden_size": vision["width"],
-            "intermediate_size": int(vision["width"] * vision["mlp_ratio"]), "num_hidden_layers": vision["layers"],
-            "num_attention_heads": vision_heads, "hidden_act": act, "layer_norm_eps": 1e-5, "projection_dim": cfg["embed_dim"],
+            "image_size": vision["image_size"],
+            "patch_size": vision["patch_size"],
+            "hidden_size": vision["width"],
+            "intermediate_size": int(vision["width"] * vision["mlp_ratio"]),
+            "num_hidden_layers": vision["layers"],
+            "num_attention_heads": vision_heads,
+            "hidden_act": act,
+            "layer_norm_eps": 1e-5,
+            "projection_dim": cfg["embed_dim"],
         },
         projection_dim=cfg["embed_dim"],
     )
@@ -140,7 +208,13 @@ def _blocks(sd: dict[str, torch.Tensor], src: str, dst: str, layers: int) -> dic
             out[d + f"self_attn.{part}_proj.weight"] = w
         for part, b in zip(("q", "k", "v"), sd[s + "attn.in_proj_bias"].chunk(3)):
             out[d + f"self_attn.{part}_proj.bias"] = b
-        names = {"attn.out_proj": "self_attn.out_proj", "ln_1": "layer_norm1", "ln_2": "layer_norm2", "mlp.c_fc": "mlp.fc1", "mlp.c_proj": "mlp.fc2"}
+        names = {
+            "attn.out_proj": "self_attn.out_proj",
+            "ln_1": "layer_norm1",
+            "ln_2": "layer_norm2",
+            "mlp.c_fc": "mlp.fc1",
+            "mlp.c_proj": "mlp.fc2",
+        }
         for a, b in names.items():
             out[d + b + ".weight"] = sd[s + a + ".weight"]
             out[d + b + ".bias"] = sd[s + a + ".bias"]
@@ -154,12 +228,15 @@ def convert_state_dict(sd: dict[str, torch.Tensor], vision_layers: int, text_lay
         v + "embeddings.patch_embedding.weight": sd["visual.conv1.weight"],
         v + "embeddings.class_embedding": sd["visual.class_embedding"],
         v + "embeddings.position_embedding.weight": sd["visual.positional_embedding"],
-        v + "pre_layrnorm.weight": sd["visual.ln_pre.weight"], v + "pre_layrnorm.bias": sd["visual.ln_pre.bias"],
-        v + "post_layernorm.weight": sd["visual.ln_post.weight"], v + "post_layernorm.bias": sd["visual.ln_post.bias"],
+        v + "pre_layrnorm.weight": sd["visual.ln_pre.weight"],
+        v + "pre_layrnorm.bias": sd["visual.ln_pre.bias"],
+        v + "post_layernorm.weight": sd["visual.ln_post.weight"],
+        v + "post_layernorm.bias": sd["visual.ln_post.bias"],
         "visual_projection.weight": sd["visual.proj"].t(),
         t + "embeddings.token_embedding.weight": sd["token_embedding.weight"],
         t + "embeddings.position_embedding.weight": sd["positional_embedding"],
-        t + "final_layer_norm.weight": sd["ln_final.weight"], t + "final_layer_norm.bias": sd["ln_final.bias"],
+        t + "final_layer_norm.weight": sd["ln_final.weight"],
+        t + "final_layer_norm.bias": sd["ln_final.bias"],
         "text_projection.weight": sd["text_projection"].t(),
         "logit_scale": sd["logit_scale"],
     }
@@ -200,7 +277,8 @@ def build_tokenizer(vocab_file: Path, context_length: int) -> Any:
 
 
 def load_openclip_weights(path: Path) -> dict[str, torch.Tensor]:
-    """An OpenCLIP state dict from ``.safetensors`` (preferred) or ``.pt``/``.bin`` (``torch.load(weights_only=True)``)."""
+    """An OpenCLIP state dict from ``.safetensors`` (preferred) or ``.pt``/``.bin``
+    (read with ``torch.load(weights_only=True)``, never unpickling objects)."""
     if not path.is_file():
         raise CheckpointError(f"OpenCLIP weights file {path} does not exist")
     if path.suffix == ".safetensors":
@@ -211,11 +289,16 @@ def load_openclip_weights(path: Path) -> dict[str, torch.Tensor]:
         try:
             sd = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any failure here is a file we refuse
-            raise CheckpointError(f"could not read {path} with torch.load(weights_only=True) ({exc}); pickled objects are never loaded, convert it to safetensors") from exc
+            raise CheckpointError(
+                f"could not read {path} with torch.load(weights_only=True) ({exc}); pickled objects are never "
+                "loaded, convert it to safetensors"
+            ) from exc
         if isinstance(sd, dict) and "state_dict" in sd:
             sd = sd["state_dict"]
     else:
-        raise CheckpointError(f"{path}: OpenCLIP weights must be .safetensors (or .pt/.bin, read with weights_only=True)")
+        raise CheckpointError(
+            f"{path}: OpenCLIP weights must be .safetensors (or .pt/.bin, read with weights_only=True)"
+        )
     if not isinstance(sd, dict):
         raise CheckpointError(f"{path} does not hold a state dict")
     return {k.removeprefix("module."): v for k, v in sd.items()}
@@ -242,7 +325,10 @@ def load_openclip_as_hf(weights: str | os.PathLike, arch: str) -> tuple[Any, Any
     bad = [k for k, x in converted.items() if k not in expected or expected[k].shape != x.shape]
     if bad:
         k = bad[0]
-        raise CheckpointError(f"{weights} does not match OpenCLIP {arch!r}: {k} has shape {tuple(converted[k].shape)}, the architecture wants {tuple(expected[k].shape) if k in expected else 'no such weight'}")
+        raise CheckpointError(
+            f"{weights} does not match OpenCLIP {arch!r}: {k} has shape {tuple(converted[k].shape)}, the "
+            f"architecture wants {tuple(expected[k].shape) if k in expected else 'no such weight'}"
+        )
     missing = [k for k in expected if k not in converted and not k.endswith("position_ids")]
     if missing:
         raise CheckpointError(f"{weights}: no weights for {missing[:3]} of OpenCLIP {arch!r}")

@@ -123,7 +123,15 @@ class PretrainedCLIP:
 class HFCLIP(PretrainedCLIP):
     """A ``transformers`` CLIPModel with its tokenizer (from a local directory, or converted from OpenCLIP)."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer, mean: Sequence[float] | None = None, std: Sequence[float] | None = None, device: str | torch.device = "cpu", batch_size: int = 64) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        device: str | torch.device = "cpu",
+        batch_size: int = 64,
+    ) -> None:
         super().__init__(model.to(device), mean or CLIP_MEAN, std or CLIP_STD, batch_size)
         self.tokenizer = tokenizer
         self.embed_dim = model.config.projection_dim
@@ -156,13 +164,18 @@ class HFCLIP(PretrainedCLIP):
         return cls(model, tokenizer, mean, std, device=device, batch_size=batch_size)
 
     @classmethod
-    def from_openclip(cls, weights: Path, arch: str, device: str | torch.device = "cpu", batch_size: int = 64) -> "HFCLIP":
-        """OpenCLIP ``arch`` with ``weights``, read into transformers' CLIPModel (open_clip itself is never imported)."""
+    def from_openclip(
+        cls, weights: Path, arch: str, device: str | torch.device = "cpu", batch_size: int = 64
+    ) -> "HFCLIP":
+        """OpenCLIP ``arch`` with ``weights``, read into transformers' CLIPModel (open_clip is never imported)."""
         _offline()
         try:
             import transformers  # noqa: F401
         except ImportError as exc:
-            raise UnclipError(f"loading the OpenCLIP weights {weights} needs the 'transformers' package (they are read into its CLIPModel): pip install transformers") from exc
+            raise UnclipError(
+                f"loading the OpenCLIP weights {weights} needs the 'transformers' package "
+                "(they are read into its CLIPModel): pip install transformers"
+            ) from exc
         from .openclip import load_openclip_as_hf
 
         model, tokenizer, pre = load_openclip_as_hf(weights, arch)
@@ -209,8 +222,13 @@ def load_pretrained_clip(path: str | os.PathLike, *, model_name: str | None = No
         return HFCLIP.from_directory(path, device=device, batch_size=batch_size)
     if path.is_file():
         if path.suffix not in OPENCLIP_SUFFIXES:
-            raise CheckpointError(f"{path}: OpenCLIP weights must be .safetensors (or .pt/.pth/.bin, read with torch.load(weights_only=True))")
+            raise CheckpointError(
+                f"{path}: OpenCLIP weights must be .safetensors "
+                "(or .pt/.pth/.bin, read with torch.load(weights_only=True))"
+            )
         if not model_name:
             raise ConfigError(f"{path}: an OpenCLIP weights file needs its architecture name, e.g. model_name='ViT-B-32'")
         return HFCLIP.from_openclip(path, model_name, device=device, batch_size=batch_size)
-    raise CheckpointError(f"pretrained CLIP not found: {path} (pass a Hugging Face model directory or an OpenCLIP weights file)")
+    raise CheckpointError(
+        f"pretrained CLIP not found: {path} (pass a Hugging Face model directory or an OpenCLIP weights file)"
+    )

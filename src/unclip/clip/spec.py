@@ -59,11 +59,17 @@ def _our_clip_dir(text: str) -> Path:
         components = json.loads((path / "model.json").read_text(encoding="utf-8")).get("components", {})
         sub = path / components.get("clip", "clip")
         if not (sub / "config.json").is_file():
-            raise CheckpointError(f"--clip {text}: the model directory {path} has no clip component ({sub} is missing); it may use a pretrained CLIP, see its model.json")
+            raise CheckpointError(
+                f"--clip {text}: the model directory {path} has no clip component ({sub} is missing); it may use a "
+                "pretrained CLIP, see its model.json"
+            )
         return sub
     if (path / "config.json").is_file() and (path / "weights.safetensors").is_file():
         return path
-    raise ConfigError(f"--clip {text!r} is not a model directory (model.json), a clip component folder (config.json + weights.safetensors), 'open_clip:ARCH:WEIGHTS' or 'hf:DIRECTORY'")
+    raise ConfigError(
+        f"--clip {text!r} is not a model directory (model.json), a clip component folder (config.json + "
+        "weights.safetensors), 'open_clip:ARCH:WEIGHTS' or 'hf:DIRECTORY'"
+    )
 
 
 def parse_clip_spec(text: str | os.PathLike | ClipSpec) -> ClipSpec:
@@ -74,7 +80,10 @@ def parse_clip_spec(text: str | os.PathLike | ClipSpec) -> ClipSpec:
     if text.startswith("open_clip:"):
         parts = text.split(":", 2)
         if len(parts) != 3 or not parts[1] or not parts[2]:
-            raise ConfigError(f"--clip {text!r}: write OpenCLIP models as open_clip:ARCH:WEIGHTS_FILE, e.g. open_clip:ViT-B-32:/models/vit-b-32.safetensors")
+            raise ConfigError(
+                f"--clip {text!r}: write OpenCLIP models as open_clip:ARCH:WEIGHTS_FILE, e.g. "
+                "open_clip:ViT-B-32:/models/vit-b-32.safetensors"
+            )
         path = Path(parts[2]).expanduser()
         if not path.is_file():
             raise CheckpointError(f"--clip {text!r}: the OpenCLIP weights file {path} does not exist")
@@ -82,7 +91,10 @@ def parse_clip_spec(text: str | os.PathLike | ClipSpec) -> ClipSpec:
     if text.startswith("hf:"):
         path = Path(text[3:]).expanduser()
         if not (path / "config.json").is_file():
-            raise CheckpointError(f"--clip {text!r}: {path} is not a transformers CLIPModel directory (no config.json); save one with model.save_pretrained(DIR) and tokenizer.save_pretrained(DIR)")
+            raise CheckpointError(
+                f"--clip {text!r}: {path} is not a transformers CLIPModel directory (no config.json); save one with "
+                "model.save_pretrained(DIR) and tokenizer.save_pretrained(DIR)"
+            )
         return ClipSpec("hf", path.resolve())
     return ClipSpec("unclip", _our_clip_dir(text).resolve())
 
@@ -149,9 +161,15 @@ def check_clip_record(record: dict[str, Any]) -> list[str]:
         return [f"unknown CLIP kind {record['kind']!r} (known: {', '.join(KINDS)})"]
     file = Path(record["file"])
     if not file.is_file():
-        problems.append(f"the {record['kind']} CLIP weights file {file} that this model was trained with is missing; put it back at that path (SHA-256 {record['sha256'][:16]}...)")
+        problems.append(
+            f"the {record['kind']} CLIP weights file {file} that this model was trained with is missing; put it "
+            f"back at that path (SHA-256 {record['sha256'][:16]}...)"
+        )
     elif (now := sha256_file(file)) != record["sha256"]:
-        problems.append(f"the CLIP weights file {file} changed since training (SHA-256 now {now[:16]}..., recorded {record['sha256'][:16]}...); restore the original weights")
+        problems.append(
+            f"the CLIP weights file {file} changed since training (SHA-256 now {now[:16]}..., recorded "
+            f"{record['sha256'][:16]}...); restore the original weights"
+        )
     return problems
 
 

@@ -33,7 +33,9 @@ logger = logging.getLogger(__name__)
 RECORD_NAME = "embed.json"
 
 
-def _encode_part(source: ImageTextSource, clip: Any, batch_size: int, bar: Any) -> tuple[torch.Tensor, torch.Tensor, list[str], list[str]]:
+def _encode_part(
+    source: ImageTextSource, clip: Any, batch_size: int, bar: Any
+) -> tuple[torch.Tensor, torch.Tensor, list[str], list[str]]:
     images, texts, keys, captions = [], [], [], []
     pending: list[Any] = []
 
@@ -64,7 +66,10 @@ def _check_record(out: Path, clip_record: dict[str, Any] | None) -> None:
         return
     old = json.loads(path.read_text(encoding="utf-8")).get("clip")
     if old and (old.get("sha256"), old.get("kind")) != (clip_record.get("sha256"), clip_record.get("kind")):
-        raise DataError(f"{out} holds embeddings of another CLIP ({old.get('kind')} {old.get('name')}, sha256 {str(old.get('sha256'))[:12]}); use a new --out folder or the same --clip")
+        raise DataError(
+            f"{out} holds embeddings of another CLIP ({old.get('kind')} {old.get('name')}, sha256 "
+            f"{str(old.get('sha256'))[:12]}); use a new --out folder or the same --clip"
+        )
 
 
 def embed_data(
@@ -110,9 +115,18 @@ def embed_data(
     else:
         whole = open_source(src, size, split=split, seed=seed, shuffle=False, length=length)
         n = len(whole)  # type: ignore[arg-type]
-        parts = [(i, lambda i=i: whole.select(i * part_size, (i + 1) * part_size)) for i in range(math.ceil(n / part_size))]
+        parts = [
+            (i, lambda i=i: whole.select(i * part_size, (i + 1) * part_size)) for i in range(math.ceil(n / part_size))
+        ]
         total = n
-    record: dict[str, Any] = {"format": "clip-retrieval", "source": str(src), "split": split, "seed": seed, "clip": clip_record, "parts": len(parts)}
+    record: dict[str, Any] = {
+        "format": "clip-retrieval",
+        "source": str(src),
+        "split": split,
+        "seed": seed,
+        "clip": clip_record,
+        "parts": len(parts),
+    }
     atomic_write_json(out / RECORD_NAME, record)
     skipped: dict[str, int] = {}
     used: dict[int, ImageTextSource] = {}

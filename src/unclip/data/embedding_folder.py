@@ -46,9 +46,15 @@ _PART_RE = re.compile(r"^img_emb_(\d+)\.npy$")
 
 
 def part_paths(root: str | os.PathLike, index: int, digits: str | None = None) -> tuple[Path, Path, Path]:
-    """The three files of part ``index``: ``(img_emb, text_emb, metadata)`` (``digits``: the on-disk spelling of the number)."""
+    """The three files of part ``index``: ``(img_emb, text_emb, metadata)``.
+
+    ``digits`` is the number as spelled on disk (released sets zero-pad it)."""
     root, n = Path(root), digits if digits is not None else str(index)
-    return root / IMG_DIR / f"img_emb_{n}.npy", root / TEXT_DIR / f"text_emb_{n}.npy", root / META_DIR / f"metadata_{n}.parquet"
+    return (
+        root / IMG_DIR / f"img_emb_{n}.npy",
+        root / TEXT_DIR / f"text_emb_{n}.npy",
+        root / META_DIR / f"metadata_{n}.parquet",
+    )
 
 
 def is_part_finished(root: str | os.PathLike, index: int) -> bool:
@@ -88,15 +94,22 @@ def write_part(
     captions: Sequence[str],
     extra: dict[str, Sequence[Any]] | None = None,
 ) -> None:
-    """Write part ``index``: embeddings renormalised to unit length and stored as float16, metadata with ``key``, ``caption`` (+ ``extra`` columns)."""
+    """Write part ``index``: embeddings renormalised to unit length and stored as float16,
+    metadata with ``key``, ``caption`` (and ``extra`` columns); metadata last."""
     import pyarrow as pa  # noqa: PLC0415 - optional until embeddings are used
     import pyarrow.parquet as pq  # noqa: PLC0415
 
     img, txt = _unit_float16(image_embeds, "image_embeds"), _unit_float16(text_embeds, "text_embeds")
     n = len(keys)
     if img.shape != txt.shape or img.shape[0] != n or len(captions) != n:
-        raise DataError(f"part {index}: {img.shape[0]} image and {txt.shape[0]} text embeddings for {n} keys and {len(captions)} captions; they must match")
-    columns = {"key": pa.array([str(k) for k in keys], pa.string()), "caption": pa.array([str(c) for c in captions], pa.string())}
+        raise DataError(
+            f"part {index}: {img.shape[0]} image and {txt.shape[0]} text embeddings for {n} keys and "
+            f"{len(captions)} captions; they must match"
+        )
+    columns = {
+        "key": pa.array([str(k) for k in keys], pa.string()),
+        "caption": pa.array([str(c) for c in captions], pa.string()),
+    }
     for name, values in (extra or {}).items():
         columns[name] = pa.array(list(values))
     table = pa.table(columns)
@@ -168,7 +181,11 @@ class EmbeddingFolder:
         self.root = Path(root)
         img_dir = self.root / IMG_DIR
         if not img_dir.is_dir():
-            raise DataError(f"{self.root} is not an embedding folder: it has no {IMG_DIR}/ (expected img_emb/img_emb_{{i}}.npy, text_emb/text_emb_{{i}}.npy, metadata/metadata_{{i}}.parquet, as `unclip embed` or clip-retrieval write)")
+            raise DataError(
+                f"{self.root} is not an embedding folder: it has no {IMG_DIR}/ (expected img_emb/img_emb_{{i}}.npy, "
+                f"text_emb/text_emb_{{i}}.npy, metadata/metadata_{{i}}.parquet, as `unclip embed` or clip-retrieval "
+                "write)"
+            )
         found = sorted((int(m.group(1)), m.group(1)) for p in img_dir.iterdir() if (m := _PART_RE.match(p.name)))
         self.parts: list[Part] = []
         incomplete, offset, dim = [], 0, None
@@ -178,16 +195,32 @@ class EmbeddingFolder:
                 incomplete.append(index)
                 continue
             shape, dtype = _npy_shape(img)
-            rows = self._check_part(index, img, text if text.is_file() else None, meta if meta.is_file() else None, shape)
+            rows = self._check_part(
+                index, img, text if text.is_file() else None, meta if meta.is_file() else None, shape
+            )
             if dim is not None and shape[1] != dim:
-                raise DataError(f"{img} has dimension {shape[1]} but earlier parts have {dim}; an embedding folder holds one CLIP's embeddings")
+                raise DataError(
+                    f"{img} has dimension {shape[1]} but earlier parts have {dim}; an embedding folder holds one "
+                    "CLIP's embeddings"
+                )
             dim = shape[1]
-            self.parts.append(Part(index, img, text if text.is_file() else None, meta if meta.is_file() else None, rows, offset))
+            self.parts.append(
+                Part(index, img, text if text.is_file() else None, meta if meta.is_file() else None, rows, offset)
+            )
             offset += rows
         if incomplete:
-            logger.warning("%s: ignoring %d unfinished part(s) %s (missing text_emb or metadata); run `unclip embed` again to finish them", self.root, len(incomplete), incomplete[:10])
+            logger.warning(
+                "%s: ignoring %d unfinished part(s) %s (missing text_emb or metadata); run `unclip embed` again to "
+                "finish them",
+                self.root,
+                len(incomplete),
+                incomplete[:10],
+            )
         if not self.parts:
-            raise DataError(f"{self.root} holds no finished embedding part (img_emb_{{i}}.npy with text_emb_{{i}}.npy and metadata_{{i}}.parquet)")
+            raise DataError(
+                f"{self.root} holds no finished embedding part (img_emb_{{i}}.npy with text_emb_{{i}}.npy and "
+                f"metadata_{{i}}.parquet)"
+            )
         self.dim = int(dim or 0)
         self._offsets = [p.offset for p in self.parts]
         self._length = offset
@@ -199,13 +232,17 @@ class EmbeddingFolder:
         if len(shape) != 2:
             raise DataError(f"{img} holds an array of shape {shape}; expected (N, E)")
         if text is not None and _npy_shape(text)[0] != shape:
-            raise DataError(f"part {index}: {text} has shape {_npy_shape(text)[0]} but {img} has {shape}; re-create this part")
+            raise DataError(
+                f"part {index}: {text} has shape {_npy_shape(text)[0]} but {img} has {shape}; re-create this part"
+            )
         if meta is not None:
             import pyarrow.parquet as pq  # noqa: PLC0415
 
             rows = pq.ParquetFile(meta).metadata.num_rows
             if rows != shape[0]:
-                raise DataError(f"part {index}: {meta} has {rows} rows but {img} has {shape[0]} embeddings; re-create this part")
+                raise DataError(
+                    f"part {index}: {meta} has {rows} rows but {img} has {shape[0]} embeddings; re-create this part"
+                )
         return int(shape[0])
 
     def __len__(self) -> int:
@@ -246,7 +283,9 @@ class EmbeddingFolder:
         else:
             taken = table.take(rows)
             captions = taken.column("caption").to_pylist()
-            keys = taken.column("key").to_pylist() if "key" in taken.column_names else [f"{part.index}_{r}" for r in rows]
+            keys = (
+                taken.column("key").to_pylist() if "key" in taken.column_names else [f"{part.index}_{r}" for r in rows]
+            )
         return EmbeddingBatch(txt, img, [c or "" for c in captions], [str(k) for k in keys])
 
     def __getitem__(self, index: int) -> EmbeddingRow:
@@ -254,9 +293,20 @@ class EmbeddingFolder:
         index = range(self._length)[index]
         part = self.parts[bisect.bisect_right(self._offsets, index) - 1]
         b = self._rows(part, np.array([index - part.offset]))
-        return EmbeddingRow(b.text_embeds[0] if len(b.text_embeds) else b.text_embeds, b.image_embeds[0], b.captions[0], b.keys[0])
+        return EmbeddingRow(
+            b.text_embeds[0] if len(b.text_embeds) else b.text_embeds, b.image_embeds[0], b.captions[0], b.keys[0]
+        )
 
-    def batches(self, batch_size: int, *, shuffle: bool = True, seed: int = 0, epoch: int = 0, repeat: bool = False, drop_last: bool = False) -> Iterator[EmbeddingBatch]:
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        epoch: int = 0,
+        repeat: bool = False,
+        drop_last: bool = False,
+    ) -> Iterator[EmbeddingBatch]:
         """Batches of this process's rows (see :func:`worker_slot`), one pass per epoch or forever with ``repeat``.
 
         Shuffling is by part: the part order and the rows within each part are permuted
@@ -288,33 +338,45 @@ class EmbeddingFolder:
 
     # ----------------------------------------------------------------- lookup by key
     def _keys(self) -> tuple[np.ndarray, np.ndarray]:
-        """Sorted keys (fixed-width bytes) and their global rows, built on first use: about (key length + 8) bytes per row."""
+        """Sorted keys (fixed-width bytes) and their global rows, built on first use:
+        about (key length + 8) bytes per row."""
         if self._key_index is None:
             import pyarrow.parquet as pq  # noqa: PLC0415
 
             chunks = []
             for part in self.parts:
                 if part.meta is None or "key" not in pq.ParquetFile(part.meta).schema_arrow.names:
-                    raise DataError(f"looking up embeddings by key needs a 'key' column in every metadata file; {part.meta or part.img} has none")
+                    raise DataError(
+                        "looking up embeddings by key needs a 'key' column in every metadata file; "
+                        f"{part.meta or part.img} has none"
+                    )
                 column = pq.read_table(part.meta, columns=["key"]).column("key").to_pylist()
                 chunks.append(np.array([str(k).encode() for k in column], dtype=np.bytes_))
             keys = np.concatenate(chunks) if chunks else np.zeros(0, dtype="S1")
             order = np.argsort(keys, kind="stable")
             keys = keys[order]
             if len(keys) > 1 and (dup := np.flatnonzero(keys[1:] == keys[:-1])).size:
-                raise DataError(f"{self.root}: key {keys[dup[0]].decode()!r} appears more than once; keys must be unique to look up z_i")
+                raise DataError(
+                    f"{self.root}: key {keys[dup[0]].decode()!r} appears more than once; keys must be unique to "
+                    "look up z_i"
+                )
             self._key_index = (keys, order.astype(np.int64))
         return self._key_index
 
     def lookup_image_embeds(self, keys: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """z_i of the samples named ``keys``: ``(embeds (B, E) float32, found (B,) bool)``; rows of missing keys are zero."""
+        """z_i of the samples named ``keys``: ``(embeds (B, E) float32, found (B,) bool)``;
+        rows of missing keys are zero."""
         sorted_keys, rows = self._keys()
         raw = [str(k).encode() for k in keys]
         fits = np.array([len(r) <= sorted_keys.dtype.itemsize for r in raw], dtype=bool)
         wanted = np.array(raw, dtype=sorted_keys.dtype)  # longer keys are cut here and masked by `fits`
         pos = np.searchsorted(sorted_keys, wanted)
         pos_clipped = np.minimum(pos, max(len(sorted_keys) - 1, 0))
-        found = fits & (pos < len(sorted_keys)) & (sorted_keys[pos_clipped] == wanted) if len(sorted_keys) else np.zeros(len(raw), bool)
+        found = (
+            fits & (pos < len(sorted_keys)) & (sorted_keys[pos_clipped] == wanted)
+            if len(sorted_keys)
+            else np.zeros(len(raw), bool)
+        )
         out = torch.zeros(len(raw), self.dim)
         global_rows = rows[pos_clipped]
         for part in self.parts:

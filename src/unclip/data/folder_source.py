@@ -21,7 +21,8 @@ from .sources import ImageTextSource, Sample
 
 
 def scan_captioned(root: Path) -> tuple[list[tuple[Path, str]], int, int]:
-    """``(pairs, no_caption, empty_caption)``: captioned images under ``root`` sorted by path, and the counts left out."""
+    """``(pairs, no_caption, empty_caption)``: captioned images under ``root`` sorted by path,
+    and the counts of images left out."""
     pairs: list[tuple[Path, str]] = []
     missing = empty = 0
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
@@ -47,7 +48,16 @@ class FolderSource(ImageTextSource):
 
     name = "folder"
 
-    def __init__(self, root: str | os.PathLike, size: int, *, shuffle: bool = True, seed: int = 0, repeat: bool = False, limit: int | None = None) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        size: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        repeat: bool = False,
+        limit: int | None = None,
+    ) -> None:
         super().__init__(size, shuffle=shuffle, seed=seed, repeat=repeat)
         self.root = Path(root)
         if not self.root.is_dir():
@@ -60,7 +70,10 @@ class FolderSource(ImageTextSource):
         if limit is not None:
             self.pairs = self.pairs[: int(limit)]
         if not self.pairs:
-            raise DataError(f"no captioned images found in {self.root} ({missing} without a caption file, {empty} with an empty one); {LAYOUT_HINT}")
+            raise DataError(
+                f"no captioned images found in {self.root} ({missing} without a caption file, {empty} with an empty "
+                f"one); {LAYOUT_HINT}"
+            )
 
     def __len__(self) -> int:
         return len(self.pairs)

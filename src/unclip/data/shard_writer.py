@@ -33,13 +33,20 @@ def _png(image: Any) -> bytes:
     return buffer.getvalue()
 
 
-def _builtin_items(name: str, split: str, size: int, seed: int, length: int | None) -> Iterator[tuple[str, bytes, str, dict[str, Any]]]:
+def _builtin_items(
+    name: str, split: str, size: int, seed: int, length: int | None
+) -> Iterator[tuple[str, bytes, str, dict[str, Any]]]:
     from . import get_dataset
 
     dataset = get_dataset(name, split=split, size=size, seed=seed, length=length)
     for index in range(len(dataset)):  # type: ignore[arg-type]
         item = dataset[index]
-        yield "png", _png(item["image"]), item["caption"], {"dataset": name, "split": split, "seed": seed, "index": index, "attributes": item["attributes"]}
+        yield (
+            "png",
+            _png(item["image"]),
+            item["caption"],
+            {"dataset": name, "split": split, "seed": seed, "index": index, "attributes": item["attributes"]},
+        )
 
 
 def _folder_items(root: Path, size: int | None, length: int | None) -> Iterator[tuple[str, bytes, str, dict[str, Any]]]:
@@ -49,7 +56,10 @@ def _folder_items(root: Path, size: int | None, length: int | None) -> Iterator[
 
     pairs, missing, empty = scan_captioned(root)
     if not pairs:
-        raise DataError(f"no captioned images in {root} ({missing} without a .txt caption, {empty} with an empty one); expected KEY.jpg + KEY.txt pairs")
+        raise DataError(
+            f"no captioned images in {root} ({missing} without a .txt caption, {empty} with an empty one); expected "
+            "KEY.jpg + KEY.txt pairs"
+        )
     for path, caption in pairs[: length or None]:
         info = {"path": path.relative_to(root).as_posix()}
         if size is None:
@@ -98,7 +108,10 @@ def write_shards(
     else:
         root = Path(text).expanduser()
         if not root.is_dir():
-            raise DataError(f"unknown source {text!r}: give 'shapes', 'emoji' or a folder of images with same-named .txt captions ({', '.join(IMAGE_EXTENSIONS)})")
+            raise DataError(
+                f"unknown source {text!r}: give 'shapes', 'emoji' or a folder of images with same-named .txt "
+                f"captions ({', '.join(IMAGE_EXTENSIONS)})"
+            )
         sub = root / split
         items = _folder_items(sub if sub.is_dir() else root, size, length)
 
@@ -123,6 +136,14 @@ def write_shards(
             partial.unlink()
         raise
     writer.close()
-    summary = {"source": text, "split": split, "seed": seed, "size": size, "shard_size": shard_size, "samples": count, "shards": sorted(written)}
+    summary = {
+        "source": text,
+        "split": split,
+        "seed": seed,
+        "size": size,
+        "shard_size": shard_size,
+        "samples": count,
+        "shards": sorted(written),
+    }
     atomic_write_json(out / "shards.json", summary)
     return summary

@@ -124,7 +124,8 @@ class ImageTextSource(IterableDataset):
         return self
 
     def _order(self, n: int, epoch: int) -> list[int]:
-        """This process's item indices for ``epoch``: the selected range, shuffled if asked, dealt by :func:`worker_slot`."""
+        """This process's item indices for ``epoch``: the selected range, shuffled if asked,
+        dealt by :func:`worker_slot`."""
         order = list(self.index_range if self.index_range is not None else range(n))
         if self.shuffle:
             random.Random(f"{self.seed}:{epoch}").shuffle(order)
@@ -150,13 +151,21 @@ class ImageTextSource(IterableDataset):
             if produced == 0:
                 slot, slots = worker_slot()
                 if slots == 1:
-                    raise DataError(f"{self.describe()}: an epoch gave no usable samples; skipped so far: {self.skips.as_dict()}")
+                    raise DataError(
+                        f"{self.describe()}: an epoch gave no usable samples; skipped so far: {self.skips.as_dict()}"
+                    )
                 return  # this worker or rank got no work; the others go on
             epoch += 1
 
     def describe(self) -> dict[str, Any]:
         """JSON-able facts for the run summary: kind, size, and the skip counts so far."""
-        return {"source": self.name, "size": self.size, "shuffle": self.shuffle, "seed": self.seed, "skipped": self.skips.as_dict()}
+        return {
+            "source": self.name,
+            "size": self.size,
+            "shuffle": self.shuffle,
+            "seed": self.seed,
+            "skipped": self.skips.as_dict(),
+        }
 
 
 class MapStyleSource(ImageTextSource):
@@ -167,7 +176,17 @@ class MapStyleSource(ImageTextSource):
     item)`` names each sample.
     """
 
-    def __init__(self, dataset: Dataset, size: int, key_of: Any, *, name: str = "dataset", shuffle: bool = True, seed: int = 0, repeat: bool = False) -> None:
+    def __init__(
+        self,
+        dataset: Dataset,
+        size: int,
+        key_of: Any,
+        *,
+        name: str = "dataset",
+        shuffle: bool = True,
+        seed: int = 0,
+        repeat: bool = False,
+    ) -> None:
         super().__init__(size, shuffle=shuffle, seed=seed, repeat=repeat)
         self.dataset, self.key_of, self.name = dataset, key_of, name
 
@@ -197,7 +216,8 @@ def emoji_key(index: int, item: dict[str, Any]) -> str:
 
 
 def is_shard_spec(data: str | os.PathLike | Sequence[str]) -> bool:
-    """True when ``data`` names WebDataset shards: a list, a ``.tar`` file, a brace pattern, or a folder holding ``.tar`` files."""
+    """True when ``data`` names WebDataset shards: a list, a ``.tar`` file, a brace pattern,
+    or a folder holding ``.tar`` files."""
     if isinstance(data, (list, tuple)):
         return True
     text = str(data)
@@ -254,7 +274,10 @@ def open_source(
     if not path.is_dir():
         from . import DATASET_CHOICES
 
-        raise DataError(f"unknown data {text!r}: not a built-in name, a folder, a .tar file or a brace pattern of shards; choose {DATASET_CHOICES}, or WebDataset shards")
+        raise DataError(
+            f"unknown data {text!r}: not a built-in name, a folder, a .tar file or a brace pattern of shards; "
+            f"choose {DATASET_CHOICES}, or WebDataset shards"
+        )
     sub = path / split
     return FolderSource(sub if sub.is_dir() else path, size, shuffle=shuffle, seed=seed, repeat=repeat, limit=length)
 
@@ -264,7 +287,9 @@ def collate_samples(samples: Sequence[Sample]) -> Batch:
     return Batch(torch.stack([s.image for s in samples]), [s.caption for s in samples], [s.key for s in samples])
 
 
-def make_loader(source: ImageTextSource, batch_size: int, *, num_workers: int = 0, drop_last: bool = True, pin_memory: bool = False) -> DataLoader:
+def make_loader(
+    source: ImageTextSource, batch_size: int, *, num_workers: int = 0, drop_last: bool = True, pin_memory: bool = False
+) -> DataLoader:
     """A DataLoader of :class:`Batch` es from ``source`` (each worker reads a disjoint part).
 
     ``persistent_workers`` keeps worker processes (and their shuffle buffers) across epochs.

@@ -36,7 +36,10 @@ from .sources import ImageTextSource, Sample, worker_slot
 #: member extensions read as the image, in order of preference
 IMAGE_KEYS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp", "bmp")
 CAPTION_KEY = "txt"
-SHARD_HINT = "give a .tar file, a folder of .tar files, a brace pattern like 'shards/{00000..00009}.tar', or a glob like 'shards/*.tar'"
+SHARD_HINT = (
+    "give a .tar file, a folder of .tar files, a brace pattern like 'shards/{00000..00009}.tar', "
+    "or a glob like 'shards/*.tar'"
+)
 
 
 def _brace_expand(text: str) -> list[str]:
@@ -63,7 +66,11 @@ def resolve_shards(spec: str | os.PathLike | Sequence[str | os.PathLike]) -> lis
         elif any(c in text for c in "*?["):
             paths = sorted(glob.glob(text))
         elif os.path.isdir(text):
-            paths = sorted(str(p) for p in Path(text).iterdir() if p.name.endswith((".tar", ".tar.gz", ".tgz")) and not p.name.startswith("."))
+            paths = sorted(
+                str(p)
+                for p in Path(text).iterdir()
+                if p.name.endswith((".tar", ".tar.gz", ".tgz")) and not p.name.startswith(".")
+            )
             if not paths:
                 raise DataError(f"the folder {text} holds no .tar shards; {SHARD_HINT}")
         else:
@@ -72,10 +79,15 @@ def resolve_shards(spec: str | os.PathLike | Sequence[str | os.PathLike]) -> lis
         raise DataError(f"shard pattern {what} matches no file; {SHARD_HINT}")
     missing = [p for p in paths if not os.path.isfile(p)]
     if len(missing) == len(paths):
-        raise DataError(f"shard pattern {what} matches no file (looked for {paths[0]}{' ...' if len(paths) > 1 else ''}); {SHARD_HINT}")
+        raise DataError(
+            f"shard pattern {what} matches no file (looked for {paths[0]}{' ...' if len(paths) > 1 else ''}); "
+            f"{SHARD_HINT}"
+        )
     if missing:
         shown = ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else "")
-        raise DataError(f"{len(missing)} of the {len(paths)} shards of {what} do not exist ({shown}); fix the pattern or the files")
+        raise DataError(
+            f"{len(missing)} of the {len(paths)} shards of {what} do not exist ({shown}); fix the pattern or the files"
+        )
     return paths
 
 
@@ -100,7 +112,16 @@ class WebDatasetSource(ImageTextSource):
 
     name = "webdataset"
 
-    def __init__(self, shards: str | os.PathLike | Sequence[str], size: int, *, shuffle: bool = True, seed: int = 0, repeat: bool = False, shuffle_buffer: int = 1000) -> None:
+    def __init__(
+        self,
+        shards: str | os.PathLike | Sequence[str],
+        size: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        repeat: bool = False,
+        shuffle_buffer: int = 1000,
+    ) -> None:
         super().__init__(size, shuffle=shuffle, seed=seed, repeat=repeat)
         self.spec = shards if isinstance(shards, (list, tuple)) else str(shards)
         self.urls = resolve_shards(shards)
@@ -113,7 +134,11 @@ class WebDatasetSource(ImageTextSource):
             try:
                 yield from wds.tarfile_samples([{"url": url}])
             except Exception as exc:  # noqa: BLE001 - any reading failure means a bad shard, never a crash
-                self.skips.add("corrupt_shard", f"{url}: truncated or corrupt ({type(exc).__name__}: {exc.args[0] if exc.args else ''}); skipped the rest of this shard")
+                self.skips.add(
+                    "corrupt_shard",
+                    f"{url}: truncated or corrupt ({type(exc).__name__}: {exc.args[0] if exc.args else ''}); "
+                    "skipped the rest of this shard",
+                )
 
     def _decode(self, raw: Iterable[dict[str, Any]]) -> Iterator[Sample]:
         for sample in raw:
@@ -152,4 +177,8 @@ class WebDatasetSource(ImageTextSource):
         yield from wds.DataPipeline(*stages)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "shards": len(self.urls), "spec": self.spec if isinstance(self.spec, str) else f"{len(self.spec)} paths"}
+        return {
+            **super().describe(),
+            "shards": len(self.urls),
+            "spec": self.spec if isinstance(self.spec, str) else f"{len(self.spec)} paths",
+        }

@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         nargs="?",
         default=None,
         metavar="SRC",
-        help="with DATASET = 'shards': the source to write as WebDataset shards ('shapes', 'emoji' or a caption folder)",
+        help="with DATASET = 'shards': the source to write as WebDataset shards ('shapes', 'emoji' or a caption "
+        "folder)",
     )
     parser.add_argument("--shard-size", type=int, default=1000, help="`data shards`: samples per shard (default: 1000)")
     parser.set_defaults(handler=run_data, n=None, size=None)

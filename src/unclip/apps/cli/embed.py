@@ -20,14 +20,30 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Resumable: re-run the same command after an interruption; finished parts are never rewritten."
         ),
     )
-    p.add_argument("src", metavar="SRC", help="data: 'shapes', 'emoji', a caption folder, or WebDataset shards (.tar, folder of .tar, brace pattern)")
+    p.add_argument(
+        "src",
+        metavar="SRC",
+        help="data: 'shapes', 'emoji', a caption folder, or WebDataset shards (.tar, folder of .tar, brace pattern)",
+    )
     p.add_argument("--clip", required=True, help=CLIP_HELP)
     p.add_argument("--out", required=True, help="the embedding folder to write (or resume)")
     p.add_argument("--batch-size", type=int, default=256, help="images per CLIP forward pass (default: 256)")
-    p.add_argument("--part-size", type=int, default=10_000, help="items per part for non-shard sources (default: 10000)")
-    p.add_argument("--split", default="train", choices=["train", "val", "test"], help="split of a built-in set or caption folder (default: train)")
+    p.add_argument(
+        "--part-size", type=int, default=10_000, help="items per part for non-shard sources (default: 10000)"
+    )
+    p.add_argument(
+        "--split",
+        default="train",
+        choices=["train", "val", "test"],
+        help="split of a built-in set or caption folder (default: train)",
+    )
     p.add_argument("--seed", type=int, default=0, help="dataset seed of a built-in set (default: 0)")
-    p.add_argument("-n", type=int, default=None, help="number of items of a built-in set or cap for a folder (default: all; shapes: 10000)")
+    p.add_argument(
+        "-n",
+        type=int,
+        default=None,
+        help="number of items of a built-in set or cap for a folder (default: all; shapes: 10000)",
+    )
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=run_embed)
@@ -41,9 +57,19 @@ def run_embed(args: argparse.Namespace) -> int:
     spec = parse_clip_spec(args.clip)
     clip = load_clip_spec(spec, device=args.device, batch_size=args.batch_size)
     summary = embed_data(
-        args.src, clip, args.out, batch_size=args.batch_size, part_size=args.part_size, split=args.split,
-        seed=args.seed, length=args.n, clip_record=clip_record(spec), progress=not args.no_progress,
+        args.src,
+        clip,
+        args.out,
+        batch_size=args.batch_size,
+        part_size=args.part_size,
+        split=args.split,
+        seed=args.seed,
+        length=args.n,
+        clip_record=clip_record(spec),
+        progress=not args.no_progress,
     )
     skipped = summary["skipped"].get("total", 0)
-    print(f"{args.out}: {summary['parts']} parts ({summary['parts_written_now']} written now), {skipped} samples skipped")
+    print(
+        f"{args.out}: {summary['parts']} parts ({summary['parts_written_now']} written now), {skipped} samples skipped"
+    )
     return 0
