@@ -217,3 +217,13 @@ def test_reading_is_memory_mapped(tmp_path):
         peak = max(peak, _rss_mb())
     assert rows == n
     assert peak - base < 15, f"resident memory grew by {peak - base:.0f} MB while reading 100 MB"
+
+
+def test_dataloader_workers_read_disjoint_rows(folder):
+    from torch.utils.data import DataLoader
+
+    from unclip.data.embedding_folder import EmbeddingBatches
+
+    loader = DataLoader(EmbeddingBatches(EmbeddingFolder(folder), 2, seed=0), batch_size=None, num_workers=2)
+    keys = [k for batch in loader for k in batch.keys]
+    assert sorted(keys) == ["a0", "a1", "a2", "a3", "a4", "b0", "b1", "b2"]

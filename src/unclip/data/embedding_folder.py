@@ -385,3 +385,18 @@ class EmbeddingFolder:
                 local = global_rows[sel] - part.offset
                 out[torch.from_numpy(sel)] = _gather(part.img, local)
         return out, torch.from_numpy(found)
+
+
+class EmbeddingBatches(torch.utils.data.IterableDataset):
+    """:meth:`EmbeddingFolder.batches` as an IterableDataset, for ``DataLoader(..., batch_size=None)``.
+
+    Each DataLoader worker (and each torch.distributed rank) reads its own rows, so
+    ``num_workers`` > 0 overlaps reading with training without repeating rows.
+    """
+
+    def __init__(self, folder: EmbeddingFolder, batch_size: int, **kwargs: Any) -> None:
+        super().__init__()
+        self.folder, self.batch_size, self.kwargs = folder, batch_size, kwargs
+
+    def __iter__(self) -> Iterator[EmbeddingBatch]:
+        return self.folder.batches(self.batch_size, **self.kwargs)
