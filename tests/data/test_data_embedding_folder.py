@@ -195,9 +195,10 @@ def _rss_mb() -> float:
 
 
 def test_reading_is_memory_mapped(tmp_path):
-    """Reading 2 x 50 MB of embeddings adds far less than 50 MB to the resident set."""
+    """Reading 2 x 80 MB of embeddings adds far less than one file's 80 MB to the resident set
+    (loading a part per batch would add at least 80 MB, keeping the arrays 160 MB)."""
     root = tmp_path / "big"
-    n, e = 50_000, 512
+    n, e = 80_000, 512
     (root / "img_emb").mkdir(parents=True)
     (root / "text_emb").mkdir()
     arr = np.ones((n, e), np.float16) / np.sqrt(e)
@@ -210,13 +211,14 @@ def test_reading_is_memory_mapped(tmp_path):
     )
     f = EmbeddingFolder(root)
     batches = f.batches(1024, seed=0)
-    rows = len(next(batches).keys)  # the first batch sets up the part's metadata and the allocator's pools
+    # The first batches load the part's metadata, library code pages and the allocator's pools.
+    rows = len(next(batches).keys) + len(next(batches).keys)
     base = peak = _rss_mb()
     for batch in batches:
         rows += len(batch.keys)
         peak = max(peak, _rss_mb())
     assert rows == n
-    assert peak - base < 15, f"resident memory grew by {peak - base:.0f} MB while reading 100 MB"
+    assert peak - base < 40, f"resident memory grew by {peak - base:.0f} MB while reading 160 MB"
 
 
 def test_dataloader_workers_read_disjoint_rows(folder):
