@@ -12,9 +12,12 @@ from unclip.errors import CheckpointError, ConfigError, UnclipError
 def test_missing_path_and_pickles_are_refused(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         load_pretrained_clip(tmp_path / "nope")
-    (tmp_path / "model.bin").write_bytes(b"\x80")
+    (tmp_path / "model.pkl").write_bytes(b"\x80")
     with pytest.raises(CheckpointError, match="safetensors"):
-        load_pretrained_clip(tmp_path / "model.bin")
+        load_pretrained_clip(tmp_path / "model.pkl")
+    (tmp_path / "model.bin").write_bytes(b"\x80")  # read only with torch.load(weights_only=True)
+    with pytest.raises(CheckpointError, match="weights_only"):
+        load_pretrained_clip(tmp_path / "model.bin", model_name="ViT-B-32")
     with pytest.raises(CheckpointError, match="config.json"):
         load_pretrained_clip(tmp_path)
     (tmp_path / "w.safetensors").write_bytes(b"")
@@ -27,9 +30,8 @@ def test_missing_library_names_the_package(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)  # import now raises ImportError
     with pytest.raises(UnclipError, match="pip install transformers"):
         load_pretrained_clip(tmp_path)
-    monkeypatch.setitem(sys.modules, "open_clip", None)
-    (tmp_path / "w.safetensors").write_bytes(b"")
-    with pytest.raises(UnclipError, match="pip install open_clip_torch"):
+    (tmp_path / "w.safetensors").write_bytes(b"")  # OpenCLIP weights are read into transformers' CLIPModel
+    with pytest.raises(UnclipError, match="pip install transformers"):
         load_pretrained_clip(tmp_path / "w.safetensors", model_name="ViT-B-32")
 
 

@@ -7,8 +7,11 @@ optional library:
 
 - a Hugging Face ``CLIPModel`` directory (``config.json`` + ``model.safetensors`` and the
   tokenizer files): ``pip install transformers``;
-- an OpenCLIP ``.safetensors`` state dict plus its architecture name (``ViT-B-32``):
-  ``pip install open_clip_torch``.
+- an OpenCLIP state dict (``.safetensors``; ``.pt``/``.bin`` read with
+  ``torch.load(weights_only=True)``) plus its architecture (``ViT-B-32`` or a config
+  ``.json``), read into transformers' CLIPModel by :mod:`unclip.clip.openclip`: needs
+  ``transformers``, and ``open_clip_torch`` installed (never imported; ``--no-deps``
+  will do) only to find a config by name and the BPE vocabulary.
 
 The returned adapter takes images in [-1, 1] of any size and applies the model's own
 resize and normalisation, so callers need not know which CLIP they hold.
@@ -118,9 +121,28 @@ class PretrainedCLIP:
 
 
 class HFCLIP(PretrainedCLIP):
-    """A ``transformers`` CLIPModel read from a local directory."""
+    """A ``transformers`` CLIPModel with its tokenizer (from a local directory, or converted from OpenCLIP)."""
 
-    def __init__(self, directory: Path, device: str | torch.device = "cpu", batch_size: int = 64) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        device: str | torch.device = "cpu",
+        batch_size: int = 64,
+    ) -> None:
+        super().__init__(model.to(device), mean or CLIP_MEAN, std or CLIP_STD, batch_size)
+        self.tokenizer = tokenizer
+        self.embed_dim = model.config.projection_dim
+        self.text_width = model.config.text_config.hidden_size
+        self.context_length = model.config.text_config.max_position_embeddings
+        self.image_size = model.config.vision_config.image_size
+        self.eos_id = self.tokenizer.eos_token_id
+
+    @classmethod
+    def from_directory(cls, directory: Path, device: str | torch.device = "cpu", batch_size: int = 64) -> "HFCLIP":
+        """Read ``config.json`` + ``model.safetensors`` + tokenizer files (+ ``preprocessor_config.json``)."""
         _offline()
         try:
             from transformers import AutoTokenizer, CLIPModel
@@ -131,20 +153,33 @@ class HFCLIP(PretrainedCLIP):
         except Exception as exc:
             raise CheckpointError(f"could not load a CLIPModel from {directory} ({exc}); it needs config.json and model.safetensors") from exc
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+            tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
         except Exception as exc:
             raise CheckpointError(f"no usable tokenizer files in {directory} ({exc}); copy the model's tokenizer files (vocab.json, merges.txt, tokenizer_config.json) there") from exc
-        mean, std, size = CLIP_MEAN, CLIP_STD, model.config.vision_config.image_size
+        mean, std = CLIP_MEAN, CLIP_STD
         proc = directory / "preprocessor_config.json"
         if proc.is_file():
             cfg = json.loads(proc.read_text())
             mean, std = cfg.get("image_mean", mean), cfg.get("image_std", std)
-        super().__init__(model.to(device), mean, std, batch_size)
-        self.embed_dim = model.config.projection_dim
-        self.text_width = model.config.text_config.hidden_size
-        self.context_length = model.config.text_config.max_position_embeddings
-        self.image_size = size
-        self.eos_id = self.tokenizer.eos_token_id
+        return cls(model, tokenizer, mean, std, device=device, batch_size=batch_size)
+
+    @classmethod
+    def from_openclip(
+        cls, weights: Path, arch: str, device: str | torch.device = "cpu", batch_size: int = 64
+    ) -> "HFCLIP":
+        """OpenCLIP ``arch`` with ``weights``, read into transformers' CLIPModel (open_clip is never imported)."""
+        _offline()
+        try:
+            import transformers  # noqa: F401
+        except ImportError as exc:
+            raise UnclipError(
+                f"loading the OpenCLIP weights {weights} needs the 'transformers' package "
+                "(they are read into its CLIPModel): pip install transformers"
+            ) from exc
+        from .openclip import load_openclip_as_hf
+
+        model, tokenizer, pre = load_openclip_as_hf(weights, arch)
+        return cls(model, tokenizer, pre["mean"], pre["std"], device=device, batch_size=batch_size)
 
     def tokenize(self, texts: str | Sequence[str]) -> torch.Tensor:
         if isinstance(texts, str):
@@ -163,45 +198,7 @@ class HFCLIP(PretrainedCLIP):
         return self.model.visual_projection(self.model.vision_model(pixel_values=pixels).pooler_output)
 
 
-class OpenCLIP(PretrainedCLIP):
-    """An OpenCLIP model built from its architecture name and a local safetensors file."""
-
-    def __init__(self, path: Path, model_name: str, device: str | torch.device = "cpu", batch_size: int = 64) -> None:
-        _offline()
-        try:
-            import open_clip
-        except ImportError as exc:
-            raise UnclipError(f"loading the OpenCLIP weights {path} needs the 'open_clip_torch' package: pip install open_clip_torch") from exc
-        try:
-            model = open_clip.create_model(model_name, pretrained=str(path), device=device)
-            self.tokenizer = open_clip.get_tokenizer(model_name)
-        except Exception as exc:
-            raise CheckpointError(f"could not build OpenCLIP '{model_name}' from {path} ({exc}); check the architecture name matches the weights") from exc
-        if not hasattr(model, "ln_final"):
-            raise UnclipError(f"OpenCLIP '{model_name}' has a custom text tower; only the standard CLIP text transformer is supported")
-        cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
-        super().__init__(model, cfg.get("mean", CLIP_MEAN), cfg.get("std", CLIP_STD), batch_size)
-        size = model.visual.image_size
-        self.image_size = size[0] if isinstance(size, (tuple, list)) else int(size)
-        self.context_length = int(model.context_length)
-        self.text_width = int(model.ln_final.normalized_shape[0])
-        self.embed_dim = int(self._text(self.tokenize([""]).to(self.device))[0].shape[-1])
-
-    def tokenize(self, texts: str | Sequence[str]) -> torch.Tensor:
-        return self.tokenizer([texts] if isinstance(texts, str) else list(texts))
-
-    def _text(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        # The per-token states are the output of ln_final (batch first), caught by a hook.
-        caught: list[torch.Tensor] = []
-        handle = self.model.ln_final.register_forward_hook(lambda _m, _i, out: caught.append(out))
-        try:
-            embed = self.model.encode_text(ids)
-        finally:
-            handle.remove()
-        return embed, caught[-1], ids != 0
-
-    def _image(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_image(pixels)
+OPENCLIP_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 
 
 def load_pretrained_clip(path: str | os.PathLike, *, model_name: str | None = None, device: str | torch.device = "cpu", batch_size: int = 64) -> PretrainedCLIP:
@@ -209,23 +206,29 @@ def load_pretrained_clip(path: str | os.PathLike, *, model_name: str | None = No
 
     Args:
         path: a Hugging Face CLIPModel directory (``config.json`` + ``model.safetensors``
-            + tokenizer files), or an OpenCLIP ``.safetensors`` file.
-        model_name: the OpenCLIP architecture (e.g. ``"ViT-B-32"``); required for a file.
+            + tokenizer files), or an OpenCLIP weights file (``.safetensors`` preferred;
+            ``.pt``/``.bin`` are read with ``torch.load(weights_only=True)``).
+        model_name: the OpenCLIP architecture: a name shipped with open_clip_torch
+            (``"ViT-B-32"``) or the path of its config ``.json``; required for a file.
         device: where to put the model.
     Returns:
         an adapter with FrozenCLIP's ``tokenize``, ``encode_text``, ``encode_text_full``,
-        ``encode_image``, ``embed_dim``, ``text_width`` and ``context_length``.
+        ``encode_image``, ``embed_dim``, ``text_width``, ``context_length`` and ``image_size``.
     """
     path = Path(path)
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise CheckpointError(f"{path} is a directory without config.json; expected a Hugging Face CLIPModel directory")
-        return HFCLIP(path, device=device, batch_size=batch_size)
+        return HFCLIP.from_directory(path, device=device, batch_size=batch_size)
     if path.is_file():
-        if path.suffix != ".safetensors":
-            raise CheckpointError(f"{path}: only .safetensors weights are read (never pickled .pt/.bin files); convert them first")
+        if path.suffix not in OPENCLIP_SUFFIXES:
+            raise CheckpointError(
+                f"{path}: OpenCLIP weights must be .safetensors "
+                "(or .pt/.pth/.bin, read with torch.load(weights_only=True))"
+            )
         if not model_name:
             raise ConfigError(f"{path}: an OpenCLIP weights file needs its architecture name, e.g. model_name='ViT-B-32'")
-        return OpenCLIP(path, model_name, device=device, batch_size=batch_size)
-    raise CheckpointError(f"pretrained CLIP not found: {path} (pass a Hugging Face model directory or an OpenCLIP .safetensors file)")
-
+        return HFCLIP.from_openclip(path, model_name, device=device, batch_size=batch_size)
+    raise CheckpointError(
+        f"pretrained CLIP not found: {path} (pass a Hugging Face model directory or an OpenCLIP weights file)"
+    )
