@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--degradation", default="blur", choices=["blur", "bsr", "none"], help="upsampler only: corruption of the low-res training inputs: blur (first stage), bsr (second stage) (default: blur)")
     p.add_argument("--time-limit", type=float, default=None, help="ar-prior, upsampler and decoder: wall-clock budget in seconds; the step count (at most --steps or the preset's) is fitted to it after a short probe")
     p.add_argument("--batch-size", type=int, default=None, help="decoder only: override the preset's batch size")
+    p.add_argument("--learned-variance", action=argparse.BooleanOptionalAction, default=None, help="decoder only: learn the variance with the iDDPM hybrid loss (every preset's default) or, with --no-learned-variance, keep it fixed")
     p.add_argument("--init-from", default=None, metavar="DIR", help="decoder only: start from the weights (and network) of this decoder component, e.g. MODEL/decoder; with --text-only the z_i pathway is left out")
     _add_device(p)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -156,9 +157,9 @@ def _run(args: argparse.Namespace) -> int:
                 raise ConfigError("`unclip train upsampler` trains on the built-in shapes data only (--data shapes)")
             summary = train_upsampler(args.out, args.low_res, args.high_res, preset=args.preset, degradation=args.degradation, device=args.device, steps=args.steps, resume=args.resume, time_limit_s=args.time_limit, seed=args.seed, progress=not args.no_progress)
         elif args.stage == "all":
-            summary = recipes.train_all(args.data, args.preset, args.out, **kwargs)
+            summary = recipes.train_all(args.data, args.preset, args.out, learned_variance=args.learned_variance, **kwargs)
         else:
-            summary = recipes.train_single(args.stage, args.data, args.preset, args.out, text_only=args.text_only, init_from=args.init_from, time_limit_s=args.time_limit, batch_size=args.batch_size, **kwargs)
+            summary = recipes.train_single(args.stage, args.data, args.preset, args.out, text_only=args.text_only, init_from=args.init_from, time_limit_s=args.time_limit, batch_size=args.batch_size, learned_variance=args.learned_variance, **kwargs)
         print(json.dumps(summary, indent=2))
         return 0
     if args.command == "generate":

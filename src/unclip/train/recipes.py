@@ -38,7 +38,8 @@ PROBE_STEPS = 200
 
 # Each preset: the training data, then per stage the model sizes, the loop settings and
 # the batch size. "tiny" is for tests (seconds); "small" trains on 2 CPU cores; "gpu"
-# is the size the shipped model was trained at on one GPU.
+# is the size the shipped model was trained at on one GPU. Every decoder learns its variance
+# (iDDPM hybrid loss, as the paper's decoder does); `--no-learned-variance` turns it off.
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
         "data": {"num_images": 256, "image_size": 16},
@@ -47,7 +48,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "prior": {"model": dict(width=32, depth=1, heads=2, num_timesteps=100),
                   "train": dict(steps=20, lr=1e-3, warmup_steps=2, checkpoint_every=10, ema_decay=0.9), "batch_size": 32},
         "decoder": {"model": dict(image_size=16, base_channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(8,), head_channels=16, text_width=32, text_depth=1, text_heads=2),
-                    "diffusion": dict(num_timesteps=100), "train": dict(steps=20, lr=1e-3, warmup_steps=2, checkpoint_every=10, ema_decay=0.9), "batch_size": 8},
+                    "diffusion": dict(num_timesteps=100, learned_variance=True), "train": dict(steps=20, lr=1e-3, warmup_steps=2, checkpoint_every=10, ema_decay=0.9), "batch_size": 8},
     },
     "small": {
         "data": {"num_images": 20000, "image_size": 32},
@@ -56,7 +57,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "prior": {"model": dict(width=256, depth=4, heads=8),
                   "train": dict(steps=6000, lr=3e-4, weight_decay=0.01, warmup_steps=200, checkpoint_every=1000, ema_decay=0.999), "batch_size": 128},
         "decoder": {"model": dict(image_size=32, base_channels=64, channel_mults=(1, 2, 2), num_res_blocks=2, attention_resolutions=(16, 8), head_channels=32, text_width=128, text_depth=2, text_heads=4),
-                    "diffusion": dict(), "train": dict(steps=8000, lr=3e-4, warmup_steps=200, checkpoint_every=500, ema_decay=0.9995, precision="auto"), "batch_size": 32},
+                    "diffusion": dict(learned_variance=True), "train": dict(steps=8000, lr=3e-4, warmup_steps=200, checkpoint_every=500, ema_decay=0.9995, precision="auto"), "batch_size": 32},
     },
 }
 # "gpu": the shipped model's recipe, run on one GPU with a wall-clock budget per stage:
@@ -189,13 +190,14 @@ def warm_start_decoder(init_dir: str | Path, *, text_only: bool) -> tuple[Decode
     return model, DiffusionSettings(**extra.get("diffusion", {}))
 
 
-def train_decoder_stage(training_set: TrainingSet, clip: FrozenCLIP, preset: dict[str, Any], out: Path, *, seed: int = 0, device: str = "cpu", steps: int | None = None, resume: bool = False, progress: bool = True, text_only: bool = False, init_from: str | Path | None = None, time_limit_s: float | None = None, batch_size: int | None = None) -> dict[str, Any]:
+def train_decoder_stage(training_set: TrainingSet, clip: FrozenCLIP, preset: dict[str, Any], out: Path, *, seed: int = 0, device: str = "cpu", steps: int | None = None, resume: bool = False, progress: bool = True, text_only: bool = False, init_from: str | Path | None = None, time_limit_s: float | None = None, batch_size: int | None = None, learned_variance: bool | None = None) -> dict[str, Any]:
     """Train the decoder (or, ``text_only``, the GLIDE-style baseline); writes ``out/decoder``
     (``out/decoder_text_only``).
 
     ``init_from``: a decoder component directory to start from (its network replaces the
     preset's). ``time_limit_s``: a wall-clock budget that fits the step count (capped by
-    ``steps`` or the preset's). ``batch_size`` overrides the preset's. Returns the run's
+    ``steps`` or the preset's). ``batch_size`` overrides the preset's. ``learned_variance``
+    overrides the preset's choice (ignored with ``init_from``, whose network decides). Returns the run's
     summary (also written to ``out/runs/<name>/summary.json``).
     """
     section = preset["decoder"]
@@ -206,7 +208,10 @@ def train_decoder_stage(training_set: TrainingSet, clip: FrozenCLIP, preset: dic
         model_kwargs = {**section["model"], "clip_embed_dim": clip.embed_dim, "vocab_size": clip.tokenizer.vocab_size, "context_length": clip.context_length}
         if text_only:
             model_kwargs["use_image_embed"] = False
-        settings = DiffusionSettings(**section.get("diffusion", {}))
+        diffusion = dict(section.get("diffusion", {}))
+        if learned_variance is not None:
+            diffusion["learned_variance"] = learned_variance
+        settings = DiffusionSettings(**diffusion)
         model_kwargs["learned_variance"] = settings.learned_variance
         model = Decoder(DecoderConfig(**model_kwargs))
     name = "decoder_text_only" if text_only else "decoder"
@@ -228,7 +233,7 @@ def _stage_done(out: Path, component: str) -> bool:
     return (out / component / "weights.safetensors").is_file() and (out / component / "config.json").is_file()
 
 
-def train_all(data: str, preset_name: str, out: str | Path, *, seed: int = 0, device: str = "cpu", steps: int | None = None, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+def train_all(data: str, preset_name: str, out: str | Path, *, seed: int = 0, device: str = "cpu", steps: int | None = None, resume: bool = False, progress: bool = True, learned_variance: bool | None = None) -> dict[str, Any]:
     """Train CLIP, then the prior and the decoder on its embeddings; write a model directory.
 
     With ``resume``, finished components are kept and an interrupted stage continues
@@ -240,6 +245,8 @@ def train_all(data: str, preset_name: str, out: str | Path, *, seed: int = 0, de
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     preset = get_preset(preset_name)
+    if learned_variance is not None:  # the decoder's, overriding the preset's
+        preset["decoder"].setdefault("diffusion", {})["learned_variance"] = learned_variance
     timings: dict[str, float] = {}
     start = time.perf_counter()
     training_set = prepare_training_set(data, preset, out, seed=seed, progress=progress)
@@ -278,7 +285,7 @@ def train_all(data: str, preset_name: str, out: str | Path, *, seed: int = 0, de
     return summary
 
 
-def train_single(stage: str, data: str, preset_name: str, out: str | Path, *, seed: int = 0, device: str = "cpu", steps: int | None = None, resume: bool = False, progress: bool = True, text_only: bool = False, init_from: str | Path | None = None, time_limit_s: float | None = None, batch_size: int | None = None) -> dict[str, Any]:
+def train_single(stage: str, data: str, preset_name: str, out: str | Path, *, seed: int = 0, device: str = "cpu", steps: int | None = None, resume: bool = False, progress: bool = True, text_only: bool = False, init_from: str | Path | None = None, time_limit_s: float | None = None, batch_size: int | None = None, learned_variance: bool | None = None) -> dict[str, Any]:
     """Train one stage into model directory ``out``.
 
     ``clip`` needs nothing; ``prior`` and ``decoder`` need ``out/clip`` (a trained CLIP),
@@ -303,7 +310,7 @@ def train_single(stage: str, data: str, preset_name: str, out: str | Path, *, se
     if stage == "prior":
         train_prior_stage(training_set, clip, preset, out, seed=seed, device=device, steps=steps, resume=resume, progress=progress)
     elif stage == "decoder":
-        stats = train_decoder_stage(training_set, clip, preset, out, seed=seed, device=device, steps=steps, resume=resume, progress=progress, text_only=text_only, init_from=init_from, time_limit_s=time_limit_s, batch_size=batch_size)
+        stats = train_decoder_stage(training_set, clip, preset, out, seed=seed, device=device, steps=steps, resume=resume, progress=progress, text_only=text_only, init_from=init_from, time_limit_s=time_limit_s, batch_size=batch_size, learned_variance=learned_variance)
         if text_only:  # an extra component beside the unCLIP decoder: make the pipeline see it
             from ..model_dir import register_component
 
