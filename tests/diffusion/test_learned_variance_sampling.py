@@ -15,7 +15,12 @@ import math
 import pytest
 import torch
 
-from unclip.diffusion import GaussianDiffusion, ddim_sample, ddpm_sample, spaced_timesteps
+from unclip.diffusion import (
+    GaussianDiffusion,
+    ddim_sample,
+    ddpm_sample,
+    spaced_timesteps,
+)
 
 T = 1000
 STEPS = 10
@@ -63,7 +68,8 @@ def test_respaced_learned_variance_interpolates_respaced_betas(base: GaussianDif
         out = r.p_mean_variance(_model(v)(x, torch.zeros(2, dtype=torch.long)), x, k)
         expected = frac * math.log(betas[k]) + (1.0 - frac) * math.log(tilde[k])
         assert torch.allclose(out["log_variance"], torch.full_like(x, expected), atol=1e-10), k
-        original = frac * math.log(float(base.betas[ts[k]])) + (1.0 - frac) * math.log(float(base.posterior_variance[ts[k]]))
+        beta_orig, tilde_orig = float(base.betas[ts[k]]), float(base.posterior_variance[ts[k]])
+        original = frac * math.log(beta_orig) + (1.0 - frac) * math.log(tilde_orig)
         gap = max(gap, abs(expected - original))
     # The original process's betas at those timesteps would be far off (a check that can fail).
     assert gap > 1.0
@@ -102,7 +108,8 @@ def test_ddpm_first_step_uses_the_respaced_learned_variance(base: GaussianDiffus
 
 
 @pytest.mark.parametrize("v, eta", [(1.0, 0.7), (0.0, 1.0), (-0.5, 0.3)])
-def test_ddim_first_step_uses_eta_squared_times_the_learned_variance(base: GaussianDiffusion, v: float, eta: float) -> None:
+def test_ddim_first_step_uses_eta_squared_times_the_learned_variance(base: GaussianDiffusion, v: float,
+                                                                     eta: float) -> None:
     x_T = torch.randn(3, 1, 2, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     _, betas, tilde = _respaced_betas(base, STEPS)
     frac = (v + 1.0) / 2.0

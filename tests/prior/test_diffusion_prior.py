@@ -21,7 +21,11 @@ from torch import nn
 from unclip.data.embeddings import TextTable, TrainingSet
 from unclip.diffusion import GaussianDiffusion
 from unclip.nn.layers import timestep_embedding
-from unclip.prior.diffusion_prior import DiffusionPrior, DiffusionPriorConfig, sample_image_embeds
+from unclip.prior.diffusion_prior import (
+    DiffusionPrior,
+    DiffusionPriorConfig,
+    sample_image_embeds,
+)
 from unclip.train.stages import PriorStage
 
 E, W, L = 8, 12, 5  # embed dim, text width, context length
@@ -29,7 +33,8 @@ E, W, L = 8, 12, 5  # embed dim, text width, context length
 
 def _prior(seed: int = 0, **kw) -> DiffusionPrior:
     torch.manual_seed(seed)
-    config = DiffusionPriorConfig(embed_dim=E, text_width=W, context_length=L, width=32, depth=2, heads=4, num_timesteps=50, **kw)
+    config = DiffusionPriorConfig(embed_dim=E, text_width=W, context_length=L, width=32, depth=2, heads=4,
+                                  num_timesteps=50, **kw)
     return DiffusionPrior(config).eval()
 
 
@@ -196,10 +201,11 @@ def test_guided_sampling_pairs_conditional_and_null_halves() -> None:
         def forward(self, x_t, t, text_embed, text_tokens, text_mask, text_keep):
             return self.inner(x_t, t, text_embed, text_tokens, text_mask, torch.zeros_like(text_keep))
 
-    kw = dict(steps=5, best_of=1)
-    unguided = sample_image_embeds(Dropped(prior), *args, guidance_scale=1.0, generator=torch.Generator().manual_seed(0), **kw)
-    scale0 = sample_image_embeds(prior, *args, guidance_scale=0.0, generator=torch.Generator().manual_seed(0), **kw)
-    cond = sample_image_embeds(prior, *args, guidance_scale=1.0, generator=torch.Generator().manual_seed(0), **kw)
+    kw = {"steps": 5, "best_of": 1}
+    def run(model: nn.Module, scale: float) -> torch.Tensor:
+        return sample_image_embeds(model, *args, guidance_scale=scale, generator=torch.Generator().manual_seed(0), **kw)
+
+    unguided, scale0, cond = run(Dropped(prior), 1.0), run(prior, 0.0), run(prior, 1.0)
     assert torch.allclose(unguided, scale0, atol=1e-5)
     assert (cond - scale0).abs().max() > 1e-4
 
@@ -289,8 +295,8 @@ def test_sampling_reads_the_output_as_x0() -> None:
     inp = _inputs(b=1)
     for method in ("ddim", "ddpm"):
         eta = 0.0 if method == "ddim" else None
-        z = sample_image_embeds(_ConstantX0(c), inp["text_embed"], inp["text_tokens"], inp["text_mask"], steps=6, best_of=1,
-                                method=method, eta=eta, generator=torch.Generator().manual_seed(0))
+        z = sample_image_embeds(_ConstantX0(c), inp["text_embed"], inp["text_tokens"], inp["text_mask"], steps=6,
+                                best_of=1, method=method, eta=eta, generator=torch.Generator().manual_seed(0))
         assert torch.allclose(z, nn.functional.normalize(c, dim=-1), atol=1e-5), method
 
 

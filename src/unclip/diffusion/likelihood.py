@@ -14,7 +14,7 @@ learned variance (hybrid loss) is expected to beat a fixed one.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -57,7 +57,8 @@ def vlb_bpd(
     for step in range(diffusion.num_timesteps):
         t = torch.full((x0.shape[0],), step, dtype=torch.long, device=x0.device)
         x_t = diffusion.q_sample(x0, t, randn_like(x0, generator))
-        terms.append(vb_terms(diffusion, model_fn(x_t, t), x0, x_t, t, discrete_decoder=discrete_decoder, clip_x0=clip_x0).float())
+        term = vb_terms(diffusion, model_fn(x_t, t), x0, x_t, t, discrete_decoder=discrete_decoder, clip_x0=clip_x0)
+        terms.append(term.float())
     stacked = torch.stack(terms)
     prior = prior_bpd(diffusion, x0).float()
     return {"total": stacked.sum(0) + prior, "prior": prior, "terms": stacked}
