@@ -465,7 +465,7 @@ def text_diff(
     from_text: str,
     to_text: str,
     *,
-    max_theta: float = 0.5,
+    max_theta: float | None = None,
     frames: int = 5,
     steps: int = DEFAULT_STEPS,
     guidance: float = DEFAULT_GUIDANCE,
@@ -476,8 +476,11 @@ def text_diff(
 
     z_d = norm(z_t(to_text) - z_t(from_text)); z_theta = slerp(z_i, z_d, theta); every frame
     is decoded from the image's inverted x_T, so theta 0 reconstructs the image.
-    ``from_text`` describes the current image; "" is a neutral caption.
+    ``from_text`` describes the current image; "" is a neutral caption. ``max_theta`` None
+    takes the model's calibrated default (``model.json`` defaults ``text_diff_max_theta``).
     """
+    if max_theta is None:
+        max_theta = pipe.defaults.text_diff_max_theta
     if not isinstance(to_text, str) or not to_text.strip():
         raise InputError("text_diff needs a non-empty target caption (--to)")
     lat = _latent(pipe, image, steps, guidance, refine, progress)
