@@ -20,13 +20,7 @@ from .losses import (
     vb_terms,
 )
 from .sampling import ddim_invert, ddim_sample, ddpm_sample, sample
-from .schedule import (
-    SCHEDULES,
-    cosine_betas,
-    linear_betas,
-    make_betas,
-    spaced_timesteps,
-)
+from .schedule import SCHEDULES, cosine_betas, linear_betas, make_betas, spaced_timesteps
 
 __all__ = [
     "PREDICTIONS",
