@@ -76,6 +76,8 @@ class Options:
     high_res: int = 128
     degradation: str = "blur"
     num_images: int | None = None
+    # decoder: learn the variance (None: the preset's choice; ignored with init_from)
+    learned_variance: bool | None = None
 
 
 @dataclass
@@ -242,7 +244,10 @@ def setup_decoder(data: str, preset: str, out: Path, opts: Options) -> Plan:
         model_kwargs = {**section["model"], **dims}
         if opts.text_only:
             model_kwargs["use_image_embed"] = False
-        settings = DiffusionSettings(**section.get("diffusion", {}))
+        diffusion = dict(section.get("diffusion", {}))
+        if opts.learned_variance is not None:
+            diffusion["learned_variance"] = opts.learned_variance
+        settings = DiffusionSettings(**diffusion)
         model_kwargs["learned_variance"] = settings.learned_variance
         model = Decoder(DecoderConfig(**model_kwargs))
     name = "decoder_text_only" if opts.text_only else "decoder"
