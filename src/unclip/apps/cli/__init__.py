@@ -7,4 +7,4 @@ adds sets ``handler`` (a function of the parsed arguments returning the exit sta
 from __future__ import annotations
 
 #: modules of this package that contribute subcommands, in help order
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["serve"]
