@@ -333,3 +333,9 @@ def test_trusted_hosts(served_pipe):
         assert c.get("/api/health").status_code == 200
         assert c.get("/api/health", headers={"host": "evil.example:7860"}).status_code == 400  # DNS rebinding
     assert allowed_hosts_for("0.0.0.0") is None
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_non_finite_numbers_are_refused(client, literal):
+    raw = f'{{"prompts": ["a red circle"], "decoder_guidance": {literal}}}'.encode()
+    _refused(client.post("/api/generate", content=raw, headers={"content-type": "application/json"}), 400, "decoder_guidance")
