@@ -338,4 +338,23 @@ def test_trusted_hosts(served_pipe):
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999"])
 def test_non_finite_numbers_are_refused(client, literal):
     raw = f'{{"prompts": ["a red circle"], "decoder_guidance": {literal}}}'.encode()
-    _refused(client.post("/api/generate", content=raw, headers={"content-type": "application/json"}), 400, "decoder_guidance")
+    response = client.post("/api/generate", content=raw, headers={"content-type": "application/json"})
+    _refused(response, 400, "decoder_guidance")
+
+
+def test_steps_are_capped_by_the_models_timesteps(served_pipe):
+    """Beyond the server's limit, steps cannot exceed the model's diffusion timesteps (100 for the
+    tiny model; fewer for inversions, which stop at alpha-bar 2e-3): refused up front, naming the field."""
+    from fastapi.testclient import TestClient
+
+    from unclip.apps.serve import Limits, create_app
+
+    app = create_app({"tiny": served_pipe}, limits=Limits(max_steps=1000), ui=False)
+    with TestClient(app) as c:
+        (m,) = c.get("/api/models").json()["models"]
+        assert m["max_decoder_steps"] == 100 and m["max_prior_steps"] == 100 and 90 < m["max_manipulation_steps"] < 100
+        for field in ("steps", "prior_steps"):
+            body = _refused(c.post("/api/generate", json={"prompts": ["a"], field: 101}), 400, field)
+            assert "timesteps" in body["error"]
+        body = {"image": b64(png_bytes()), "steps": m["max_manipulation_steps"] + 1}
+        _refused(c.post("/api/invert", json=body), 400, "steps")

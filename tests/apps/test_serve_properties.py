@@ -22,9 +22,7 @@ FAST = settings(max_examples=40, deadline=None, database=None, suppress_health_c
 ROUTES = ["generate", "vary", "interpolate", "textdiff", "invert"]
 PNG = b64(png_bytes())
 
-json_scalars = (
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=40)
-)
+json_scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=40)
 json_values = st.recursive(
     json_scalars,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),

@@ -100,11 +100,14 @@ def check_choice(field: str, value: Any, choices: tuple[str, ...] | list[str]) -
     return value
 
 
-def check_steps(field: str, value: int | None, default: int, limits: Limits) -> int:
-    """Sampler steps: a given value must be in [1, max_steps]; an omitted one is the model's default, capped."""
+def check_steps(field: str, value: int | None, default: int, limits: Limits, model_max: int | None = None) -> int:
+    """Sampler steps: a given value must be in [1, max_steps] and within the model's timesteps
+    (``model_max``); an omitted one is the default, capped the same way."""
+    high = limits.max_steps if model_max is None else min(limits.max_steps, int(model_max))
     if value is None:
-        return min(int(default), limits.max_steps)
-    return check_int(field, value, 1, limits.max_steps, " (the server's --max-steps)")
+        return max(1, min(int(default), high))
+    why = " (the server's --max-steps)" if high == limits.max_steps else " (the model's diffusion timesteps)"
+    return check_int(field, value, 1, high, why)
 
 
 def check_text(

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from ...errors import InputError
+from ...manipulate import MIN_ALPHA_BAR
 from .limits import RequestError
 from .workers import WorkerPool
 
@@ -41,6 +42,24 @@ class ServedModel:
         return list(self.pipe.output_sizes)
 
     @property
+    def decoder_timesteps(self) -> int:
+        """Most decoder sampling steps: its diffusion's timesteps."""
+        return int(self.pipe.decoder_diffusion.num_timesteps)
+
+    @property
+    def prior_timesteps(self) -> int | None:
+        """Most diffusion-prior sampling steps (None without a diffusion prior)."""
+        prior = self.pipe.prior
+        return None if prior is None else int(prior.config.num_timesteps)
+
+    @property
+    def manipulation_timesteps(self) -> int:
+        """Most DDIM steps of inversion and manipulation: the timesteps up to the level the
+        manipulations stop at (see :func:`unclip.manipulate.manipulation_diffusion`)."""
+        above = (self.pipe.decoder_diffusion.alphas_cumprod >= MIN_ALPHA_BAR).nonzero().flatten()
+        return int(above.max()) + 1 if above.numel() else self.decoder_timesteps
+
+    @property
     def context_length(self) -> int:
         return int(self.pipe.clip.context_length)
 
@@ -60,6 +79,9 @@ class ServedModel:
             "sizes": self.sizes,
             "default_size": self.pipe.resolve_size(None),
             "context_length": self.context_length,
+            "max_decoder_steps": self.decoder_timesteps,
+            "max_prior_steps": self.prior_timesteps,
+            "max_manipulation_steps": self.manipulation_timesteps,
             "decoder_steps": d.decoder_steps,
             "prior_steps": d.prior_steps,
         }

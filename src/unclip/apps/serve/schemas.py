@@ -136,7 +136,7 @@ def _guidance(field: str, value: float | None, limits: Limits) -> float | None:
 
 def _manip_common(req: _Manipulation, served: ServedModel, limits: Limits) -> dict[str, Any]:
     return {
-        "steps": check_steps("steps", req.steps, DEFAULT_STEPS, limits),
+        "steps": check_steps("steps", req.steps, DEFAULT_STEPS, limits, served.manipulation_timesteps),
         "guidance": _guidance("guidance", req.guidance, limits),
     }
 
@@ -152,7 +152,9 @@ def _capped(req: _Body, name: str, limit: int) -> int:
 
 
 def _frames(req: _Body, limits: Limits) -> int:
-    return check_int("frames", _capped(req, "frames", limits.max_frames), 2, limits.max_frames, " (the server's --max-frames)")
+    return check_int(
+        "frames", _capped(req, "frames", limits.max_frames), 2, limits.max_frames, " (the server's --max-frames)"
+    )
 
 
 # ----------------------------------------------------------------------------- per job
@@ -187,8 +189,8 @@ def generate_params(req: GenerateRequest, served: ServedModel, limits: Limits) -
         "seed": _seed(req.seed),
         "prior": prior,
         "size": _size(served, req.size),
-        "steps": check_steps("steps", req.steps, d.decoder_steps, limits),
-        "prior_steps": check_steps("prior_steps", req.prior_steps, d.prior_steps, limits),
+        "steps": check_steps("steps", req.steps, d.decoder_steps, limits, served.decoder_timesteps),
+        "prior_steps": check_steps("prior_steps", req.prior_steps, d.prior_steps, limits, served.prior_timesteps),
         "decoder_guidance": _guidance("decoder_guidance", _or(req.decoder_guidance, d.decoder_guidance), limits),
         "prior_guidance": _guidance("prior_guidance", _or(req.prior_guidance, d.prior_guidance), limits),
     }

@@ -48,6 +48,11 @@ DOWNLOADS_MAX_AGE_S = 3600.0
 SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]  # no web fonts: the page must work offline
 
 
+def _user_error(message: str) -> gr.Error:
+    """An error toast for the person using the page; not a server fault, so no traceback in the log."""
+    return gr.Error(message, print_exception=False)
+
+
 class UIJobs:
     """Runs the UI's jobs: checks, queueing, progress, downloads (in a private temporary folder)."""
 
@@ -78,9 +83,9 @@ class UIJobs:
             future = self.registry.submit(served, self._tracked, kind, served, params, state)
         except ValidationError as exc:
             err = exc.errors(include_url=False)[0]
-            raise gr.Error(f"{'.'.join(map(str, err.get('loc', ()))) or 'input'}: {err.get('msg')}") from None
+            raise _user_error(f"{'.'.join(map(str, err.get('loc', ()))) or 'input'}: {err.get('msg')}") from None
         except UnclipError as exc:  # RequestError, QueueFull, PoolClosed
-            raise gr.Error(str(exc)) from None
+            raise _user_error(str(exc)) from None
         while True:
             try:
                 return future.result(timeout=0.25)
@@ -88,7 +93,7 @@ class UIJobs:
                 frac = state.fraction()
                 progress((state.n, state.total) if frac is not None else 0.0, desc=state.describe())
             except UnclipError as exc:
-                raise gr.Error(str(exc)) from None
+                raise _user_error(str(exc)) from None
 
     @staticmethod
     def _tracked(kind: str, served: ServedModel, params: dict[str, Any], state: JobProgress) -> JobResult:
@@ -139,10 +144,9 @@ def build_ui(registry: Registry, limits: Limits) -> tuple[gr.Blocks, UIJobs]:
     steps0 = min(d.decoder_steps, limits.max_steps)
     manip_steps0 = min(50, limits.max_steps)
 
-    def size_box() -> gr.Dropdown:
-        return gr.Dropdown(
-            sizes, value=DEFAULT_SIZE, label="Output size (px)", info="larger than the decoder's runs the upsamplers"
-        )
+    def size_box(elem_id: str) -> gr.Dropdown:
+        info = "larger than the decoder's runs the upsamplers"
+        return gr.Dropdown(sizes, value=DEFAULT_SIZE, label="Output size (px)", info=info, elem_id=elem_id)
 
     with gr.Blocks(title="unclip", analytics_enabled=False, delete_cache=(3600, 3600)) as blocks:
         gr.Markdown(
@@ -171,7 +175,7 @@ def build_ui(registry: Registry, limits: Limits) -> tuple[gr.Blocks, UIJobs]:
                         g_psteps = gr.Slider(
                             1, limits.max_steps, value=min(d.prior_steps, limits.max_steps), step=1, label="Prior steps"
                         )
-                        g_size = size_box()
+                        g_size = size_box("gen-size")
                         g_run = gr.Button("Generate", variant="primary", elem_id="gen-run")
                     with gr.Column(scale=2):
                         g_gallery = gr.Gallery(label="Images", columns=4, format="png", elem_id="gen-gallery")
@@ -181,7 +185,12 @@ def build_ui(registry: Registry, limits: Limits) -> tuple[gr.Blocks, UIJobs]:
                 with gr.Row():
                     with gr.Column(scale=1):
                         v_image = gr.Image(
-                            label="Image", type="filepath", image_mode=None, sources=["upload"], elem_id="vary-image"
+                            label="Image",
+                            type="filepath",
+                            image_mode=None,
+                            sources=["upload"],
+                            elem_id="vary-image",
+                            height=240,
                         )
                         v_eta = gr.Slider(0, limits.max_eta, value=1.0, step=0.05, label="eta (0 reconstructs)")
                         v_num = gr.Slider(
@@ -194,7 +203,7 @@ def build_ui(registry: Registry, limits: Limits) -> tuple[gr.Blocks, UIJobs]:
                         v_guid = gr.Slider(
                             0, limits.max_guidance, value=1.0, step=0.5, label="Guidance (1 inverts best)"
                         )
-                        v_size = size_box()
+                        v_size = size_box("vary-size")
                         v_run = gr.Button("Vary", variant="primary", elem_id="vary-run")
                     with gr.Column(scale=2):
                         with gr.Row():
@@ -203,6 +212,7 @@ def build_ui(registry: Registry, limits: Limits) -> tuple[gr.Blocks, UIJobs]:
                                 format="png",
                                 interactive=False,
                                 elem_id="vary-recon",
+                                height=240,
                                 scale=1,
                             )
                             v_gallery = gr.Gallery(
@@ -222,6 +232,7 @@ def build_ui(registry: Registry, limits: Limits) -> tuple[gr.Blocks, UIJobs]:
                                 image_mode=None,
                                 sources=["upload"],
                                 elem_id="interp-a",
+                                height=200,
                             )
                             i_b = gr.Image(
                                 label="Image B (theta 1)",
@@ -229,6 +240,7 @@ def build_ui(registry: Registry, limits: Limits) -> tuple[gr.Blocks, UIJobs]:
                                 image_mode=None,
                                 sources=["upload"],
                                 elem_id="interp-b",
+                                height=200,
                             )
                         i_frames = gr.Slider(
                             2, limits.max_frames, value=min(6, limits.max_frames), step=1, label="Frames"
@@ -242,7 +254,7 @@ def build_ui(registry: Registry, limits: Limits) -> tuple[gr.Blocks, UIJobs]:
                         i_seed = gr.Number(0, precision=0, label="Seed (fixed noise)", minimum=0)
                         i_steps = gr.Slider(1, limits.max_steps, value=manip_steps0, step=1, label="DDIM steps")
                         i_guid = gr.Slider(0, limits.max_guidance, value=1.0, step=0.5, label="Guidance")
-                        i_size = size_box()
+                        i_size = size_box("interp-size")
                         i_run = gr.Button("Interpolate", variant="primary", elem_id="interp-run")
                     with gr.Column(scale=2):
                         i_gallery = gr.Gallery(label="Frames", columns=6, format="png", elem_id="interp-gallery")
@@ -254,7 +266,12 @@ def build_ui(registry: Registry, limits: Limits) -> tuple[gr.Blocks, UIJobs]:
                 with gr.Row():
                     with gr.Column(scale=1):
                         t_image = gr.Image(
-                            label="Image", type="filepath", image_mode=None, sources=["upload"], elem_id="diff-image"
+                            label="Image",
+                            type="filepath",
+                            image_mode=None,
+                            sources=["upload"],
+                            elem_id="diff-image",
+                            height=240,
                         )
                         t_from = gr.Textbox(
                             label="From: a caption of the image ('' is neutral)",
@@ -268,7 +285,7 @@ def build_ui(registry: Registry, limits: Limits) -> tuple[gr.Blocks, UIJobs]:
                         )
                         t_steps = gr.Slider(1, limits.max_steps, value=manip_steps0, step=1, label="DDIM steps")
                         t_guid = gr.Slider(0, limits.max_guidance, value=1.0, step=0.5, label="Guidance")
-                        t_size = size_box()
+                        t_size = size_box("diff-size")
                         t_run = gr.Button("Edit", variant="primary", elem_id="diff-run")
                     with gr.Column(scale=2):
                         t_gallery = gr.Gallery(label="Frames", columns=5, format="png", elem_id="diff-gallery")
@@ -367,7 +384,7 @@ def _upload(jobs: UIJobs, field: str, path: str | None) -> str:
     try:
         return jobs.read_upload(field, path)
     except RequestError as exc:
-        raise gr.Error(str(exc)) from None
+        raise _user_error(str(exc)) from None
 
 
 def mount_ui(app: Any, registry: Registry, limits: Limits, workers: int, queue_size: int) -> tuple[Any, UIJobs]:
