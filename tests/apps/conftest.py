@@ -54,7 +54,7 @@ def live_server(tiny_model, tmp_path_factory, screenshot_mode):
     the screenshots in docs/app/ show recognisable pictures.
     """
     model = ["--model", "shapes"] if screenshot_mode else ["--model", f"tiny={tiny_model}"]
-    extra = ["--max-steps", "12"] if screenshot_mode else SERVER_ARGS
+    extra = ["--max-steps", "25"] if screenshot_mode else SERVER_ARGS
     server = ServerProcess(
         model, [*extra, "--workers", "1", "--queue-size", "4"], tmp_path_factory.mktemp("serve") / "server.log"
     )

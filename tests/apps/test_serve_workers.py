@@ -123,3 +123,33 @@ def test_model_specs_and_hosts():
         model_specs(["bad name=/x"])
     assert allowed_hosts_for("127.0.0.1") == ["127.0.0.1", "::1", "[::1]", "localhost"]
     assert allowed_hosts_for("::") is None and "myhost" in allowed_hosts_for("myhost")
+
+
+def test_ui_jobs_report_queue_position_then_steps(served_pipe):
+    """The UI's runner shows 'waiting in the queue' while its job waits and the sampler's steps while it
+    runs, and refuses what the API refuses with the same message."""
+    pytest.importorskip("gradio", reason="the UI needs gradio")
+    from unclip.apps.serve.registry import Registry
+    from unclip.apps.serve.ui import UIJobs
+
+    registry = Registry({"tiny": served_pipe}, workers=1, queue_size=2)
+    jobs = UIJobs(registry, Limits(max_steps=100))
+    seen: list[str] = []
+    try:
+        release = threading.Event()
+        blocker = registry.models["tiny"].pool.submit(release.wait, 10)
+        threading.Timer(0.6, release.set).start()
+        body = {"prompts": ["a red circle"], "num_images": 2, "steps": 50, "prior_steps": 50}
+        result = jobs.run("generate", body, lambda frac, desc: seen.append(desc))
+        assert blocker.result(5) and len(result.images) == 2
+        assert seen[0] == "waiting in the queue" and any("step" in d for d in seen), seen
+        files = jobs.files(result)
+        assert [p.rsplit("/", 1)[1] for p in files] == ["manifest.json"]
+        import gradio as gr
+
+        with pytest.raises(gr.Error, match="num_images"):
+            jobs.run("generate", {"prompts": ["a"], "num_images": 9}, lambda *a: None)
+    finally:
+        jobs.close()
+        registry.close(5)
+    assert not jobs.downloads.exists()

@@ -45,6 +45,8 @@ PRIOR_LABELS = {
 }
 DEFAULT_SIZE = "model default"
 DOWNLOADS_MAX_AGE_S = 3600.0
+# small model outputs (16-64 px) fill their boxes instead of sitting as a dot in the middle
+CSS = ".fit-image img { width: 100% !important; height: 100% !important; object-fit: contain; }"
 SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]  # no web fonts: the page must work offline
 
 
@@ -190,6 +192,7 @@ def build_ui(registry: Registry, limits: Limits) -> tuple[gr.Blocks, UIJobs]:
                             image_mode=None,
                             sources=["upload"],
                             elem_id="vary-image",
+                            elem_classes=["fit-image"],
                             height=240,
                         )
                         v_eta = gr.Slider(0, limits.max_eta, value=1.0, step=0.05, label="eta (0 reconstructs)")
@@ -212,6 +215,7 @@ def build_ui(registry: Registry, limits: Limits) -> tuple[gr.Blocks, UIJobs]:
                                 format="png",
                                 interactive=False,
                                 elem_id="vary-recon",
+                                elem_classes=["fit-image"],
                                 height=240,
                                 scale=1,
                             )
@@ -232,6 +236,7 @@ def build_ui(registry: Registry, limits: Limits) -> tuple[gr.Blocks, UIJobs]:
                                 image_mode=None,
                                 sources=["upload"],
                                 elem_id="interp-a",
+                                elem_classes=["fit-image"],
                                 height=200,
                             )
                             i_b = gr.Image(
@@ -240,6 +245,7 @@ def build_ui(registry: Registry, limits: Limits) -> tuple[gr.Blocks, UIJobs]:
                                 image_mode=None,
                                 sources=["upload"],
                                 elem_id="interp-b",
+                                elem_classes=["fit-image"],
                                 height=200,
                             )
                         i_frames = gr.Slider(
@@ -271,6 +277,7 @@ def build_ui(registry: Registry, limits: Limits) -> tuple[gr.Blocks, UIJobs]:
                             image_mode=None,
                             sources=["upload"],
                             elem_id="diff-image",
+                            elem_classes=["fit-image"],
                             height=240,
                         )
                         t_from = gr.Textbox(
@@ -397,6 +404,6 @@ def mount_ui(app: Any, registry: Registry, limits: Limits, workers: int, queue_s
     )
     theme = gr.themes.Default(font=SYSTEM_FONTS, font_mono=["ui-monospace", "monospace"])
     app = gr.mount_gradio_app(
-        app, blocks, path="/", max_file_size=limits.max_upload_bytes, theme=theme, show_error=True
+        app, blocks, path="/", max_file_size=limits.max_upload_bytes, theme=theme, css=CSS, show_error=True
     )
     return app, jobs
