@@ -53,6 +53,7 @@ def live_server(tiny_model, tmp_path_factory, screenshot_mode):
     With ``UNCLIP_WRITE_SCREENSHOTS=1`` it serves the shipped ``shapes`` model instead, so that
     the screenshots in docs/app/ show recognisable pictures.
     """
+    pytest.importorskip("gradio", reason="the web UI needs gradio (pip install 'unclip[serve]')")
     model = ["--model", "shapes"] if screenshot_mode else ["--model", f"tiny={tiny_model}"]
     extra = ["--max-steps", "25"] if screenshot_mode else SERVER_ARGS
     server = ServerProcess(

@@ -99,11 +99,24 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=run_serve)
 
 
+def _check_installed(ui: bool) -> None:
+    """The web stack is an optional extra: say how to install it rather than fail on an import."""
+    import importlib.util
+
+    needed = ["fastapi", "uvicorn", "pydantic"] + (["gradio"] if ui else [])
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
+    if missing:
+        raise InputError(
+            f"unclip serve needs {', '.join(missing)}: pip install 'unclip[serve]' (or --no-ui without gradio)"
+        )
+
+
 def run_serve(args: argparse.Namespace) -> int:
     """Check the arguments, load the models, build the app and serve it until stopped."""
     from ..serve import Limits, create_app
     from ..serve.server import allowed_hosts_for, check_port, load_models, model_specs, serve
 
+    _check_installed(ui=not args.no_ui)
     if args.max_upload_mb * 2**20 < 1:
         raise InputError(f"--max-upload-mb {args.max_upload_mb} is below one byte")
     limits = Limits(
