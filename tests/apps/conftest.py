@@ -10,11 +10,9 @@ import os
 import signal
 
 import pytest
+from serve_helpers import SERVER_ARGS, TEST_LIMITS, ServerProcess
 
-pytest.importorskip("fastapi", reason="the web app needs fastapi (pip install fastapi uvicorn gradio httpx)")
-pytest.importorskip("httpx", reason="the web-app tests need httpx")
-
-from serve_helpers import SERVER_ARGS, TEST_LIMITS, ServerProcess  # noqa: E402
+NEEDS = "the web app and its tests need fastapi, uvicorn, httpx and gradio: pip install 'unclip[serve]'"
 
 
 @pytest.fixture(scope="session")
@@ -27,6 +25,8 @@ def served_pipe(tiny_model):
 @pytest.fixture(scope="session")
 def api_app(served_pipe):
     """The JSON API in-process (no UI: the UI is driven by the browser tests against a real server)."""
+    for module in ("fastapi", "httpx"):
+        pytest.importorskip(module, reason=NEEDS)
     from unclip.apps.serve import Limits, create_app
 
     return create_app({"tiny": served_pipe}, workers=1, queue_size=2, limits=Limits(**TEST_LIMITS), ui=False)
@@ -53,7 +53,8 @@ def live_server(tiny_model, tmp_path_factory, screenshot_mode):
     With ``UNCLIP_WRITE_SCREENSHOTS=1`` it serves the shipped ``shapes`` model instead, so that
     the screenshots in docs/app/ show recognisable pictures.
     """
-    pytest.importorskip("gradio", reason="the web UI needs gradio (pip install 'unclip[serve]')")
+    for module in ("fastapi", "uvicorn", "httpx", "gradio"):
+        pytest.importorskip(module, reason=NEEDS)
     model = ["--model", "shapes"] if screenshot_mode else ["--model", f"tiny={tiny_model}"]
     extra = ["--max-steps", "25"] if screenshot_mode else SERVER_ARGS
     server = ServerProcess(

@@ -62,7 +62,8 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         env = {**os.environ, "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
-        cmd = [sys.executable, "-m", "unclip.cli", "serve", *model_args, "--port", str(self.port), *extra]
+        entry = "import sys; from unclip.cli import main; sys.exit(main(sys.argv[1:]))"
+        cmd = [sys.executable, "-c", entry, "serve", *model_args, "--port", str(self.port), *extra]
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout

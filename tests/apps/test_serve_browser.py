@@ -17,8 +17,9 @@ import os
 import shutil
 from pathlib import Path
 
-import httpx
 import pytest
+
+httpx = pytest.importorskip("httpx", reason="the browser tests need httpx")
 
 BROWSER_ARGS = [
     "--headless",
