@@ -110,14 +110,25 @@ class UnCLIP:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, name_or_path: str | os.PathLike, device: str | torch.device = "cpu", *, decoder: str = "decoder") -> "UnCLIP":
+    def load(cls, name_or_path: str | os.PathLike, device: str | torch.device = "cpu", *, decoder: str = "decoder", image_encoder_from: str | os.PathLike | None = None) -> "UnCLIP":
         """Load a shipped model by name (``"shapes"``) or a model directory.
 
         ``decoder`` picks the decoder component: ``"decoder"`` (unCLIP) or
         ``"decoder_text_only"`` (the GLIDE-style baseline, sampled with ``prior="none"``).
-        The priors and upsamplers the directory holds are loaded too.
+        The priors and upsamplers the directory holds are loaded too. A diffusers unCLIP
+        directory (``model_index.json``: Karlo's released weights) gives a
+        :class:`unclip.pipeline_karlo.KarloUnCLIP`; ``image_encoder_from`` then names the
+        directory whose CLIP image encoder to use (docs/karlo.md).
         """
         root = resolve_model_path(name_or_path)
+        if (root / "model_index.json").is_file():  # diffusers layout: delegate to the adapters
+            if decoder != "decoder":
+                raise InputError(f"{root} is a diffusers unCLIP directory; it has no '{decoder}' component")
+            from .pipeline_karlo import KarloUnCLIP
+
+            return KarloUnCLIP.from_diffusers(root, device, image_encoder_from=image_encoder_from)
+        if image_encoder_from is not None:
+            raise InputError(f"image_encoder_from applies to diffusers unCLIP directories only; {root} is an unclip model directory")
         meta = read_model_json(root)
         comps = meta.get("components", {})
         if decoder not in DECODERS:
