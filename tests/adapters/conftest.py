@@ -3,7 +3,7 @@
 The networks have the shapes of diffusers' own dummy components (tests/pipelines/unclip/
 test_unclip.py and test_unclip_image_variation.py: CLIP width 32, 5 layers; prior with 2
 heads of 12, 1 layer; decoder and super-resolution UNets with 32/64 channels, one layer per
-block; cross-attention width 100) at Karlo's sides: 64 px decoder, 64 -> 256 upsampler. The
+block; cross-attention width 100) at a 64 px decoder (Karlo's side) and a 64 -> 128 upsampler (the dummy test's ratio 2; 256 px costs 4x). The
 tokenizer is a character-level CLIP BPE vocabulary written here (no network access), with
 Karlo's padding token "!" at id 0. Directories are written by the (deprecated) diffusers
 pipelines' ``save_pretrained``, which is exactly the layout of the released weights.
@@ -23,7 +23,7 @@ transformers = pytest.importorskip("transformers")
 
 WIDTH = 32  # CLIP text/vision width and projection (diffusers' text_embedder_hidden_size)
 CROSS = 100  # decoder cross-attention width
-DECODER_SIDE, SR_SIDE, VISION_SIDE = 64, 256, 32
+DECODER_SIDE, SR_SIDE, VISION_SIDE = 64, 128, 32
 
 
 def write_tokenizer(folder: Path):
