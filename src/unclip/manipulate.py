@@ -484,9 +484,11 @@ def text_diff(
     if len(lat) != 1:
         raise InputError("text_diff takes one image (or latent)")
     z_t = pipe.clip.encode_text([to_text, from_text or ""]).float().cpu()
-    z_d = text_diff_direction(z_t[0], z_t[1])
+    z_i = lat.image_embed[0].cpu()
+    # z_d at |z_i|: unit for our CLIP (the paper's slerp on the sphere); raw embeddings (Karlo) keep their norm
+    z_d = text_diff_direction(z_t[0], z_t[1]) * z_i.norm()
     thetas = theta_schedule(frames, max_theta).to(torch.float32)
-    z = slerp(lat.image_embed[0].cpu(), z_d, thetas)
+    z = slerp(z_i, z_d, thetas)
     x_T = lat.noise.cpu().expand(len(thetas), -1, -1, -1)
     caps = None if lat.captions is None else lat.captions * len(thetas)
     return decode_latent(pipe, z, x_T, steps=lat.steps, guidance=lat.guidance, captions=caps, min_alpha_bar=lat.min_alpha_bar, progress=progress)

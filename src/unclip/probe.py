@@ -6,8 +6,9 @@ fixed DDIM noise: the row of images shows which properties the leading direction
 (the paper: the first few hold the gist, later ones detail). We also report how many
 components keep the relative reconstruction error of the embeddings under 1%.
 
-The truncated reconstructions are shorter than the unit-norm z_i the decoder was trained
-on, so they are rescaled to unit norm before decoding (errors are measured before that).
+The truncated reconstructions are shorter than the z_i the decoder was trained on, so they
+are rescaled to the norm of the image's full z_i before decoding (unit for our CLIP; the raw
+norm for Karlo's unnormalised embeddings; errors are measured before that).
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ def probe_pca(
     if bad:
         raise InputError(f"dims {bad} are outside [0, {pca.components.shape[0]}] (the number of components)")
     zk = torch.cat([pca.reconstruct(z.double(), k).float() for k in dims] + [z])
-    zk = zk / zk.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    zk = zk / zk.norm(dim=-1, keepdim=True).clamp_min(1e-12) * z.norm()  # |z_i|: 1 for our CLIP, raw norm for Karlo
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     noise = torch.randn(1, 3, size, size, generator=gen).expand(len(zk), -1, -1, -1)
     g = pipe.defaults.decoder_guidance if guidance is None else guidance
