@@ -19,7 +19,7 @@ def test_loader_builds_every_component(karlo_pipe, karlo_dirs):
 
     assert type(karlo_pipe).__name__ == "KarloUnCLIP"
     assert read_index(karlo_dirs["t2i"])["_class_name"] == "UnCLIPPipeline"
-    assert karlo_pipe.output_sizes == [64, 256] and karlo_pipe.defaults.size == 256
+    assert karlo_pipe.output_sizes == [64, 128] and karlo_pipe.defaults.size == 128
     assert karlo_pipe.decoder_settings.learned_variance and karlo_pipe.prior is not None
     assert karlo_pipe.clip.has_image_encoder and karlo_pipe.clip.embed_dim == 32
     assert karlo_pipe.schedules["prior"].clip_x0 == 5.0 and karlo_pipe.schedules["decoder"].clip_x0 == 1.0
@@ -75,8 +75,12 @@ def test_prior_matches_prior_transformer(karlo_pipe, karlo_dirs):
     keep = torch.tensor([True, False])
     ours = karlo_pipe.prior(x, t, text.embed, text.tokens, text.mask, keep)
     with torch.no_grad():
-        want_cond = ref(x, t, proj_embedding=text.embed, encoder_hidden_states=text.tokens, attention_mask=text.mask).predicted_image_embedding
-        want_null = ref(x, t, proj_embedding=null.embed, encoder_hidden_states=null.tokens, attention_mask=null.mask).predicted_image_embedding
+        want_cond = ref(
+            x, t, proj_embedding=text.embed, encoder_hidden_states=text.tokens, attention_mask=text.mask
+        ).predicted_image_embedding
+        want_null = ref(
+            x, t, proj_embedding=null.embed, encoder_hidden_states=null.tokens, attention_mask=null.mask
+        ).predicted_image_embedding
     assert _maxdiff(ours[0], want_cond[0]) <= TOL
     assert _maxdiff(ours[1], want_null[1]) <= TOL
     assert _maxdiff(karlo_pipe.prior.to_embedding(x), ref.post_process_latents(x)) <= TOL
@@ -98,9 +102,20 @@ def test_decoder_matches_text_proj_and_unet(karlo_pipe, karlo_dirs):
     text = clip.encode_text_full(prompts)
     null = clip.encode_text_full(["", ""])
     with torch.no_grad():
-        hidden, time_extra = ref.text_proj(image_embeddings=z, prompt_embeds=torch.cat([null.embed, text.embed]), text_encoder_hidden_states=torch.cat([null.tokens, text.tokens]), do_classifier_free_guidance=True)
+        hidden, time_extra = ref.text_proj(
+            image_embeddings=z,
+            prompt_embeds=torch.cat([null.embed, text.embed]),
+            text_encoder_hidden_states=torch.cat([null.tokens, text.tokens]),
+            do_classifier_free_guidance=True,
+        )
         mask = F.pad(torch.cat([null.mask, text.mask]), (ref.text_proj.clip_extra_context_tokens, 0), value=True)
-        want = ref.decoder(sample=torch.cat([x, x]), timestep=500, encoder_hidden_states=hidden, class_labels=time_extra, attention_mask=mask).sample
+        want = ref.decoder(
+            sample=torch.cat([x, x]),
+            timestep=500,
+            encoder_hidden_states=hidden,
+            class_labels=time_extra,
+            attention_mask=mask,
+        ).sample
     assert ours_cond.shape == (2, 6, 64, 64)
     assert _maxdiff(ours_uncond, want[:2]) <= TOL
     assert _maxdiff(ours_cond, want[2:]) <= TOL
@@ -111,8 +126,9 @@ def test_upsampler_switches_to_last_at_t0(karlo_pipe, karlo_dirs):
     up = karlo_pipe.upsamplers[0].model
     g = torch.Generator().manual_seed(3)
     low = torch.rand(1, 3, 64, 64, generator=g) * 2 - 1
-    x = torch.randn(1, 3, 256, 256, generator=g)
-    big = F.interpolate(low, size=[256, 256], mode="bicubic", align_corners=False, antialias=True)
+    side = up.config.high_res
+    x = torch.randn(1, 3, side, side, generator=g)
+    big = F.interpolate(low, size=[side, side], mode="bicubic", align_corners=False, antialias=True)
     with torch.no_grad():
         want_first = ref.super_res_first(sample=torch.cat([x, big], 1), timestep=torch.tensor([833])).sample
         want_last = ref.super_res_last(sample=torch.cat([x, big], 1), timestep=torch.tensor([0])).sample
@@ -121,7 +137,7 @@ def test_upsampler_switches_to_last_at_t0(karlo_pipe, karlo_dirs):
     assert _maxdiff(want_first, want_last) > 1e-3  # the two networks differ, so the switch is tested
     mixed = up(torch.cat([x, x]), torch.tensor([0, 833]), torch.cat([low, low]))
     assert _maxdiff(mixed, torch.cat([want_last, want_first])) <= TOL
-    assert up.config.low_res == 64 and up.config.high_res == 256
+    assert up.config.low_res == 64 and up.config.high_res == 128
 
 
 def test_loader_rejects_other_pipelines_and_pickles(tmp_path, karlo_dirs):

@@ -35,7 +35,11 @@ GUIDANCE = {"prior": 4.0, "decoder": 8.0}
 
 def _latents(batch: int, side: int):
     g = torch.Generator().manual_seed(123)
-    return torch.randn(batch, 32, generator=g), torch.randn(batch, 3, 64, 64, generator=g), torch.randn(batch, 3, side, side, generator=g)
+    return (
+        torch.randn(batch, 32, generator=g),
+        torch.randn(batch, 3, 64, 64, generator=g),
+        torch.randn(batch, 3, side, side, generator=g),
+    )
 
 
 def _float64_schedulers(pipe) -> dict:
@@ -54,9 +58,19 @@ def _ours(pipe, prompts, latents, seed):
     prior_x, dec_x, sr_x = latents
     g = torch.Generator().manual_seed(seed)
     text = pipe.clip.encode_text_full(prompts)
-    z = sample_karlo_image_embeds(pipe.prior, pipe.schedules["prior"], text, steps=STEPS["prior"], guidance_scale=GUIDANCE["prior"], x_T=prior_x, generator=g)
+    z = sample_karlo_image_embeds(
+        pipe.prior,
+        pipe.schedules["prior"],
+        text,
+        steps=STEPS["prior"],
+        guidance_scale=GUIDANCE["prior"],
+        x_T=prior_x,
+        generator=g,
+    )
     x64 = pipe.decode(z, prompts, noise=dec_x, steps=STEPS["decoder"], guidance=GUIDANCE["decoder"], generator=g)
-    x = karlo_upsample(pipe.upsamplers[0].model, pipe.schedules["super_res"], x64, steps=STEPS["super_res"], noise=sr_x, generator=g)
+    x = karlo_upsample(
+        pipe.upsamplers[0].model, pipe.schedules["super_res"], x64, steps=STEPS["super_res"], noise=sr_x, generator=g
+    )
     return z, ((x + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).numpy()
 
 
@@ -75,11 +89,18 @@ def _reference(ref, prompts, latents, seed, schedulers=None):
     pipe.text_proj.forward = spy
     try:
         images = pipe(
-            prompts, generator=torch.Generator().manual_seed(seed), prior_latents=latents[0], decoder_latents=latents[1],
-            super_res_latents=latents[2], prior_num_inference_steps=STEPS["prior"], decoder_num_inference_steps=STEPS["decoder"],
-            super_res_num_inference_steps=STEPS["super_res"], prior_guidance_scale=GUIDANCE["prior"],
-            decoder_guidance_scale=GUIDANCE["decoder"], output_type="np",
-        ).images  # fmt: skip
+            prompts,
+            generator=torch.Generator().manual_seed(seed),
+            prior_latents=latents[0],
+            decoder_latents=latents[1],
+            super_res_latents=latents[2],
+            prior_num_inference_steps=STEPS["prior"],
+            decoder_num_inference_steps=STEPS["decoder"],
+            super_res_num_inference_steps=STEPS["super_res"],
+            prior_guidance_scale=GUIDANCE["prior"],
+            decoder_guidance_scale=GUIDANCE["decoder"],
+            output_type="np",
+        ).images
     finally:
         del pipe.text_proj.forward
     return caught["z"], images
@@ -126,12 +147,29 @@ def test_image_variation_decoder_equals_diffusers(karlo_pipe, karlo_dirs):
 
     var = karlo_dirs["var_pipe"]
     scheds = _float64_schedulers(karlo_dirs["pipe"])
-    ref_pipe = UnCLIPImageVariationPipeline(**{**var.components, "decoder_scheduler": scheds["decoder_scheduler"], "super_res_scheduler": scheds["super_res_scheduler"]})
+    ref_pipe = UnCLIPImageVariationPipeline(
+        **{
+            **var.components,
+            "decoder_scheduler": scheds["decoder_scheduler"],
+            "super_res_scheduler": scheds["super_res_scheduler"],
+        }
+    )
     ref_pipe.set_progress_bar_config(disable=True)
     _, dec_x, sr_x = _latents(1, karlo_pipe.output_sizes[-1])
     z = torch.randn(1, 32, generator=torch.Generator().manual_seed(5)) * 3
-    ref = ref_pipe(image_embeddings=z, generator=torch.Generator().manual_seed(3), decoder_latents=dec_x, super_res_latents=sr_x, decoder_num_inference_steps=5, super_res_num_inference_steps=2, decoder_guidance_scale=8.0, output_type="np").images
+    ref = ref_pipe(
+        image_embeddings=z,
+        generator=torch.Generator().manual_seed(3),
+        decoder_latents=dec_x,
+        super_res_latents=sr_x,
+        decoder_num_inference_steps=5,
+        super_res_num_inference_steps=2,
+        decoder_guidance_scale=8.0,
+        output_type="np",
+    ).images
     g = torch.Generator().manual_seed(3)
     x64 = karlo_pipe.decode(z, [""], noise=dec_x, steps=5, guidance=8.0, generator=g)
-    x = karlo_upsample(karlo_pipe.upsamplers[0].model, karlo_pipe.schedules["super_res"], x64, steps=2, noise=sr_x, generator=g)
+    x = karlo_upsample(
+        karlo_pipe.upsamplers[0].model, karlo_pipe.schedules["super_res"], x64, steps=2, noise=sr_x, generator=g
+    )
     _assert_same_images(((x + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).numpy(), ref)

@@ -7,9 +7,9 @@ import torch
 
 diffusers = pytest.importorskip("diffusers")
 
-from unclip.adapters.schedules import karlo_timesteps, stage_schedule  # noqa: E402
-from unclip.diffusion import GaussianDiffusion, spaced_timesteps  # noqa: E402
-from unclip.errors import ConfigError  # noqa: E402
+from unclip.adapters.schedules import karlo_timesteps, stage_schedule
+from unclip.diffusion import GaussianDiffusion, spaced_timesteps
+from unclip.errors import ConfigError
 
 
 def _scheduler(**kw):
@@ -41,7 +41,10 @@ def test_cosine_schedule_matches_squaredcos_cap_v2_to_float32():
     assert 1e-7 < float(rel) < 2e-5  # diffusers' float32 cumulative product drifts in the tail; ours is float64
 
 
-@pytest.mark.parametrize("variance,prediction,channels", [("fixed_small_log", "sample", 8), ("learned_range", "epsilon", 6), ("fixed_small_log", "epsilon", 3)])
+@pytest.mark.parametrize(
+    "variance,prediction,channels",
+    [("fixed_small_log", "sample", 8), ("learned_range", "epsilon", 6), ("fixed_small_log", "epsilon", 3)],
+)
 def test_one_reverse_step_equals_scheduler_step(variance, prediction, channels):
     """Our DDPM mean/variance on Karlo's respaced timesteps = UnCLIPScheduler.step, same noise, same clipping."""
     clip = 5.0 if prediction == "sample" else 1.0

@@ -17,4 +17,11 @@ samplers, guidance and inversion stay ours. Importing this package needs neither
 from .karlo import KarloComponents, is_diffusers_unclip, load_diffusers_unclip
 from .schedules import StageSchedule, karlo_timesteps, stage_schedule
 
-__all__ = ["KarloComponents", "StageSchedule", "is_diffusers_unclip", "karlo_timesteps", "load_diffusers_unclip", "stage_schedule"]
+__all__ = [
+    "KarloComponents",
+    "StageSchedule",
+    "is_diffusers_unclip",
+    "karlo_timesteps",
+    "load_diffusers_unclip",
+    "stage_schedule",
+]

@@ -22,7 +22,7 @@ slightly between the two (tests/adapters/test_clip.py measures it).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -49,8 +49,20 @@ class KarloCLIP(PretrainedCLIP):
         mean, std, image_size: the feature extractor's normalisation and crop side.
     """
 
-    def __init__(self, tokenizer, text_model: nn.Module, vision_model: nn.Module | None = None, *, mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD, image_size: int | None = None, batch_size: int = 64) -> None:
-        towers = nn.ModuleDict({"text": text_model} if vision_model is None else {"text": text_model, "vision": vision_model})
+    def __init__(
+        self,
+        tokenizer,
+        text_model: nn.Module,
+        vision_model: nn.Module | None = None,
+        *,
+        mean: Sequence[float] = CLIP_MEAN,
+        std: Sequence[float] = CLIP_STD,
+        image_size: int | None = None,
+        batch_size: int = 64,
+    ) -> None:
+        towers = nn.ModuleDict(
+            {"text": text_model} if vision_model is None else {"text": text_model, "vision": vision_model}
+        )
         super().__init__(towers, mean, std, batch_size)
         self.tokenizer = tokenizer
         cfg = text_model.config
@@ -63,7 +75,10 @@ class KarloCLIP(PretrainedCLIP):
         vision_size = int(vision_model.config.image_size) if vision_model is not None else 224
         self.image_size = int(image_size or vision_size)
         if vision_model is not None and int(vision_model.config.projection_dim) != self.embed_dim:
-            raise InputError(f"the CLIP image encoder projects to {vision_model.config.projection_dim} dims but the text encoder to {self.embed_dim}; both must come from the same CLIP")
+            raise InputError(
+                f"the CLIP image encoder projects to {vision_model.config.projection_dim} dims but the text encoder "
+                f"to {self.embed_dim}; both must come from the same CLIP"
+            )
 
     @property
     def has_image_encoder(self) -> bool:
@@ -73,7 +88,9 @@ class KarloCLIP(PretrainedCLIP):
         """Texts -> (B, context_length) int64 ids, padded and truncated as diffusers does."""
         if isinstance(texts, str):
             texts = [texts]
-        out = self.tokenizer(list(texts), padding="max_length", max_length=self.context_length, truncation=True, return_tensors="pt")
+        out = self.tokenizer(
+            list(texts), padding="max_length", max_length=self.context_length, truncation=True, return_tensors="pt"
+        )
         return out["input_ids"].long()
 
     def text_mask(self, ids: torch.Tensor) -> torch.Tensor:
@@ -91,7 +108,11 @@ class KarloCLIP(PretrainedCLIP):
         ids = self._ids(texts)
         if not len(ids):
             dev = self.device
-            return TextEncoding(torch.zeros(0, self.embed_dim, device=dev), torch.zeros(0, ids.shape[1], self.text_width, device=dev), torch.zeros(0, ids.shape[1], dtype=torch.bool, device=dev))
+            return TextEncoding(
+                torch.zeros(0, self.embed_dim, device=dev),
+                torch.zeros(0, ids.shape[1], self.text_width, device=dev),
+                torch.zeros(0, ids.shape[1], dtype=torch.bool, device=dev),
+            )
         parts = [self._text(chunk) for chunk in ids.split(self.batch_size)]
         e, h, m = zip(*parts)
         return TextEncoding(torch.cat(e).float(), torch.cat(h).float(), torch.cat(m))
@@ -109,4 +130,7 @@ class KarloCLIP(PretrainedCLIP):
         return torch.cat(parts) if parts else torch.zeros(0, self.embed_dim, device=self.device)
 
     def __repr__(self) -> str:
-        return f"KarloCLIP(embed_dim={self.embed_dim}, context_length={self.context_length}, image_encoder={self.has_image_encoder}, device={self.device})"
+        return (
+            f"KarloCLIP(embed_dim={self.embed_dim}, context_length={self.context_length}, "
+            f"image_encoder={self.has_image_encoder}, device={self.device})"
+        )

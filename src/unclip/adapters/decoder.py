@@ -55,7 +55,10 @@ class KarloDecoder(nn.Module):
     def __init__(self, unet: nn.Module, text_proj: nn.Module, clip: KarloCLIP) -> None:
         super().__init__()
         if unet.config.out_channels != 2 * unet.config.in_channels:
-            raise InputError(f"Karlo's decoder must output 2 x {unet.config.in_channels} channels (eps and learned-range variance), got {unet.config.out_channels}")
+            raise InputError(
+                f"Karlo's decoder must output 2 x {unet.config.in_channels} channels (eps and learned-range "
+                f"variance), got {unet.config.out_channels}"
+            )
         self.unet = unet
         self.text_proj = text_proj
         self.clip = clip
@@ -79,7 +82,9 @@ class KarloDecoder(nn.Module):
         if self._null_ids is None:
             self._null_ids = self.clip.tokenize([""])
         if self._null_ids.shape[1] != length:
-            raise InputError(f"text_tokens have length {length} but Karlo's tokenizer pads to {self._null_ids.shape[1]}")
+            raise InputError(
+                f"text_tokens have length {length} but Karlo's tokenizer pads to {self._null_ids.shape[1]}"
+            )
         return self._null_ids.expand(batch, -1)
 
     def forward(
@@ -101,7 +106,10 @@ class KarloDecoder(nn.Module):
         """
         b, dev = x_t.shape[0], x_t.device
         if text_tokens is None or text_tokens.shape[0] != b:
-            raise InputError(f"Karlo's decoder needs text_tokens of batch {b} (ids from clip.tokenize); pass text_keep=False to drop the caption")
+            raise InputError(
+                f"Karlo's decoder needs text_tokens of batch {b} (ids from clip.tokenize); pass text_keep=False to "
+                "drop the caption"
+            )
         ids = text_tokens.long().cpu()
         if text_keep is not None:
             drop = ~text_keep.bool().cpu()
@@ -112,14 +120,26 @@ class KarloDecoder(nn.Module):
             if image_keep is not None and not bool(image_keep.any()):
                 image_embed = cfg_embed.detach().expand(b, -1)
             else:
-                raise InputError("Karlo's decoder is conditioned on CLIP image embeddings: pass image_embed (B, E), or image_keep=False")
+                raise InputError(
+                    "Karlo's decoder is conditioned on CLIP image embeddings: pass image_embed (B, E), or "
+                    "image_keep=False"
+                )
         if tuple(image_embed.shape) != (b, self.config.clip_embed_dim):
-            raise InputError(f"image_embed must have shape ({b}, {self.config.clip_embed_dim}), got {tuple(image_embed.shape)}")
+            raise InputError(
+                f"image_embed must have shape ({b}, {self.config.clip_embed_dim}), got {tuple(image_embed.shape)}"
+            )
         dt = self.dtype
         z = image_embed.to(device=dev, dtype=dt)
         if image_keep is not None:
             z = torch.where(image_keep.to(device=dev, dtype=torch.bool)[:, None], z, cfg_embed.to(dt))
-        context, time_extra = self.text_proj(image_embeddings=z, prompt_embeds=text.embed.to(dt), text_encoder_hidden_states=text.tokens.to(dt), do_classifier_free_guidance=False)
+        context, time_extra = self.text_proj(
+            image_embeddings=z,
+            prompt_embeds=text.embed.to(dt),
+            text_encoder_hidden_states=text.tokens.to(dt),
+            do_classifier_free_guidance=False,
+        )
         mask = F.pad(text.mask, (self.text_proj.clip_extra_context_tokens, 0), value=True)
-        out = self.unet(sample=x_t.to(dt), timestep=t, encoder_hidden_states=context, class_labels=time_extra, attention_mask=mask).sample
+        out = self.unet(
+            sample=x_t.to(dt), timestep=t, encoder_hidden_states=context, class_labels=time_extra, attention_mask=mask
+        ).sample
         return out.float()

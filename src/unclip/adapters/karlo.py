@@ -53,7 +53,14 @@ EXPECTED = {
 }
 REQUIRED = ("decoder", "text_proj", "text_encoder", "tokenizer", "decoder_scheduler")
 # Karlo's sampling settings (diffusers' UnCLIPPipeline defaults); upsampler steps: 7.
-KARLO_DEFAULTS = {"prior_steps": 25, "prior_guidance": 4.0, "best_of": 1, "decoder_steps": 25, "decoder_guidance": 8.0, "eta": 1.0}
+KARLO_DEFAULTS = {
+    "prior_steps": 25,
+    "prior_guidance": 4.0,
+    "best_of": 1,
+    "decoder_steps": 25,
+    "decoder_guidance": 8.0,
+    "eta": 1.0,
+}
 SUPER_RES_STEPS = 7
 
 
@@ -87,14 +94,20 @@ def read_index(path: str | os.PathLike) -> dict[str, Any]:
     """``model_index.json`` of a diffusers unCLIP directory, checked to name an unCLIP pipeline."""
     file = Path(path) / INDEX
     if not file.is_file():
-        raise CheckpointError(f"{path} has no {INDEX}; expected a diffusers unCLIP directory such as a download of kakaobrain/karlo-v1-alpha")
+        raise CheckpointError(
+            f"{path} has no {INDEX}; expected a diffusers unCLIP directory such as a download of "
+            "kakaobrain/karlo-v1-alpha"
+        )
     try:
         index = json.loads(file.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"could not read {file} as JSON ({exc})") from exc
     name = index.get("_class_name")
     if name not in PIPELINES:
-        raise CheckpointError(f"{file} describes a {name!r}, not one of {', '.join(PIPELINES)}; only diffusers unCLIP (Karlo) directories are supported")
+        raise CheckpointError(
+            f"{file} describes a {name!r}, not one of {', '.join(PIPELINES)}; only diffusers unCLIP (Karlo) "
+            "directories are supported"
+        )
     return index
 
 
@@ -105,7 +118,9 @@ def _check_entry(root: Path, index: dict[str, Any], name: str) -> Path:
         raise CheckpointError(f"{root / INDEX} has no component '{name}'")
     lib, cls = EXPECTED[name]
     if entry[1] != cls and not (name == "tokenizer" and entry[1] == "CLIPTokenizerFast"):
-        raise CheckpointError(f"{root / INDEX}: component '{name}' is a {entry[0]}.{entry[1]}, but Karlo's is a {lib}.{cls}")
+        raise CheckpointError(
+            f"{root / INDEX}: component '{name}' is a {entry[0]}.{entry[1]}, but Karlo's is a {lib}.{cls}"
+        )
     if not folder.is_dir():
         raise CheckpointError(f"{folder} is missing; download the whole directory (see docs/karlo.md)")
     return folder
@@ -114,9 +129,14 @@ def _check_entry(root: Path, index: dict[str, Any], name: str) -> Path:
 def _weights(folder: Path, cls: Any, dtype: torch.dtype | None, **kwargs: Any) -> torch.nn.Module:
     """``cls.from_pretrained(folder)`` from local safetensors only; errors name the folder and the fix."""
     if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.safetensors.index.json")):
-        raise CheckpointError(f"{folder} has no .safetensors weights; only safetensors are read (never pickled .bin files): download them with `--include '*.safetensors'` (see docs/karlo.md)")
+        raise CheckpointError(
+            f"{folder} has no .safetensors weights; only safetensors are read (never pickled .bin files): download "
+            "them with `--include '*.safetensors'` (see docs/karlo.md)"
+        )
     try:
-        model = cls.from_pretrained(str(folder), local_files_only=True, use_safetensors=True, torch_dtype=dtype, **kwargs)
+        model = cls.from_pretrained(
+            str(folder), local_files_only=True, use_safetensors=True, torch_dtype=dtype, **kwargs
+        )
     except Exception as exc:  # the libraries raise many types (OSError, ValueError, EnvironmentError)
         raise CheckpointError(f"could not load {cls.__name__} from {folder} ({exc})") from exc
     return model.eval().requires_grad_(False)
@@ -126,7 +146,9 @@ def _json(file: Path) -> dict[str, Any]:
     try:
         return json.loads(file.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"could not read {file} ({exc}); download the whole directory (see docs/karlo.md)") from exc
+        raise CheckpointError(
+            f"could not read {file} ({exc}); download the whole directory (see docs/karlo.md)"
+        ) from exc
 
 
 def _side(value: Any, default: int) -> int:
@@ -139,21 +161,34 @@ def _side(value: Any, default: int) -> int:
 def _imports() -> dict[str, Any]:
     try:
         from diffusers import PriorTransformer, UNet2DConditionModel, UNet2DModel
-        from transformers import CLIPTextModelWithProjection, CLIPTokenizer, CLIPVisionModelWithProjection
+        from transformers import (
+            CLIPTextModelWithProjection,
+            CLIPTokenizer,
+            CLIPVisionModelWithProjection,
+        )
     except ImportError as exc:
-        raise UnclipError("diffusers unCLIP (Karlo) directories need the optional libraries: pip install 'unclip[diffusers]' (diffusers, transformers)") from exc
+        raise UnclipError(
+            "diffusers unCLIP (Karlo) directories need the optional libraries: pip install 'unclip[diffusers]' "
+            "(diffusers, transformers)"
+        ) from exc
     try:  # the text projection is a model class that lives beside the deprecated pipeline
         from diffusers.pipelines.deprecated.unclip.text_proj import UnCLIPTextProjModel
     except ImportError:  # diffusers before the deprecation
         from diffusers.pipelines.unclip.text_proj import UnCLIPTextProjModel
     return {
-        "PriorTransformer": PriorTransformer, "UNet2DConditionModel": UNet2DConditionModel, "UNet2DModel": UNet2DModel,
-        "UnCLIPTextProjModel": UnCLIPTextProjModel, "CLIPTextModelWithProjection": CLIPTextModelWithProjection,
-        "CLIPTokenizer": CLIPTokenizer, "CLIPVisionModelWithProjection": CLIPVisionModelWithProjection,
-    }  # fmt: skip
+        "PriorTransformer": PriorTransformer,
+        "UNet2DConditionModel": UNet2DConditionModel,
+        "UNet2DModel": UNet2DModel,
+        "UnCLIPTextProjModel": UnCLIPTextProjModel,
+        "CLIPTextModelWithProjection": CLIPTextModelWithProjection,
+        "CLIPTokenizer": CLIPTokenizer,
+        "CLIPVisionModelWithProjection": CLIPVisionModelWithProjection,
+    }
 
 
-def _image_encoder(source: Path, classes: dict[str, Any], dtype: torch.dtype | None) -> tuple[torch.nn.Module, dict[str, Any], Path]:
+def _image_encoder(
+    source: Path, classes: dict[str, Any], dtype: torch.dtype | None
+) -> tuple[torch.nn.Module, dict[str, Any], Path]:
     """The CLIP image encoder and its preprocessing from a diffusers unCLIP directory or an encoder folder."""
     if is_diffusers_unclip(source):
         index = read_index(source)
@@ -162,12 +197,20 @@ def _image_encoder(source: Path, classes: dict[str, Any], dtype: torch.dtype | N
     elif (source / "config.json").is_file():
         folder, proc_file = source, source / "preprocessor_config.json"
     else:
-        raise CheckpointError(f"--image-encoder-from {source}: expected a diffusers unCLIP image-variations directory (kakaobrain/karlo-v1-alpha-image-variations) or a CLIPVisionModelWithProjection folder")
+        raise CheckpointError(
+            f"--image-encoder-from {source}: expected a diffusers unCLIP image-variations directory "
+            "(kakaobrain/karlo-v1-alpha-image-variations) or a CLIPVisionModelWithProjection folder"
+        )
     proc = _json(proc_file) if proc_file.is_file() else {}
     return _weights(folder, classes["CLIPVisionModelWithProjection"], dtype), proc, folder
 
 
-def load_diffusers_unclip(path: str | os.PathLike, image_encoder_from: str | os.PathLike | None = None, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> KarloComponents:
+def load_diffusers_unclip(
+    path: str | os.PathLike,
+    image_encoder_from: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+) -> KarloComponents:
     """Build our adapters from a diffusers unCLIP directory (local files only).
 
     Args:
@@ -197,7 +240,9 @@ def load_diffusers_unclip(path: str | os.PathLike, image_encoder_from: str | os.
     try:
         tokenizer = classes["CLIPTokenizer"].from_pretrained(str(tok_folder), local_files_only=True)
     except Exception as exc:
-        raise CheckpointError(f"could not load the CLIP tokenizer from {tok_folder} ({exc}); it needs vocab.json and merges.txt") from exc
+        raise CheckpointError(
+            f"could not load the CLIP tokenizer from {tok_folder} ({exc}); it needs vocab.json and merges.txt"
+        ) from exc
     text_model = _weights(_check_entry(root, index, "text_encoder"), classes["CLIPTextModelWithProjection"], dtype)
     vision, proc, enc_path = None, {}, None
     if image_encoder_from is not None:
@@ -205,12 +250,21 @@ def load_diffusers_unclip(path: str | os.PathLike, image_encoder_from: str | os.
     elif "image_encoder" in index and index["image_encoder"][1] is not None:
         vision, proc, enc_path = _image_encoder(root, classes, dtype)
     size = _side(proc.get("crop_size"), int(vision.config.image_size) if vision is not None else 224)
-    clip = KarloCLIP(tokenizer, text_model, vision, mean=proc.get("image_mean", CLIP_MEAN), std=proc.get("image_std", CLIP_STD), image_size=size).to(device)
+    clip = KarloCLIP(
+        tokenizer,
+        text_model,
+        vision,
+        mean=proc.get("image_mean", CLIP_MEAN),
+        std=proc.get("image_std", CLIP_STD),
+        image_size=size,
+    ).to(device)
     unet = _weights(_check_entry(root, index, "decoder"), classes["UNet2DConditionModel"], dtype)
     text_proj = _weights(_check_entry(root, index, "text_proj"), classes["UnCLIPTextProjModel"], dtype)
     decoder = KarloDecoder(unet, text_proj, clip).to(device)
     if not schedules["decoder"].settings.learned_variance:
-        raise CheckpointError(f"{root}: Karlo's decoder scheduler must use variance_type 'learned_range' (its UNet outputs 6 channels)")
+        raise CheckpointError(
+            f"{root}: Karlo's decoder scheduler must use variance_type 'learned_range' (its UNet outputs 6 channels)"
+        )
     prior = None
     if "prior" in index and index["prior"][1] is not None:
         if "prior" not in schedules:
@@ -223,9 +277,31 @@ def load_diffusers_unclip(path: str | os.PathLike, image_encoder_from: str | os.
         last = _weights(_check_entry(root, index, "super_res_last"), classes["UNet2DModel"], dtype)
         sr = schedules.get("super_res")
         if sr is None or sr.settings.learned_variance:
-            raise CheckpointError(f"{root}: the super-resolution stage needs a super_res_scheduler with variance_type 'fixed_small_log'")
-        upsamplers.append(CascadeStage(KarloUpsampler(first, last, decoder.config.image_size).to(device), sr.settings, SUPER_RES_STEPS, "karlo"))
+            raise CheckpointError(
+                f"{root}: the super-resolution stage needs a super_res_scheduler with variance_type 'fixed_small_log'"
+            )
+        upsamplers.append(
+            CascadeStage(
+                KarloUpsampler(first, last, decoder.config.image_size).to(device), sr.settings, SUPER_RES_STEPS, "karlo"
+            )
+        )
     defaults = {**KARLO_DEFAULTS, "size": upsamplers[-1].high_res if upsamplers else None}
-    info = {"pipeline": index["_class_name"], "diffusers_version": index.get("_diffusers_version"), "image_encoder": str(enc_path) if enc_path else None}
+    info = {
+        "pipeline": index["_class_name"],
+        "diffusers_version": index.get("_diffusers_version"),
+        "image_encoder": str(enc_path) if enc_path else None,
+    }
     log.info("loaded diffusers unCLIP %s from %s (%s)", index["_class_name"], root, info)
-    return KarloComponents(clip, decoder, schedules["decoder"].settings, prior, upsamplers, defaults, schedules, index["_class_name"], root, enc_path, info)
+    return KarloComponents(
+        clip,
+        decoder,
+        schedules["decoder"].settings,
+        prior,
+        upsamplers,
+        defaults,
+        schedules,
+        index["_class_name"],
+        root,
+        enc_path,
+        info,
+    )

@@ -55,7 +55,15 @@ class KarloPrior(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.prior.proj_in.weight.dtype
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, text_embed: torch.Tensor, text_tokens: torch.Tensor, text_mask: torch.Tensor, text_keep: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        text_embed: torch.Tensor,
+        text_tokens: torch.Tensor,
+        text_mask: torch.Tensor,
+        text_keep: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Predict the clean normalised image embedding (B, E), float32.
 
         Args:
@@ -66,14 +74,22 @@ class KarloPrior(nn.Module):
         """
         b = x_t.shape[0]
         if text_tokens.shape[1] != self.config.context_length:
-            raise InputError(f"Karlo's prior takes exactly {self.config.context_length} text positions, got {text_tokens.shape[1]}")
+            raise InputError(
+                f"Karlo's prior takes exactly {self.config.context_length} text positions, got {text_tokens.shape[1]}"
+            )
         if text_keep is not None:
             keep = text_keep.to(device=x_t.device, dtype=torch.bool)
             text_embed = torch.where(keep[:, None], text_embed, self.null_embed)
             text_tokens = torch.where(keep[:, None, None], text_tokens, self.null_tokens)
             text_mask = torch.where(keep[:, None], text_mask.bool(), self.null_mask)
         dt = self.dtype
-        out = self.prior(hidden_states=x_t.to(dt), timestep=t.expand(b) if t.dim() == 0 else t, proj_embedding=text_embed.to(dt), encoder_hidden_states=text_tokens.to(dt), attention_mask=text_mask.bool())
+        out = self.prior(
+            hidden_states=x_t.to(dt),
+            timestep=t.expand(b) if t.dim() == 0 else t,
+            proj_embedding=text_embed.to(dt),
+            encoder_hidden_states=text_tokens.to(dt),
+            attention_mask=text_mask.bool(),
+        )
         return out.predicted_image_embedding.float()
 
     def to_embedding(self, z: torch.Tensor) -> torch.Tensor:
@@ -109,15 +125,27 @@ def sample_karlo_image_embeds(
     if best_of < 1:
         raise InputError(f"best_of must be >= 1, got {best_of}")
     b, n = text.embed.shape[0], int(best_of)
-    rep = lambda x: x.repeat_interleave(n, dim=0)  # noqa: E731 - tiny local helper
+    rep = lambda x: x.repeat_interleave(n, dim=0)
     keep = torch.ones(b * n, dtype=torch.bool, device=text.embed.device)
-    cond = {"text_embed": rep(text.embed), "text_tokens": rep(text.tokens), "text_mask": rep(text.mask), "text_keep": keep}
+    cond = {
+        "text_embed": rep(text.embed),
+        "text_tokens": rep(text.tokens),
+        "text_mask": rep(text.mask),
+        "text_keep": keep,
+    }
     model_fn = classifier_free_guidance(prior, guidance_scale, cond, {**cond, "text_keep": ~keep})
     if x_T is None:
         x_T = randn_like(torch.empty(b * n, prior.config.embed_dim, device=text.embed.device), generator)
     elif tuple(x_T.shape) != (b * n, prior.config.embed_dim):
         raise InputError(f"x_T must have shape {(b * n, prior.config.embed_dim)}, got {tuple(x_T.shape)}")
-    z = ddpm_sample(model_fn, schedule.diffusion(steps), x_T.float().to(text.embed.device), generator=generator, clip_x0=schedule.clip_x0, progress=progress)
+    z = ddpm_sample(
+        model_fn,
+        schedule.diffusion(steps),
+        x_T.float().to(text.embed.device),
+        generator=generator,
+        clip_x0=schedule.clip_x0,
+        progress=progress,
+    )
     z = prior.to_embedding(z).view(b, n, -1)
     if n == 1:
         return z[:, 0]

@@ -33,8 +33,9 @@ Where the two differ (tests/adapters/test_schedules.py measures each):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from ..diffusion import GaussianDiffusion
 from ..errors import ConfigError
@@ -84,14 +85,20 @@ def stage_schedule(config: Mapping[str, Any], where: str = "scheduler_config.jso
         raise ConfigError(f"{where}: scheduler class {cls!r} is not supported; Karlo uses UnCLIPScheduler")
     beta = config.get("beta_schedule", "squaredcos_cap_v2")
     if beta != "squaredcos_cap_v2":
-        raise ConfigError(f"{where}: beta_schedule {beta!r} is not supported; only squaredcos_cap_v2 (our 'cosine') maps exactly")
+        raise ConfigError(
+            f"{where}: beta_schedule {beta!r} is not supported; only squaredcos_cap_v2 (our 'cosine') maps exactly"
+        )
     prediction = config.get("prediction_type", "epsilon")
     if prediction not in PREDICTIONS:
-        raise ConfigError(f"{where}: prediction_type {prediction!r} is not supported; choose one of {', '.join(PREDICTIONS)}")
+        raise ConfigError(
+            f"{where}: prediction_type {prediction!r} is not supported; choose one of {', '.join(PREDICTIONS)}"
+        )
     variance = config.get("variance_type", "fixed_small_log")
     if variance not in VARIANCES:
         raise ConfigError(f"{where}: variance_type {variance!r} is not supported; choose one of {', '.join(VARIANCES)}")
     steps = int(config.get("num_train_timesteps", 1000))
     clip = float(config.get("clip_sample_range", 1.0)) if config.get("clip_sample", True) else None
-    settings = DiffusionSettings(schedule="cosine", num_timesteps=steps, prediction=PREDICTIONS[prediction], learned_variance=VARIANCES[variance])
+    settings = DiffusionSettings(
+        schedule="cosine", num_timesteps=steps, prediction=PREDICTIONS[prediction], learned_variance=VARIANCES[variance]
+    )
     return StageSchedule(settings, clip)

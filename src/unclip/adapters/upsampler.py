@@ -46,7 +46,10 @@ class KarloUpsampler(nn.Module):
         super().__init__()
         for name, net in (("super_res_first", first), ("super_res_last", last)):
             if net.config.in_channels != 2 * net.config.out_channels:
-                raise InputError(f"{name} must take 2 x {net.config.out_channels} input channels ([x_t, upsampled image]), got {net.config.in_channels}")
+                raise InputError(
+                    f"{name} must take 2 x {net.config.out_channels} input channels ([x_t, upsampled image]), got "
+                    f"{net.config.in_channels}"
+                )
         self.first, self.last = first, last
         high = int(first.config.sample_size)
         chans = tuple(int(c) for c in first.config.block_out_channels)
@@ -79,7 +82,16 @@ class KarloUpsampler(nn.Module):
 
 
 @torch.no_grad()
-def karlo_upsample(upsampler: KarloUpsampler, schedule: StageSchedule, low_res_images: torch.Tensor, *, steps: int = 7, noise: torch.Tensor | None = None, generator: torch.Generator | None = None, progress: bool = False) -> torch.Tensor:
+def karlo_upsample(
+    upsampler: KarloUpsampler,
+    schedule: StageSchedule,
+    low_res_images: torch.Tensor,
+    *,
+    steps: int = 7,
+    noise: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
     """Karlo's super-resolution sampling with our DDPM sampler: (B, 3, h, w) -> (B, 3, H, W) in [-1, 1].
 
     DDPM over Karlo's ``steps`` timesteps (default 7) with the posterior variance
@@ -95,5 +107,12 @@ def karlo_upsample(upsampler: KarloUpsampler, schedule: StageSchedule, low_res_i
         raise InputError(f"noise must have shape {(b, 3, side, side)}, got {tuple(noise.shape)}")
     cond = upsampler.condition(low_res_images.to(dev).float(), (side, side))
     model_fn = bind(upsampler, low_res=cond)
-    x = ddpm_sample(model_fn, schedule.diffusion(steps), noise.to(dev).float(), generator=generator, clip_x0=schedule.clip_x0, progress=progress)
+    x = ddpm_sample(
+        model_fn,
+        schedule.diffusion(steps),
+        noise.to(dev).float(),
+        generator=generator,
+        clip_x0=schedule.clip_x0,
+        progress=progress,
+    )
     return x.clamp(-1, 1)
