@@ -158,3 +158,17 @@ def test_loader_rejects_other_pipelines_and_pickles(tmp_path, karlo_dirs):
         f.rename(f.with_suffix(".bin"))
     with pytest.raises(CheckpointError, match="safetensors"):
         load_diffusers_unclip(copy)
+
+
+def test_half_precision_networks_return_float32(karlo_dirs):
+    import torch
+
+    from unclip.pipeline_karlo import KarloUnCLIP
+
+    pipe = KarloUnCLIP.from_diffusers(
+        karlo_dirs["t2i"], image_encoder_from=karlo_dirs["variations"], dtype=torch.bfloat16
+    )
+    assert pipe.decoder.dtype == torch.bfloat16 and pipe.prior.dtype == torch.bfloat16
+    images, _ = pipe.generate_tensors(["a horse"], steps=2, prior_steps=2, size=128, upsampler_steps=2)
+    assert images.dtype == torch.float32 and images.shape == (1, 3, 128, 128) and bool(torch.isfinite(images).all())
+    assert pipe.clip.encode_image(images).dtype == torch.float32

@@ -4,7 +4,7 @@ The configs are those of diffusers' Karlo conversion script
 (scripts/convert_kakao_brain_unclip_to_diffusers.py): the PriorTransformer's defaults (20 layers
 of 32 x 64, 1.02 B parameters), the 64 px decoder UNet (320-1280 channels, 3 layers per block,
 cross-attention 1536, 0.89 B) with its text projection, the two 64 -> 256 super-resolution UNets
-(0.69 B each), and OpenAI's CLIP ViT-L/14 (text 0.12 B, vision 0.30 B): 3.7 B parameters, 14.9 GB
+(0.69 B each), and OpenAI's CLIP ViT-L/14 (text 0.12 B, vision 0.30 B): 3.7 B parameters, 13.9 GiB
 in float32. The components are built and run one after another (CLIP is kept throughout), so
 peak memory is CLIP plus the largest stage, not the sum; the test prints the peak RSS.
 
@@ -60,7 +60,7 @@ SUPER_RES = {
     "out_channels": 3,
     "add_attention": False,
 }
-GB = 1024**3
+GB = 1024**3  # GiB
 
 
 def _peak_rss_gb() -> float:
@@ -151,8 +151,8 @@ def test_every_component_at_karlo_size_takes_a_guided_step(tmp_path):
     report[f"super_res ({sr_side} px)"] = (_params(up), _peak_rss_gb(), time.time() - start)
 
     for name, (n, rss, secs) in report.items():
-        print(f"{name}: {n / 1e6:.0f} M parameters, peak RSS so far {rss:.1f} GB, {secs:.0f} s")
+        print(f"{name}: {n / 1e6:.0f} M parameters, peak RSS so far {rss:.1f} GiB, {secs:.0f} s")
     total = sum(n for n, _, _ in report.values())
-    print(f"all components: {total / 1e9:.2f} B parameters = {total * 4 / GB:.1f} GB in float32")
+    print(f"all components: {total / 1e9:.2f} B parameters = {total * 4 / GB:.1f} GiB in float32")
     assert 3.5e9 < total < 3.9e9
     assert _peak_rss_gb() < 20.0

@@ -134,11 +134,11 @@ def _weights(folder: Path, cls: Any, dtype: torch.dtype | None, **kwargs: Any) -
             "them with `--include '*.safetensors'` (see docs/karlo.md)"
         )
     try:
-        model = cls.from_pretrained(
-            str(folder), local_files_only=True, use_safetensors=True, torch_dtype=dtype, **kwargs
-        )
+        model = cls.from_pretrained(str(folder), local_files_only=True, use_safetensors=True, **kwargs)
     except Exception as exc:  # the libraries raise many types (OSError, ValueError, EnvironmentError)
         raise CheckpointError(f"could not load {cls.__name__} from {folder} ({exc})") from exc
+    if dtype is not None:  # cast after loading: the libraries' dtype keywords differ between versions
+        model = model.to(dtype)
     return model.eval().requires_grad_(False)
 
 
