@@ -69,7 +69,7 @@ def karlo_timesteps(num_timesteps: int, steps: int) -> list[int]:
     if isinstance(steps, bool) or not isinstance(steps, int) or not 2 <= steps <= num_timesteps:
         raise ConfigError(f"Karlo's sampler needs an int number of steps in [2, {num_timesteps}], got {steps!r}")
     ratio = (num_timesteps - 1) / (steps - 1)
-    out = [int(round(i * ratio)) for i in range(steps)]
+    out = [round(i * ratio) for i in range(steps)]
     if len(set(out)) != steps:  # cannot happen for ratio >= 1; guards the invariant respace needs
         raise ConfigError(f"{steps} Karlo timesteps of {num_timesteps} are not distinct")
     return out
