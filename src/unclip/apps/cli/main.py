@@ -12,6 +12,7 @@ import logging
 import sys
 
 from ...errors import UnclipError
+from .model_options import add_image_encoder_from, load_kwargs
 
 DATA_HELP = "dataset: 'shapes' (built in), 'emoji' (needs fonts), or a folder of images with same-named .txt captions"
 
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="text to image", description="Generate images for one or more prompts and write NNN.png, grid.png and manifest.json to --out.")
     p.add_argument("prompts", nargs="+", metavar="PROMPT", help="captions, e.g. 'a red circle'")
     _add_model(p)
+    add_image_encoder_from(p)
     p.add_argument("-n", type=int, default=4, help="images per prompt (default: 4)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--prior", default="diffusion", choices=PRIOR_CHOICES, help=PRIOR_HELP)
@@ -160,7 +162,7 @@ def _run(args: argparse.Namespace) -> int:
         from ...storage.imageio import write_image_set
         from ...pipeline import UnCLIP
 
-        pipe = UnCLIP.load(args.model, device=args.device, decoder=args.decoder)
+        pipe = UnCLIP.load(args.model, device=args.device, decoder=args.decoder, **load_kwargs(args))
         images = pipe.generate(args.prompts, num_images=args.n, seed=args.seed, prior=args.prior, prior_guidance=args.prior_guidance, decoder_guidance=args.decoder_guidance, steps=args.steps, prior_steps=args.prior_steps, best_of=args.best_of, size=args.size, upsampler_steps=args.upsampler_steps, progress=True)
         entries = [{"prompt": p, "seed": args.seed, "index": k} for p in args.prompts for k in range(args.n)]
         meta = {"command": "generate", "model": str(args.model), "settings": {k: getattr(args, k) for k in ("prior", "decoder", "prior_guidance", "decoder_guidance", "steps", "prior_steps", "best_of", "size", "upsampler_steps", "n", "seed")}}

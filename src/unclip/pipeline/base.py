@@ -1,4 +1,4 @@
-"""``UnCLIP``: composes CLIP, a prior and the decoder into text-to-image generation.
+"""``UnCLIPBase``: composes CLIP, a prior and the decoder into text-to-image generation.
 
 The pipeline holds frozen components and calls the shared samplers in
 ``unclip.diffusion``; it never trains and has no sampling loop of its own
@@ -23,17 +23,17 @@ import os
 import torch
 from PIL import Image
 
-from .clip.frozen import FrozenCLIP
-from .decoder.conditioning import decoder_model_fn
-from .decoder.model import Decoder
-from .diffusion import DiffusionSettings, randn_like, sample
-from .errors import InputError
-from .manipulate import BipartiteLatent, ImageInput
-from .manipulate import interpolate as _interpolate
-from .manipulate import invert as _invert
-from .manipulate import text_diff as _text_diff
-from .manipulate import vary as _vary
-from .model_dir import (
+from ..clip.frozen import FrozenCLIP
+from ..decoder.conditioning import decoder_model_fn
+from ..decoder.model import Decoder
+from ..diffusion import DiffusionSettings, randn_like, sample
+from ..errors import InputError
+from ..manipulate import BipartiteLatent, ImageInput
+from ..manipulate import interpolate as _interpolate
+from ..manipulate import invert as _invert
+from ..manipulate import text_diff as _text_diff
+from ..manipulate import vary as _vary
+from ..model_dir import (
     DECODERS,
     SHIPPED_MODELS,
     UPSAMPLER_PREFIX,
@@ -42,22 +42,22 @@ from .model_dir import (
     resolve_model_path,
     write_model_json,
 )
-from .prior.ar_prior import ARPrior, sample_ar_image_embeds
-from .prior.diffusion_prior import DiffusionPrior, sample_image_embeds
-from .storage.imageio import tensor_to_pil
-from .upsampler.cascade import CascadeStage, run_cascade, steps_per_stage, upsample
+from ..prior.ar_prior import ARPrior, sample_ar_image_embeds
+from ..prior.diffusion_prior import DiffusionPrior, sample_image_embeds
+from ..storage.imageio import tensor_to_pil
+from ..upsampler.cascade import CascadeStage, run_cascade, steps_per_stage, upsample
 
 log = logging.getLogger(__name__)
 
 PRIOR_MODES = ("diffusion", "ar", "text-embed", "none")
 
 __all__ = [
-    "DECODERS", "PRIOR_MODES", "SHIPPED_MODELS", "UPSAMPLER_PREFIX", "SamplingDefaults", "UnCLIP",
+    "DECODERS", "PRIOR_MODES", "SHIPPED_MODELS", "UPSAMPLER_PREFIX", "SamplingDefaults", "UnCLIPBase",
     "resolve_model_path", "write_model_json",
 ]  # fmt: skip
 
 
-class UnCLIP:
+class UnCLIPBase:
     """Text-to-image with CLIP latents (see the module docstring for the modes)."""
 
     def __init__(self, clip: FrozenCLIP, decoder: Decoder, decoder_diffusion: DiffusionSettings, prior: DiffusionPrior | None = None, defaults: SamplingDefaults | None = None, *, ar_prior: ARPrior | None = None, upsamplers: list[CascadeStage] | None = None) -> None:
@@ -72,17 +72,13 @@ class UnCLIP:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, name_or_path: str | os.PathLike, device: str | torch.device = "cpu", *, decoder: str = "decoder") -> "UnCLIP":
-        """Load a shipped model by name (``"shapes"``) or a model directory.
-
-        ``decoder`` picks the decoder component: ``"decoder"`` (unCLIP) or
-        ``"decoder_text_only"`` (the GLIDE-style baseline, sampled with ``prior="none"``).
-        The priors and upsamplers the directory holds are loaded too.
-        """
+    def from_model_dir(cls, name_or_path: str | os.PathLike, device: str | torch.device = "cpu", *, decoder: str = "decoder"):
+        """Load an unclip model directory (a shipped name or a path); ``decoder`` picks the
+        decoder component: ``"decoder"`` (unCLIP) or ``"decoder_text_only"`` (the GLIDE-style
+        baseline, sampled with ``prior="none"``). The priors and upsamplers it holds are loaded too."""
         m = load_model(name_or_path, device, decoder=decoder)
         pipe = cls(m.clip, m.decoder, m.decoder_settings, m.prior, m.defaults, ar_prior=m.ar_prior, upsamplers=m.upsamplers)
-        root = m.root
-        pipe.path = root
+        pipe.path = m.root
         pipe.decoder_name = decoder
         return pipe
 
