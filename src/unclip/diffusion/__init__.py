@@ -20,6 +20,7 @@ from .losses import (
 )
 from .sampling import ddim_invert, ddim_sample, ddpm_sample, sample
 from .schedule import SCHEDULES, cosine_betas, linear_betas, make_betas, spaced_timesteps
+from .solvers import dpmpp_2m_sample
 
 __all__ = [
     "PREDICTIONS",
@@ -32,6 +33,7 @@ __all__ = [
     "ddim_sample",
     "ddpm_sample",
     "discretized_gaussian_log_likelihood",
+    "dpmpp_2m_sample",
     "gaussian_log_likelihood",
     "linear_betas",
     "make_betas",

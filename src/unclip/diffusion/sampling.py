@@ -163,13 +163,17 @@ _METHODS = {"ddpm": ddpm_sample, "ddim": ddim_sample}
 
 
 def sample(method: str, model_fn: ModelFn, diffusion: GaussianDiffusion, x_T: torch.Tensor, **kwargs) -> torch.Tensor:
-    """Dispatch to :func:`ddpm_sample` ("ddpm") or :func:`ddim_sample` ("ddim") with the same keywords.
+    """Dispatch to :func:`ddpm_sample` ("ddpm"), :func:`ddim_sample` ("ddim") or a solver of
+    :mod:`.solvers` ("dpmpp2m": DPM-Solver++(2M)) with the same keywords.
 
     ``eta`` may be passed as None with "ddpm" so callers can forward one set of keywords.
     """
-    if method not in _METHODS:
-        raise InputError(f"unknown sampling method {method!r}; choose one of {', '.join(_METHODS)}")
+    from .solvers import SOLVERS  # solvers import this module's helpers
+
+    methods = {**_METHODS, **SOLVERS}
+    if method not in methods:
+        raise InputError(f"unknown sampling method {method!r}; choose one of {', '.join(methods)}")
     if method == "ddpm":
         if kwargs.pop("eta", None) is not None:
-            raise InputError("eta applies to the 'ddim' sampler only; pass eta=None (or none at all) with method='ddpm'")
-    return _METHODS[method](model_fn, diffusion, x_T, **kwargs)
+            raise InputError("eta applies to the 'ddim' and 'dpmpp2m' samplers only; pass eta=None (or none at all) with method='ddpm'")
+    return methods[method](model_fn, diffusion, x_T, **kwargs)
