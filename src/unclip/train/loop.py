@@ -32,6 +32,8 @@ from tqdm.auto import tqdm
 
 from ..checkpoint import atomic_write_bytes, load_state_into
 from ..errors import CheckpointError, ConfigError, UnclipError
+from ..nn.precision import default_precision
+from ..nn.precision import resolve_precision as resolve_bf16_or_fp32
 from .ema import EMA
 from .state import STATE_DIR, STATE_FILE, capture_rng, find_train_state, load_train_state, remove_train_state, restore_rng, save_train_state
 
@@ -67,7 +69,8 @@ class TrainConfig:
         eval_every: call ``stage.evaluate`` every this many steps; 0 means only at the end.
         seed: root of every random draw of the run.
         precision: "fp32", "bf16", "fp16" (loss scaling on CUDA) or "auto" (bf16 on a
-            CUDA device that supports it, else fp32). Weights stay fp32 in every mode.
+            CUDA device or CPU that runs it natively, else fp32). Weights, gradients,
+            optimizer state and the EMA stay fp32 in every mode.
         device: where the model is trained ("cpu", "cuda", "cuda:1", ...).
     """
 
@@ -239,11 +242,16 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` on ``device`` (None: plain fp32)."""
-    if precision == "auto":
-        use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if use_bf16 else None
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    """The autocast dtype for ``precision`` on ``device`` (None: plain fp32).
+
+    A ``--precision`` given on the command line (:func:`unclip.nn.precision.default_precision`)
+    overrides the preset's; "auto" is bf16 where the hardware runs it natively (a CUDA GPU
+    with bf16, or a CPU with AVX512-BF16 / AMX), see :mod:`unclip.nn.precision`.
+    """
+    precision = default_precision(precision)
+    if precision == "fp16":
+        return torch.float16
+    return torch.bfloat16 if resolve_bf16_or_fp32(precision, device) == "bf16" else None
 
 
 # --------------------------------------------------------------------------- helpers
