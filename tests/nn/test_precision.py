@@ -72,20 +72,23 @@ def test_autocast_fn_returns_fp32_and_leaves_fp32_alone():
 
 
 def test_bf16_sample_is_close_to_fp32_with_the_same_noise():
-    """Stated tolerance: 20-step DDIM (eta 0) of a tiny random decoder, same noise: the bf16
-    sample differs from the fp32 one by < 0.02 RMS and < 0.12 max (images in [-1, 1]);
-    measured here: about 0.005 RMS and 0.03 max."""
-    model = _random_decoder()
-    fn = bind(model, image_embed=torch.randn(4, 32), text_tokens=torch.randint(1, 50, (4, 8)))
-    diffusion = GaussianDiffusion.make("cosine", 1000)
-    noise = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    """Stated tolerance, on the shipped decoder (a trained network; random ones saturate and
+    flip signs): 2 images, 8 DDIM steps (eta 0), guidance 3, the same noise. The bf16 image
+    differs from the fp32 one by < 0.06 RMS and < 0.75 at any pixel, images in [-1, 1]
+    (measured on an AMX CPU: 0.040 RMS, 0.48 max, where the fp32 image's std is 0.45; the
+    largest differences sit on shape edges, which guidance 3 sharpens)."""
+    from unclip.pipeline import UnCLIP
+
+    pipe = UnCLIP.load("shapes")
+    prompts = ["a red circle", "a blue square"]
+    z = pipe.image_embeds_for(prompts, "text-embed")
+    noise = torch.randn(2, 3, pipe.decoder.config.image_size, pipe.decoder.config.image_size, generator=torch.Generator().manual_seed(0))
     outs = {}
     for precision in ("fp32", "bf16"):
-        with P.autocast(precision):
-            outs[precision] = sample("ddim", fn, diffusion, noise, steps=20, clip_x0=1.0)
+        pipe.precision = precision
+        outs[precision] = pipe.decode(z, prompts, noise=noise, steps=8, eta=0.0, method="ddim")
     a, b = outs["fp32"], outs["bf16"]
-    assert a.dtype == b.dtype == torch.float32  # the sampler's maths is fp32 in both
-    assert a.std() > 0.1  # a non-trivial sample
+    assert a.dtype == b.dtype == torch.float32 and a.std() > 0.2  # fp32 maths, a real image
     diff = b - a
-    assert diff.pow(2).mean().sqrt() < 0.02 and diff.abs().max() < 0.12
+    assert diff.pow(2).mean().sqrt() < 0.06 and diff.abs().max() < 0.75, (diff.pow(2).mean().sqrt(), diff.abs().max())
     assert diff.abs().max() > 0  # bf16 really ran
