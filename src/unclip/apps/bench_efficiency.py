@@ -129,10 +129,10 @@ def run_bench(threads: int = 2, device: str = "cpu", quick: bool = False, precis
     precisions, ``bf16_speedup`` (bf16 figure over fp32 figure)."""
     torch.set_num_threads(threads)
     precisions = _precisions(precision, device)
+    flops = count_flops()  # shapes only (meta tensors): first, so a failure costs no timing run
     peaks = {p: round(matmul_peak_gflops(p, device), 1) for p in precisions}
     runs = {p: run_benchmarks(threads=threads, device=device, quick=quick, precision=p) for p in precisions}
     report = dict(runs[precisions[0]])
-    flops = count_flops()
     report["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs.values())  # one process, all runs
     report["flops"] = flops
     report["matmul_peak_gflops"] = peaks
