@@ -31,11 +31,21 @@ def _model_fn(figure: str):
     if figure == "decoder":
         net = Decoder(DecoderConfig(**DECODER_SIZE)).eval()
         n = 4
-        cond = dict(image_embed=torch.randn(n, 256), text_tokens=torch.randint(1, 1000, (n, 77)), image_keep=torch.ones(n, dtype=torch.bool), text_keep=torch.ones(n, dtype=torch.bool))
+        cond = dict(
+            image_embed=torch.randn(n, 256),
+            text_tokens=torch.randint(1, 1000, (n, 77)),
+            image_keep=torch.ones(n, dtype=torch.bool),
+            text_keep=torch.ones(n, dtype=torch.bool),
+        )
         return bind(net, **cond), GaussianDiffusion.make("cosine", 1000), torch.randn(n, 3, 64, 64)
     net = DiffusionPrior(DiffusionPriorConfig(**PRIOR_SIZE, num_timesteps=1000)).eval()
     n = 16
-    cond = dict(text_embed=torch.nn.functional.normalize(torch.randn(n, 256), dim=-1), text_tokens=torch.randn(n, 77, 256), text_mask=torch.ones(n, 77, dtype=torch.bool), text_keep=torch.ones(n, dtype=torch.bool))
+    cond = dict(
+        text_embed=torch.nn.functional.normalize(torch.randn(n, 256), dim=-1),
+        text_tokens=torch.randn(n, 77, 256),
+        text_mask=torch.ones(n, 77, dtype=torch.bool),
+        text_keep=torch.ones(n, dtype=torch.bool),
+    )
     return bind(net, **cond), net.make_diffusion(), torch.randn(n, 256)
 
 
@@ -49,7 +59,10 @@ def profile_figure(figure: str, precision: str, steps: int, out: Path, rows: int
         wall = time.perf_counter() - start
     averages = prof.key_averages()
     table = averages.table(sort_by="self_cpu_time_total", row_limit=rows)
-    (out / f"profile_{figure}_{precision}.txt").write_text(f"{figure} sampling, {precision}, {steps} steps, threads {torch.get_num_threads()}, wall {wall:.2f} s ({wall / steps:.3f} s per network call)\n\n{table}\n")
+    (out / f"profile_{figure}_{precision}.txt").write_text(
+        f"{figure} sampling, {precision}, {steps} steps, threads {torch.get_num_threads()}, "
+        f"wall {wall:.2f} s ({wall / steps:.3f} s per network call)\n\n{table}\n"
+    )
     total = sum(e.self_cpu_time_total for e in averages)
     top = sorted(averages, key=lambda e: e.self_cpu_time_total, reverse=True)[:12]
     return {
@@ -71,7 +84,9 @@ def main() -> None:
     summary = {"figure": args.figure, "steps": args.steps, "threads": args.threads, "torch": torch.__version__}
     for precision in ("fp32", "bf16"):
         summary[precision] = profile_figure(args.figure, precision, args.steps, out)
-    summary["bf16_speedup_per_call"] = round(summary["fp32"]["s_per_network_call"] / summary["bf16"]["s_per_network_call"], 2)
+    summary["bf16_speedup_per_call"] = round(
+        summary["fp32"]["s_per_network_call"] / summary["bf16"]["s_per_network_call"], 2
+    )
     (out / f"profile_{args.figure}.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
 

@@ -40,11 +40,19 @@ def _fake_harness(root: Path, peers: Path) -> None:
     for name in ("dalle2", "diffusers"):
         sample_key = "prior_sample_raw" if name == "dalle2" else "prior_sample"
         scale = 1.0 if name == "dalle2" else 2.0
-        result = {"results": {"prior_train": {"steps_per_s": 0.5 * scale}, "decoder_train": {"steps_per_s": 0.1 * scale},
-                              sample_key: {"embeddings_per_s": 1.0 * scale}, "decoder_sample": {"images_per_s": 0.1 * scale}},
-                  "rss_mb": {"peak_mb": 4000.0 / scale}}
+        result = {
+            "results": {
+                "prior_train": {"steps_per_s": 0.5 * scale},
+                "decoder_train": {"steps_per_s": 0.1 * scale},
+                sample_key: {"embeddings_per_s": 1.0 * scale},
+                "decoder_sample": {"images_per_s": 0.1 * scale},
+            },
+            "rss_mb": {"peak_mb": 4000.0 / scale},
+        }
         (root / f"{name}.json").write_text(json.dumps(result))
-    (root / "run_peers.sh").write_text('cp "$(dirname "$0")"/dalle2.json "$(dirname "$0")"/diffusers.json "$OUT_DIR"/\necho "TABLE $@"\n')
+    (root / "run_peers.sh").write_text(
+        'cp "$(dirname "$0")"/dalle2.json "$(dirname "$0")"/diffusers.json "$OUT_DIR"/\necho "TABLE $@"\n'
+    )
     for v in ("venv", "venv-diffusers"):
         (peers / v / "bin").mkdir(parents=True)
         (peers / v / "bin" / "python").write_text("")
@@ -55,10 +63,25 @@ def test_compare_peers_runs_the_harness_and_takes_ratios(tmp_path, monkeypatch, 
     _fake_harness(harness, peers)
     monkeypatch.setenv("UNCLIP_PEER_BENCH", str(harness))
     monkeypatch.setenv("PEER_ROOT", str(peers))
-    ours = {"by_precision": {"bf16": {"prior_train_steps_per_s": 1.5, "decoder_train_steps_per_s": 0.3, "prior_sample_embeddings_per_s": 3.0, "decoder_sample_images_per_s": 0.2}}, "peak_rss_mb": 1000.0}
+    ours = {
+        "by_precision": {
+            "bf16": {
+                "prior_train_steps_per_s": 1.5,
+                "decoder_train_steps_per_s": 0.3,
+                "prior_sample_embeddings_per_s": 3.0,
+                "decoder_sample_images_per_s": 0.2,
+            }
+        },
+        "peak_rss_mb": 1000.0,
+    }
     out = be.compare_peers(ours, threads=2)
     assert "TABLE --threads 2" in capsys.readouterr().out
-    assert out["ratio_to_best_peer"]["bf16"] == {"prior_train_steps_per_s": 1.5, "decoder_train_steps_per_s": 1.5, "prior_sample_embeddings_per_s": 1.5, "decoder_sample_images_per_s": 1.0}
+    assert out["ratio_to_best_peer"]["bf16"] == {
+        "prior_train_steps_per_s": 1.5,
+        "decoder_train_steps_per_s": 1.5,
+        "prior_sample_embeddings_per_s": 1.5,
+        "decoder_sample_images_per_s": 1.0,
+    }
     assert out["ratio_to_best_peer"]["peak_rss"] == 0.5  # over the smaller peer's 2000 MB
     assert out["diffusers"]["decoder_sample_images_per_s"] == 0.2
 

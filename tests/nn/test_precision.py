@@ -6,11 +6,24 @@ import pytest
 import torch
 
 from unclip.decoder.model import Decoder, DecoderConfig
-from unclip.diffusion import GaussianDiffusion, bind, sample
+from unclip.diffusion import bind
 from unclip.errors import ConfigError
 from unclip.nn import precision as P
 
-TINY = dict(image_size=16, base_channels=32, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(8,), head_channels=16, clip_embed_dim=32, context_length=8, vocab_size=50, text_width=32, text_depth=1, text_heads=2)
+TINY = dict(
+    image_size=16,
+    base_channels=32,
+    channel_mults=(1, 2),
+    num_res_blocks=1,
+    attention_resolutions=(8,),
+    head_channels=16,
+    clip_embed_dim=32,
+    context_length=8,
+    vocab_size=50,
+    text_width=32,
+    text_depth=1,
+    text_heads=2,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -82,7 +95,9 @@ def test_bf16_sample_is_close_to_fp32_with_the_same_noise():
     pipe = UnCLIP.load("shapes")
     prompts = ["a red circle", "a blue square"]
     z = pipe.image_embeds_for(prompts, "text-embed")
-    noise = torch.randn(2, 3, pipe.decoder.config.image_size, pipe.decoder.config.image_size, generator=torch.Generator().manual_seed(0))
+    noise = torch.randn(
+        2, 3, pipe.decoder.config.image_size, pipe.decoder.config.image_size, generator=torch.Generator().manual_seed(0)
+    )
     outs = {}
     for precision in ("fp32", "bf16"):
         pipe.precision = precision

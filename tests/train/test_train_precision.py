@@ -11,7 +11,9 @@ from unclip.train import TrainConfig, train
 
 
 def _config(**kw) -> TrainConfig:
-    return TrainConfig(**{**dict(steps=6, lr=1e-2, warmup_steps=1, checkpoint_every=6, log_every=2, ema_decay=0.9, seed=0), **kw})
+    return TrainConfig(
+        **{**dict(steps=6, lr=1e-2, warmup_steps=1, checkpoint_every=6, log_every=2, ema_decay=0.9, seed=0), **kw}
+    )
 
 
 def test_bf16_training_keeps_fp32_master_weights_optimizer_state_and_ema(tmp_path, tiny_stage, read_state):
@@ -20,7 +22,12 @@ def test_bf16_training_keeps_fp32_master_weights_optimizer_state_and_ema(tmp_pat
     assert set(stage.dtypes) == {torch.bfloat16}  # the forward ran in bf16 ...
     assert all(p.dtype == torch.float32 for p in stage.model.parameters())  # ... on fp32 master weights
     state = read_state(tmp_path)
-    floats = [(f"{name}:{k}", t.dtype) for name in ("model.safetensors", "optimizer.safetensors", "ema.safetensors") for k, t in state[name].items() if t.is_floating_point()]
+    floats = [
+        (f"{name}:{k}", t.dtype)
+        for name in ("model.safetensors", "optimizer.safetensors", "ema.safetensors")
+        for k, t in state[name].items()
+        if t.is_floating_point()
+    ]
     assert floats and all(dtype == torch.float32 for _, dtype in floats), floats
     assert math.isfinite(result.final_loss)
 

@@ -60,11 +60,21 @@ def count_flops() -> dict[str, int]:
         decoder = Decoder(DecoderConfig(**DECODER_SIZE))
 
         def prior_inputs(b: int) -> tuple:
-            cond = dict(text_embed=torch.randn(b, 256), text_tokens=torch.randn(b, 77, 256), text_mask=torch.ones(b, 77, dtype=torch.bool), text_keep=torch.ones(b, dtype=torch.bool))
+            cond = dict(
+                text_embed=torch.randn(b, 256),
+                text_tokens=torch.randn(b, 77, 256),
+                text_mask=torch.ones(b, 77, dtype=torch.bool),
+                text_keep=torch.ones(b, dtype=torch.bool),
+            )
             return torch.randn(b, 256), torch.zeros(b, dtype=torch.long), cond
 
         def decoder_inputs(b: int) -> tuple:
-            cond = dict(image_embed=torch.randn(b, 256), text_tokens=torch.ones(b, 77, dtype=torch.long), image_keep=torch.ones(b, dtype=torch.bool), text_keep=torch.ones(b, dtype=torch.bool))
+            cond = dict(
+                image_embed=torch.randn(b, 256),
+                text_tokens=torch.ones(b, 77, dtype=torch.long),
+                image_keep=torch.ones(b, dtype=torch.bool),
+                text_keep=torch.ones(b, dtype=torch.bool),
+            )
             return torch.randn(b, 3, 64, 64), torch.zeros(b, dtype=torch.long), cond
 
         def prior_train() -> None:
@@ -113,7 +123,11 @@ def efficiency(rates: dict, flops: dict[str, int], peak_gflops: float) -> dict[s
     out = {}
     for figure, unit in FIGURES.items():
         gflops = rates[figure] * flops[unit] / 1e9
-        out[figure] = {"rate": rates[figure], "gflops": round(gflops, 2), "fraction_of_peak": round(gflops / peak_gflops, 3)}
+        out[figure] = {
+            "rate": rates[figure],
+            "gflops": round(gflops, 2),
+            "fraction_of_peak": round(gflops / peak_gflops, 3),
+        }
     return out
 
 
@@ -136,7 +150,9 @@ def run_bench(threads: int = 2, device: str = "cpu", quick: bool = False, precis
     report["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs.values())  # one process, all runs
     report["flops"] = flops
     report["matmul_peak_gflops"] = peaks
-    report["matmul_peak_probe"] = "2048^3 torch.mm, best of 5 after a warm-up, same threads, measured before the figures"
+    report["matmul_peak_probe"] = (
+        "2048^3 torch.mm, best of 5 after a warm-up, same threads, measured before the figures"
+    )
     report["by_precision"] = {p: {fig: r[fig] for fig in FIGURES} for p, r in runs.items()}
     report["efficiency"] = {p: efficiency(r, flops, peaks[p]) for p, r in runs.items()}
     if len(precisions) == 2:
@@ -150,11 +166,18 @@ def run_bench(threads: int = 2, device: str = "cpu", quick: bool = False, precis
 def find_peer_harness() -> Path:
     """The shared harness folder (holding run_peers.sh): $UNCLIP_PEER_BENCH, else ../shared/bench
     beside the working directory or beside the repository this file is in."""
-    candidates = [os.environ.get("UNCLIP_PEER_BENCH"), Path.cwd().parent / "shared" / "bench", Path(__file__).resolve().parents[3].parent / "shared" / "bench"]
+    candidates = [
+        os.environ.get("UNCLIP_PEER_BENCH"),
+        Path.cwd().parent / "shared" / "bench",
+        Path(__file__).resolve().parents[3].parent / "shared" / "bench",
+    ]
     for c in candidates:
         if c and (Path(c) / "run_peers.sh").is_file():
             return Path(c)
-    raise ConfigError("--compare-peers: the peer harness (run_peers.sh) was not found; set UNCLIP_PEER_BENCH to its folder (e.g. ../shared/bench)")
+    raise ConfigError(
+        "--compare-peers: the peer harness (run_peers.sh) was not found; "
+        "set UNCLIP_PEER_BENCH to its folder (e.g. ../shared/bench)"
+    )
 
 
 def check_peer_venvs(harness: Path) -> None:
@@ -162,7 +185,10 @@ def check_peer_venvs(harness: Path) -> None:
     root = Path(os.environ.get("PEER_ROOT", "/tmp/peer"))
     missing = [str(root / v) for v in ("venv", "venv-diffusers") if not (root / v / "bin" / "python").is_file()]
     if missing:
-        raise ConfigError(f"--compare-peers needs the peer virtualenvs {', '.join(missing)}; build them once with `bash {harness / 'setup_peers.sh'}` (about 2.5 min, from PyPI; PEER_ROOT={root}), then rerun")
+        raise ConfigError(
+            f"--compare-peers needs the peer virtualenvs {', '.join(missing)}; build them once with "
+            f"`bash {harness / 'setup_peers.sh'}` (about 2.5 min, from PyPI; PEER_ROOT={root}), then rerun"
+        )
 
 
 def _peer_figures(result: dict, name: str) -> dict[str, float]:
@@ -185,16 +211,28 @@ def compare_peers(report: dict, threads: int, out=None) -> dict:
     check_peer_venvs(harness)
     with tempfile.TemporaryDirectory(prefix="unclip-peers-") as tmp:
         env = {**os.environ, "OUT_DIR": tmp, "TQDM_DISABLE": "1"}
-        done = subprocess.run(["bash", str(harness / "run_peers.sh"), "--threads", str(threads)], env=env, capture_output=True, text=True)
+        done = subprocess.run(
+            ["bash", str(harness / "run_peers.sh"), "--threads", str(threads)], env=env, capture_output=True, text=True
+        )
         if done.returncode:
-            raise ConfigError(f"the peer harness {harness / 'run_peers.sh'} failed (exit {done.returncode}): {done.stderr.strip()[-800:]}")
+            raise ConfigError(
+                f"the peer harness {harness / 'run_peers.sh'} failed (exit {done.returncode}): "
+                f"{done.stderr.strip()[-800:]}"
+            )
         print(done.stdout, file=out or sys.stdout)
-        peers = {name: _peer_figures(json.loads((Path(tmp) / f"{name}.json").read_text()), name) for name in ("dalle2", "diffusers")}
+        peers = {
+            name: _peer_figures(json.loads((Path(tmp) / f"{name}.json").read_text()), name)
+            for name in ("dalle2", "diffusers")
+        }
     ratios = {}
     for precision, figures in report["by_precision"].items():
         ratios[precision] = {fig: round(figures[fig] / max(p[fig] for p in peers.values()), 3) for fig in FIGURES}
     ratios["peak_rss"] = round(report["peak_rss_mb"] / min(p["peak_rss_mb"] for p in peers.values()), 3)
-    return {**peers, "ratio_to_best_peer": ratios, "note": "peers run fp32 (the harness has no bf16 mode); ours per precision"}
+    return {
+        **peers,
+        "ratio_to_best_peer": ratios,
+        "note": "peers run fp32 (the harness has no bf16 mode); ours per precision",
+    }
 
 
 def run_bench_command(args: argparse.Namespace) -> int:

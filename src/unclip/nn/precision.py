@@ -55,7 +55,10 @@ def default_precision(fallback: str = "fp32") -> str:
 def check_precision(precision: str) -> str:
     """``precision`` itself when valid; ConfigError naming the choices otherwise."""
     if precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)} (auto: bf16 where the hardware has it)")
+        raise ConfigError(
+            f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)} "
+            "(auto: bf16 where the hardware has it)"
+        )
     return precision
 
 
@@ -93,7 +96,9 @@ def autocast(precision: str, device: str | torch.device = "cpu") -> Iterator[str
         yield resolved
 
 
-def autocast_fn(fn: Callable[..., torch.Tensor], precision: str, device: str | torch.device = "cpu") -> Callable[..., torch.Tensor]:
+def autocast_fn(
+    fn: Callable[..., torch.Tensor], precision: str, device: str | torch.device = "cpu"
+) -> Callable[..., torch.Tensor]:
     """``fn`` (e.g. a sampler's ``model_fn(x, t)``) run under :func:`autocast`, its output cast to fp32.
 
     Returns ``fn`` itself when the precision resolves to fp32, so the fp32 path is unchanged.
