@@ -25,6 +25,7 @@ from torch import nn
 from ..errors import ConfigError, InputError
 from .attention import MultiHeadAttention
 from .layers import timestep_embedding  # noqa: F401 - re-exported as part of this module's API
+from .precision import FP32GroupNorm
 
 
 @dataclass
@@ -95,9 +96,10 @@ class UNetConfig:
 
 
 def group_norm(channels: int, max_groups: int = 32) -> nn.GroupNorm:
-    """GroupNorm with the largest group count <= ``max_groups`` that divides ``channels``."""
+    """GroupNorm with the largest group count <= ``max_groups`` that divides ``channels``
+    (computed in fp32 under bf16 autocast, see :class:`.precision.FP32GroupNorm`)."""
     groups = next(g for g in range(min(max_groups, channels), 0, -1) if channels % g == 0)
-    return nn.GroupNorm(groups, channels)
+    return FP32GroupNorm(groups, channels)
 
 
 def zero_module(module: nn.Module) -> nn.Module:

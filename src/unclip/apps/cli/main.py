@@ -33,6 +33,14 @@ def _add_size(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=None, help="output side in pixels: the decoder's (default) or a larger one reached by the model's upsampler stages, e.g. 128")
 
 
+def _add_precision(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", default=None, choices=["fp32", "bf16", "auto"], help="network arithmetic: fp32, bf16 autocast (fp32 weights, norms and diffusion maths), or auto: bf16 where the CPU/GPU runs it natively (default: fp32, or the training preset's)")
+
+
+def _add_sampler(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sampler", default=None, choices=["ddim", "dpmpp2m"], help="sampler of the prior, decoder and upsamplers: DDIM or DPM-Solver++(2M) (default: the model's, ddim)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unclip", description="unCLIP (DALL-E 2) text-to-image with CLIP latents: train CLIP, a diffusion prior and a decoder; generate, manipulate and evaluate images.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress messages")
@@ -65,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--learned-variance", action=argparse.BooleanOptionalAction, default=None, help="decoder only: learn the variance with the iDDPM hybrid loss (every preset's default) or, with --no-learned-variance, keep it fixed")
     p.add_argument("--init-from", default=None, metavar="DIR", help="decoder only: start from the weights (and network) of this decoder component, e.g. MODEL/decoder; with --text-only the z_i pathway is left out")
     _add_device(p)
+    _add_precision(p)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     p = sub.add_parser("generate", help="text to image", description="Generate images for one or more prompts and write NNN.png, grid.png and manifest.json to --out.")
@@ -81,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decoder-guidance", type=float, default=None, help="decoder classifier-free guidance scale")
     p.add_argument("--steps", type=int, default=None, help="decoder DDIM steps")
     p.add_argument("--prior-steps", type=int, default=None, help="prior sampling steps (default 64)")
+    _add_precision(p)
+    _add_sampler(p)
     p.add_argument("--best-of", type=int, default=None, help="prior candidates per caption, best by dot product with z_t (default 2)")
     p.add_argument("--out", required=True, help="output folder")
     _add_device(p)
@@ -97,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", default=None, help="also write the scored images here")
     _add_device(p)
+    _add_precision(p)
+    _add_sampler(p)
 
     p = sub.add_parser("report", help="reproduce the paper's comparisons as an HTML report", description="Run the paper's comparisons on a model with both priors and the GLIDE-style baseline decoder (diffusion vs AR prior; Figure 8's conditioning modes; Figures 9-11: Frechet distance, accuracy and diversity against decoder guidance) and write index.html with plots, tables and sample grids to --out.")
     _add_model(p)
@@ -109,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
     p.add_argument("--quick", action="store_true", help="fewer repetitions (rougher figures)")
+    p.add_argument("--precision", default="both", choices=["fp32", "bf16", "auto", "both"], help="time fp32, bf16 autocast, auto (bf16 where native) or both (default: both)")
+    p.add_argument("--compare-peers", action="store_true", help="also run the shared peer harness (dalle2-pytorch, diffusers; about 7 min) and print our figures over theirs")
     _add_device(p)
 
     p = sub.add_parser("data", help="dump dataset samples as PNGs + manifest.json", description="Write samples of a dataset as NNN.png, grid.png and manifest.json (caption and ground-truth attributes per image).")
@@ -163,7 +178,7 @@ def _run(args: argparse.Namespace) -> int:
         from ...pipeline import UnCLIP
 
         pipe = UnCLIP.load(args.model, device=args.device, decoder=args.decoder, **load_kwargs(args))
-        images = pipe.generate(args.prompts, num_images=args.n, seed=args.seed, prior=args.prior, prior_guidance=args.prior_guidance, decoder_guidance=args.decoder_guidance, steps=args.steps, prior_steps=args.prior_steps, best_of=args.best_of, size=args.size, upsampler_steps=args.upsampler_steps, progress=True)
+        images = pipe.generate(args.prompts, num_images=args.n, seed=args.seed, prior=args.prior, prior_guidance=args.prior_guidance, decoder_guidance=args.decoder_guidance, steps=args.steps, prior_steps=args.prior_steps, best_of=args.best_of, size=args.size, upsampler_steps=args.upsampler_steps, progress=True, sampler=args.sampler)
         entries = [{"prompt": p, "seed": args.seed, "index": k} for p in args.prompts for k in range(args.n)]
         meta = {"command": "generate", "model": str(args.model), "settings": {k: getattr(args, k) for k in ("prior", "decoder", "prior_guidance", "decoder_guidance", "steps", "prior_steps", "best_of", "size", "upsampler_steps", "n", "seed")}}
         path = write_image_set(args.out, images, entries, meta)
@@ -178,7 +193,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "eval":
         from ...eval.text_to_image import evaluate_model
 
-        report = evaluate_model(args.model, data=args.data, seeds=args.seeds, steps=args.steps, prior=args.prior, out=args.out, device=args.device, decoder=args.decoder, guidance=args.guidance, size=args.size)
+        report = evaluate_model(args.model, data=args.data, seeds=args.seeds, steps=args.steps, prior=args.prior, out=args.out, device=args.device, decoder=args.decoder, guidance=args.guidance, size=args.size, sampler=args.sampler)
         print(json.dumps(report, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in report.items()))
         return 0
     if args.command == "report":
@@ -188,11 +203,9 @@ def _run(args: argparse.Namespace) -> int:
         print(f"report written to {path}")
         return 0
     if args.command == "bench":
-        from ..bench import run_benchmarks
+        from ..bench_efficiency import run_bench_command
 
-        report = run_benchmarks(threads=args.threads, device=args.device, quick=args.quick)
-        print(json.dumps(report, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in report.items()))
-        return 0
+        return run_bench_command(args)
     from . import manipulate as cli_manipulate
 
     if args.command in cli_manipulate.COMMANDS:
@@ -209,6 +222,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        if args.command != "bench":  # bench times each precision itself
+            from ...nn.precision import set_default_precision
+
+            set_default_precision(getattr(args, "precision", None))
         return _run(args)
     except UnclipError as exc:
         print(f"error: {exc}", file=sys.stderr)
