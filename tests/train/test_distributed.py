@@ -192,6 +192,7 @@ def test_grad_checkpointing_gives_the_same_gradients():
 def test_killing_a_rank_fails_the_other_quickly_and_resume_finishes(base, tmp_path):
     out = tmp_path / "model"
     shutil.copytree(base, out)
+    shutil.rmtree(out / "runs" / "decoder")  # the base's own checkpoint must not count as this run's
     argv = ["-m", "unclip", "train", "decoder", "--preset", "tiny", "--steps", "5000", "--out", str(out), "--no-progress", "--dist-timeout", "30"]
     procs = _launch(argv, log_dir=tmp_path)
     state = out / "runs" / "decoder" / "train_state" / "state.json"

@@ -130,7 +130,15 @@ def init_from_env(device: str = "cpu", backend: str | None = None, timeout_s: fl
         if not torch.cuda.is_available():
             raise ConfigError(f"--device {device} but CUDA is not available on this machine; use --device cpu")
         torch.cuda.set_device(local_rank)
-    dist.init_process_group(name, timeout=datetime.timedelta(seconds=timeout_s))
+    try:
+        dist.init_process_group(name, timeout=datetime.timedelta(seconds=timeout_s))
+    except Exception as exc:
+        where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
+        raise RankFailure(
+            f"rank {os.environ['RANK']} of {world} could not join the process group at {where} within {timeout_s:.0f} s "
+            f"({type(exc).__name__}: {exc}); check that every rank started, that they share MASTER_ADDR/MASTER_PORT, "
+            f"and that the port is reachable"
+        ) from exc
     global _setup_group
     _setup_group = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=SETUP_TIMEOUT_S))
     ctx = context()
