@@ -20,7 +20,9 @@ from unclip.train.loop import train
 
 def run_job(job: dict) -> None:
     out = Path(job["out"])
-    opts = _join_process_group(Options(steps=job["steps"], resume=job.get("resume", False), progress=False, fsdp=job.get("fsdp", False)))
+    opts = _join_process_group(
+        Options(steps=job["steps"], resume=job.get("resume", False), progress=False, fsdp=job.get("fsdp", False))
+    )
     plan = SETUPS[job["name"]]("shapes", "tiny", out, opts)
     result = train(plan.stage, plan.config, out / "runs" / plan.component, resume=opts.resume, progress=False)
     rank = distributed.context().rank

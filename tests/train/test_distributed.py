@@ -59,7 +59,9 @@ def _launch(argv: list[str], world: int = 2, log_dir: Path | None = None) -> lis
     procs = []
     for rank in range(world):
         out = open(log_dir / f"rank{rank}.log", "w") if log_dir else subprocess.DEVNULL  # noqa: SIM115
-        procs.append(subprocess.Popen([sys.executable, *argv], env=_env(rank, world, port), stdout=out, stderr=subprocess.STDOUT))
+        procs.append(
+            subprocess.Popen([sys.executable, *argv], env=_env(rank, world, port), stdout=out, stderr=subprocess.STDOUT)
+        )
     return procs
 
 
@@ -96,7 +98,9 @@ def _assert_close_runs(a: Path, b: Path, component: str, *, same_log: bool = Tru
     for name in ("model", "ema") if "ema" in sa else ("model",):
         assert sa[name].keys() == sb[name].keys()
         diff = torch.cat([(sa[name][k].float() - sb[name][k].float()).abs().flatten() for k in sa[name]])
-        assert float(diff.quantile(0.999)) < 1e-5, f"{component} {name}: 99.9% quantile of |diff| {float(diff.quantile(0.999)):.3g}"
+        assert float(diff.quantile(0.999)) < 1e-5, (
+            f"{component} {name}: 99.9% quantile of |diff| {float(diff.quantile(0.999)):.3g}"
+        )
         assert float(diff.max()) <= 2 * LR * K, f"{component} {name}: max |diff| {float(diff.max()):.3g}"
     if same_log:  # the loss log, averaged over ranks, is the 1-rank log
         assert _losses(a, component) == pytest.approx(_losses(b, component), rel=1e-5)
@@ -178,7 +182,16 @@ def test_grad_checkpointing_gives_the_same_gradients():
     from unclip.nn.unet import UNet, UNetConfig
 
     torch.manual_seed(0)
-    unet = UNet(UNetConfig(image_size=8, base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(4,), head_channels=8))
+    unet = UNet(
+        UNetConfig(
+            image_size=8,
+            base_channels=8,
+            channel_mults=(1, 2),
+            num_res_blocks=1,
+            attention_resolutions=(4,),
+            head_channels=8,
+        )
+    )
     x, t = torch.randn(2, 3, 8, 8), torch.tensor([3, 40])
     grads = []
     for on in (False, True):
@@ -193,7 +206,21 @@ def test_killing_a_rank_fails_the_other_quickly_and_resume_finishes(base, tmp_pa
     out = tmp_path / "model"
     shutil.copytree(base, out)
     shutil.rmtree(out / "runs" / "decoder")  # the base's own checkpoint must not count as this run's
-    argv = ["-m", "unclip", "train", "decoder", "--preset", "tiny", "--steps", "5000", "--out", str(out), "--no-progress", "--dist-timeout", "30"]
+    argv = [
+        "-m",
+        "unclip",
+        "train",
+        "decoder",
+        "--preset",
+        "tiny",
+        "--steps",
+        "5000",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--dist-timeout",
+        "30",
+    ]
     procs = _launch(argv, log_dir=tmp_path)
     state = out / "runs" / "decoder" / "train_state" / "state.json"
     deadline = time.monotonic() + 180
@@ -218,7 +245,23 @@ def test_killing_a_rank_fails_the_other_quickly_and_resume_finishes(base, tmp_pa
     step = json.loads(state.read_text())["step"]
     from unclip.apps.cli import main
 
-    assert main(["train", "decoder", "--preset", "tiny", "--steps", str(step + 10), "--out", str(out), "--resume", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "decoder",
+                "--preset",
+                "tiny",
+                "--steps",
+                str(step + 10),
+                "--out",
+                str(out),
+                "--resume",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert json.loads(state.read_text())["step"] == step + 10
     assert (out / "decoder" / "weights.safetensors").is_file()
 
@@ -237,5 +280,10 @@ def test_train_all_under_torchrun_writes_a_model_that_generate_loads(tmp_path):
     assert summary["world_size"] == 2 and summary["stages"]["decoder"]["world_size"] == 2
     from unclip.apps.cli import main
 
-    assert main(["generate", "a red circle", "--model", str(out), "-n", "1", "--steps", "4", "--out", str(tmp_path / "gen")]) == 0
+    assert (
+        main(
+            ["generate", "a red circle", "--model", str(out), "-n", "1", "--steps", "4", "--out", str(tmp_path / "gen")]
+        )
+        == 0
+    )
     assert (tmp_path / "gen" / "000.png").is_file()

@@ -77,6 +77,8 @@ class Options:
     high_res: int = 128
     degradation: str = "blur"
     num_images: int | None = None
+    # decoder: learn the variance (None: the preset's choice; ignored with init_from)
+    learned_variance: bool | None = None
     fsdp: bool = False
     grad_checkpointing: bool = False
     dist_backend: str | None = None
@@ -180,7 +182,8 @@ def _frozen_clip(out: Path, component: str, device: str) -> FrozenCLIP:
 def _encoded_training_set(data: str, preset: str, out: Path, clip: FrozenCLIP, opts: Options) -> TrainingSet:
     """The run's training set with its CLIP embeddings (encoded once by rank 0, cached in ``out/cache``)."""
     with distributed.main_first():
-        training_set = prepare_training_set(data, get_run_preset(preset)["data"], out, seed=opts.seed, progress=opts.progress)
+        spec = get_run_preset(preset)["data"]
+        training_set = prepare_training_set(data, spec, out, seed=opts.seed, progress=opts.progress)
         if training_set.image_embeds is None:
             encode_training_set(training_set, clip, progress=opts.progress)
             save_training_set(training_set, out / "cache")
@@ -249,7 +252,10 @@ def setup_decoder(data: str, preset: str, out: Path, opts: Options) -> Plan:
         model_kwargs = {**section["model"], **dims}
         if opts.text_only:
             model_kwargs["use_image_embed"] = False
-        settings = DiffusionSettings(**section.get("diffusion", {}))
+        diffusion = dict(section.get("diffusion", {}))
+        if opts.learned_variance is not None:
+            diffusion["learned_variance"] = opts.learned_variance
+        settings = DiffusionSettings(**diffusion)
         model_kwargs["learned_variance"] = settings.learned_variance
         model = Decoder(DecoderConfig(**model_kwargs))
     name = "decoder_text_only" if opts.text_only else "decoder"
@@ -288,7 +294,8 @@ def setup_ar_prior(data: str, preset: str, out: Path, opts: Options) -> Plan:
     clip = _frozen_clip(out, "AR prior", opts.device)
     n = opts.num_images or spec["num_images"]
     with distributed.main_first():
-        ts = _ar_training_set(out, data, clip, n, seed=opts.seed, progress=opts.progress, use_model_cache=opts.num_images is None)
+        own_cache = opts.num_images is None
+        ts = _ar_training_set(out, data, clip, n, seed=opts.seed, progress=opts.progress, use_model_cache=own_cache)
     torch.manual_seed(opts.seed)
     model, _, pca_info = build_ar_prior(
         ts, embed_dim=clip.embed_dim, text_width=clip.text_width, context_length=clip.context_length,
@@ -357,7 +364,8 @@ def train_component(name: str, data: str, preset: str, out: str | Path, **option
         atomic_write_json(run_dir / "summary.json", summary)
         if plan.register and component_done(out, plan.component):
             keys = plan.register_keys
-            register_component(out, plan.component, info=summary if keys is None else {k: summary[k] for k in keys if k in summary})
+            info = summary if keys is None else {k: summary[k] for k in keys if k in summary}
+            register_component(out, plan.component, info=info)
     distributed.barrier()
     return summary
 
@@ -395,7 +403,9 @@ def train_all(data: str, preset: str, out: str | Path, **options: Any) -> dict[s
         train_component("clip", data, preset, out, **options)
     clip = FrozenCLIP.load(out / "clip", device=opts.device)
     timings["clip_s"] = time.perf_counter() - t0
-    retrieval = clip_retrieval_report(clip, data=data, seed=opts.seed) if data == "shapes" and distributed.is_main() else {}
+    retrieval = {}
+    if data == "shapes" and distributed.is_main():
+        retrieval = clip_retrieval_report(clip, data=data, seed=opts.seed)
     if retrieval:
         atomic_write_json(out / "clip_retrieval.json", retrieval)
     t0 = time.perf_counter()
@@ -420,7 +430,8 @@ def train_all(data: str, preset: str, out: str | Path, **options: Any) -> dict[s
         "clip_retrieval": retrieval, **_world(),
     }  # fmt: skip
     if distributed.is_main():
-        write_model_json(out, {"clip": "clip", "prior_diffusion": "prior_diffusion", "decoder": "decoder"}, info=summary)
+        components = {"clip": "clip", "prior_diffusion": "prior_diffusion", "decoder": "decoder"}
+        write_model_json(out, components, info=summary)
         atomic_write_json(out / "train_summary.json", summary)
     distributed.barrier()
     return summary

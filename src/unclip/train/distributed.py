@@ -87,7 +87,9 @@ def context() -> DistContext:
     """The current process group's rank and size (rank 0 of 1 when none is initialised)."""
     if not (dist.is_available() and dist.is_initialized()):
         return DistContext()
-    return DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), dist.get_backend())
+    return DistContext(
+        dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), dist.get_backend()
+    )
 
 
 def is_main() -> bool:
@@ -118,10 +120,15 @@ def init_from_env(device: str = "cpu", backend: str | None = None, timeout_s: fl
     if world <= 1:
         return DistContext()
     if not dist.is_available():
-        raise ConfigError("WORLD_SIZE > 1 but this torch build has no torch.distributed; install a standard torch build")
+        raise ConfigError(
+            "WORLD_SIZE > 1 but this torch build has no torch.distributed; install a standard torch build"
+        )
     missing = [k for k in _ENV if k not in os.environ]
     if missing:
-        raise ConfigError(f"WORLD_SIZE={world} but {', '.join(missing)} unset; start the run with torchrun (or set them as torchrun does)")
+        raise ConfigError(
+            f"WORLD_SIZE={world} but {', '.join(missing)} unset; "
+            "start the run with torchrun (or set them as torchrun does)"
+        )
     if timeout_s <= 0:
         raise ConfigError(f"--dist-timeout {timeout_s} must be a positive number of seconds")
     name = choose_backend(device, backend)
@@ -135,14 +142,17 @@ def init_from_env(device: str = "cpu", backend: str | None = None, timeout_s: fl
     except Exception as exc:
         where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
         raise RankFailure(
-            f"rank {os.environ['RANK']} of {world} could not join the process group at {where} within {timeout_s:.0f} s "
+            f"rank {os.environ['RANK']} of {world} could not join the process group at {where} "
+            f"within {timeout_s:.0f} s "
             f"({type(exc).__name__}: {exc}); check that every rank started, that they share MASTER_ADDR/MASTER_PORT, "
             f"and that the port is reachable"
         ) from exc
     global _setup_group
     _setup_group = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=SETUP_TIMEOUT_S))
     ctx = context()
-    logger.info("joined the process group: rank %d of %d (%s, timeout %.0f s)", ctx.rank, ctx.world_size, name, timeout_s)
+    logger.info(
+        "joined the process group: rank %d of %d (%s, timeout %.0f s)", ctx.rank, ctx.world_size, name, timeout_s
+    )
     return ctx
 
 
@@ -227,7 +237,10 @@ def rows(n: int) -> slice:
     """This rank's contiguous block of a global batch of ``n`` rows."""
     ctx = context()
     if n % ctx.world_size:
-        raise ConfigError(f"the global batch of {n} does not split over {ctx.world_size} processes; pass a --batch-size divisible by {ctx.world_size}")
+        raise ConfigError(
+            f"the global batch of {n} does not split over {ctx.world_size} processes; "
+            f"pass a --batch-size divisible by {ctx.world_size}"
+        )
     per = n // ctx.world_size
     return slice(ctx.rank * per, (ctx.rank + 1) * per)
 
@@ -284,7 +297,9 @@ def is_collective_failure(exc: BaseException) -> bool:
     if dist.is_available() and isinstance(exc, dist.DistError):
         return True
     text = str(exc)
-    return isinstance(exc, RuntimeError) and any(s in text for s in ("gloo", "Gloo", "NCCL", "Connection closed", "Timed out", "timed out"))
+    return isinstance(exc, RuntimeError) and any(
+        s in text for s in ("gloo", "Gloo", "NCCL", "Connection closed", "Timed out", "timed out")
+    )
 
 
 def rank_failure(exc: BaseException, doing: str, hint: str = "") -> RankFailure:
@@ -330,7 +345,10 @@ def enable_grad_checkpointing(model: nn.Module) -> int:
 
     unets = [m for m in model.modules() if isinstance(m, UNet)]
     if not unets:
-        raise ConfigError(f"--grad-checkpointing applies to the UNet blocks of the decoder and upsampler; {type(model).__name__} has none")
+        raise ConfigError(
+            "--grad-checkpointing applies to the UNet blocks of the decoder and upsampler; "
+            f"{type(model).__name__} has none"
+        )
     for m in unets:
         m.grad_checkpointing = True
     return len(unets)
@@ -378,21 +396,28 @@ class Replicas:
             from torch.distributed.fsdp import fully_shard
 
             if not unet_blocks(self.model):
-                raise ConfigError(f"--fsdp shards the UNet blocks of the decoder and upsampler; stage '{stage.name}' has none, train it without --fsdp (DDP)")
+                raise ConfigError(
+                    f"--fsdp shards the UNet blocks of the decoder and upsampler; stage '{stage.name}' has none, "
+                    "train it without --fsdp (DDP)"
+                )
             for module in (self.model, ema_model):
                 if module is not None:
                     for block in unet_blocks(module):
                         fully_shard(block)
                     fully_shard(module)
         elif ctx.enabled:
-            from torch.nn.parallel import DistributedDataParallel
-
             # device_ids=None: DDP leaves inputs where they are (the stage moves them itself);
             # no buffer broadcast: the models keep no running statistics, and all ranks start
             # from rank 0's state (broadcast_module) and apply identical updates.
             import inspect
 
-            sync = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters else "broadcast_buffers"
+            from torch.nn.parallel import DistributedDataParallel
+
+            sync = (
+                "forward_sync_buffers"
+                if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+                else "broadcast_buffers"
+            )
             self._ddp = DistributedDataParallel(_StageLoss(stage), device_ids=None, **{sync: False})
 
     def loss(self, batch: Any, generator: torch.Generator) -> Any:
@@ -420,7 +445,9 @@ class Replicas:
         state = optimizer.state_dict()
         if not self.fsdp:
             return state
-        full = {i: {k: (_full(v) if isinstance(v, Tensor) else v) for k, v in s.items()} for i, s in state["state"].items()}
+        full = {
+            i: {k: (_full(v) if isinstance(v, Tensor) else v) for k, v in s.items()} for i, s in state["state"].items()
+        }
         return {"state": full, "param_groups": state["param_groups"]}
 
     def load_optimizer_state(self, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:

@@ -142,7 +142,11 @@ def _average_over_ranks(pending: list[tuple[int, Tensor, Tensor, dict]]) -> None
         return
     keys = [list(p[3]) for p in pending]
     device = pending[0][1].device
-    rows = [torch.stack([p[1].detach().float().reshape(()).to(device)] + [torch.as_tensor(p[3][k], dtype=torch.float32, device=device).reshape(()) for k in ks]) for p, ks in zip(pending, keys)]
+    def row(p: tuple[int, Tensor, Tensor, dict], ks: list[str]) -> Tensor:
+        metrics = [torch.as_tensor(p[3][k], dtype=torch.float32, device=device).reshape(()) for k in ks]
+        return torch.stack([p[1].detach().float().reshape(()).to(device), *metrics])
+
+    rows = [row(p, ks) for p, ks in zip(pending, keys)]
     flat = distributed.all_reduce_mean(torch.cat(rows))
     at = 0
     for i, (p, ks) in enumerate(zip(pending, keys)):
@@ -256,7 +260,10 @@ def train(
     distributed.barrier()
 
     n_params = sum(p.numel() for p in params)
-    logger.info("training %s: %d parameters, steps %d -> %d on %s (%s), rank %d of %d", stage.name, n_params, start, config.steps, device, config.precision, ctx.rank, ctx.world_size)
+    logger.info(
+        "training %s: %d parameters, steps %d -> %d on %s (%s), rank %d of %d",
+        stage.name, n_params, start, config.steps, device, config.precision, ctx.rank, ctx.world_size,
+    )  # fmt: skip
     end = config.steps if stop_after is None else min(config.steps, max(stop_after, start))
     evaluate = getattr(stage, "evaluate", None)
     export_model = ema.model if ema is not None else model
@@ -289,7 +296,8 @@ def train(
             window.append(entry)
         pending.clear()
 
-    bar = tqdm(total=config.steps, initial=start, disable=not (progress and main), desc=f"train {stage.name}", unit="step", dynamic_ncols=True)
+    show = progress and main
+    bar = tqdm(total=config.steps, initial=start, disable=not show, desc=f"train {stage.name}", unit="step", dynamic_ncols=True)
     try:
         with open(log_path, "a") if main else contextlib.nullcontext() as log_file:
             for step in range(start, end):
@@ -378,7 +386,8 @@ def train(
                     last_ckpt = done
     except Exception as exc:
         if distributed.is_collective_failure(exc):
-            hint = f"The last complete checkpoint ({out_dir / STATE_DIR}) is at step {last_ckpt}; rerun the same command with --resume. "
+            hint = f"The last complete checkpoint ({out_dir / STATE_DIR}) is at step {last_ckpt}; "
+            hint += "rerun the same command with --resume. "
             raise distributed.rank_failure(exc, f"training {stage.name} after step {done}", hint) from exc
         raise
     finally:
@@ -390,7 +399,8 @@ def train(
         export_model.eval()
         if main:
             stage.export(export_model, out_dir)
-            logger.info("%s: exported the %s weights to %s", stage.name, "EMA" if ema is not None else "trained", out_dir / stage.name)
+            kind = "EMA" if ema is not None else "trained"
+            logger.info("%s: exported the %s weights to %s", stage.name, kind, out_dir / stage.name)
         distributed.barrier()
     # Rank 0's timings on every rank: callers that size a run from them (a time budget) agree.
     wall = distributed.broadcast_floats([time.perf_counter() - t_start], device)[0]

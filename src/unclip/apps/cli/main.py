@@ -36,10 +36,24 @@ def _add_distributed(p: argparse.ArgumentParser) -> None:
     """Options of runs on several processes (torchrun -m unclip train ...)."""
     from ...train.distributed import BACKENDS, DEFAULT_TIMEOUT_S
 
-    p.add_argument("--dist-backend", default=None, choices=BACKENDS, help="torch.distributed backend under torchrun (default: nccl on cuda, gloo on cpu)")
-    p.add_argument("--dist-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS", help=f"under torchrun: fail the run when a rank does not answer a collective within this time, e.g. because it died (default: {DEFAULT_TIMEOUT_S:.0f})")
-    p.add_argument("--fsdp", action="store_true", help="decoder and upsampler under torchrun: shard parameters, gradients and optimizer state over the processes (FSDP2) instead of replicating them (DDP); checkpoints stay whole")
-    p.add_argument("--grad-checkpointing", action="store_true", help="decoder and upsampler: recompute the UNet blocks' activations in backward (less memory, more compute)")
+    p.add_argument(
+        "--dist-backend", default=None, choices=BACKENDS,
+        help="torch.distributed backend under torchrun (default: nccl on cuda, gloo on cpu)",
+    )
+    p.add_argument(
+        "--dist-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+        help="under torchrun: fail the run when a rank does not answer a collective within this time, "
+        f"e.g. because it died (default: {DEFAULT_TIMEOUT_S:.0f})",
+    )
+    p.add_argument(
+        "--fsdp", action="store_true",
+        help="decoder and upsampler under torchrun: shard parameters, gradients and optimizer state over the "
+        "processes (FSDP2) instead of replicating them (DDP); checkpoints stay whole",
+    )
+    p.add_argument(
+        "--grad-checkpointing", action="store_true",
+        help="decoder and upsampler: recompute the UNet blocks' activations in backward (less memory, more compute)",
+    )  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,7 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--high-res", type=int, default=128, help="upsampler only: output side (default: 128)")
     p.add_argument("--degradation", default="blur", choices=["blur", "bsr", "none"], help="upsampler only: corruption of the low-res training inputs: blur (first stage), bsr (second stage) (default: blur)")
     p.add_argument("--time-limit", type=float, default=None, help="wall-clock budget in seconds for the stage; the step count (at most --steps or the preset's) is fitted to it after a short probe")
-    p.add_argument("--batch-size", type=int, default=None, help="decoder and upsampler: override the preset's batch size. It is the global batch: under torchrun each of the N processes trains on batch-size / N samples per step (batch-size must divide by N)")
+    p.add_argument(
+        "--batch-size", type=int, default=None,
+        help="decoder and upsampler: override the preset's batch size. It is the global batch: under torchrun "
+        "each of the N processes trains on batch-size / N samples per step (batch-size must divide by N)",
+    )  # fmt: skip
+    p.add_argument("--learned-variance", action=argparse.BooleanOptionalAction, default=None, help="decoder only: learn the variance with the iDDPM hybrid loss (every preset's default) or, with --no-learned-variance, keep it fixed")
     p.add_argument("--init-from", default=None, metavar="DIR", help="decoder only: start from the weights (and network) of this decoder component, e.g. MODEL/decoder; with --text-only the z_i pathway is left out")
     _add_device(p)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -150,12 +169,14 @@ def _run(args: argparse.Namespace) -> int:
         print(f"wrote {args.n} samples to {path}")
         return 0
     if args.command == "train":
+        from ...train import distributed
         from ...train.components import train_all, train_component
 
-        from ...train import distributed
-
         options = dict(seed=args.seed, device=args.device, steps=args.steps, resume=args.resume, progress=not args.no_progress)
-        options.update(fsdp=args.fsdp, grad_checkpointing=args.grad_checkpointing, dist_backend=args.dist_backend, dist_timeout_s=args.dist_timeout)
+        options.update(fsdp=args.fsdp, grad_checkpointing=args.grad_checkpointing)
+        options.update(dist_backend=args.dist_backend, dist_timeout_s=args.dist_timeout)
+        if args.stage in ("all", "decoder"):
+            options["learned_variance"] = args.learned_variance
         try:
             if args.stage == "all":
                 summary = train_all(args.data, args.preset, args.out, **options)
