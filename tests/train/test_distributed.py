@@ -37,7 +37,14 @@ from unclip.train.components import train_component
 WORKER = Path(__file__).with_name("dist_worker.py")
 SRC = Path(__file__).resolve().parents[2] / "src"
 K, LR = 4, 1e-3  # steps of each compared run; the tiny presets' learning rate
-COMPONENT = {"prior": "prior_diffusion", "decoder": "decoder", "clip": "clip"}
+COMPONENT = {
+    "prior": "prior_diffusion",
+    "decoder": "decoder",
+    "clip": "clip",
+    "ar-prior": "prior_ar",
+    "upsampler": "upsampler_128",
+}
+STAGES = list(COMPONENT)
 
 
 def _free_port() -> int:
@@ -120,30 +127,32 @@ def base(tmp_path_factory) -> Path:
 def runs(base, tmp_path_factory) -> dict[str, Path]:
     """1-rank runs here, one 2-rank launch of several jobs, then 1-rank resumes of its checkpoints."""
     root = tmp_path_factory.mktemp("runs")
-    names = ["prior1", "prior2", "decoder1", "decoder2", "clip1", "clip2", "from2", "from1", "fsdp2"]
+    names = [f"{n}{w}" for n in STAGES for w in (1, 2)] + ["from2", "from1", "fsdp2", "fsdp_from1"]
     dirs = {n: root / n for n in names}
     for d in dirs.values():
         shutil.copytree(base, d)
-    for name in ("prior", "decoder", "clip"):
+    for name in STAGES:
         train_component(name, "shapes", "tiny", dirs[f"{name}1"], steps=K, progress=False)
-    train_component("decoder", "shapes", "tiny", dirs["from1"], steps=K // 2, progress=False)  # resumed on 2 ranks
-    jobs = [{"name": n, "out": str(dirs[f"{n}2"]), "steps": K} for n in ("prior", "decoder", "clip")]
+    for name in ("from1", "fsdp_from1"):  # resumed on 2 ranks (DDP, FSDP)
+        train_component("decoder", "shapes", "tiny", dirs[name], steps=K // 2, progress=False)
+    jobs = [{"name": n, "out": str(dirs[f"{n}2"]), "steps": K} for n in STAGES]
     jobs += [
         {"name": "decoder", "out": str(dirs["from2"]), "steps": K // 2},  # resumed on 1 rank below
         {"name": "decoder", "out": str(dirs["from1"]), "steps": K, "resume": True},
         {"name": "decoder", "out": str(dirs["fsdp2"]), "steps": K, "fsdp": True},
+        {"name": "decoder", "out": str(dirs["fsdp_from1"]), "steps": K, "resume": True, "fsdp": True},
     ]
     _wait(_launch([str(WORKER), json.dumps(jobs)], log_dir=root), root)
     train_component("decoder", "shapes", "tiny", dirs["from2"], steps=K, resume=True, progress=False)
     return dirs
 
 
-@pytest.mark.parametrize("name", ["prior", "decoder", "clip"])
+@pytest.mark.parametrize("name", STAGES)
 def test_two_ranks_train_like_one_rank_with_the_same_global_batch(runs, name):
     _assert_close_runs(runs[f"{name}1"], runs[f"{name}2"], COMPONENT[name])
 
 
-@pytest.mark.parametrize("name", ["prior", "decoder", "clip"])
+@pytest.mark.parametrize("name", STAGES)
 def test_every_rank_holds_identical_weights_and_ema(runs, name):
     r0, r1 = (load_tensors(runs[f"{name}2"] / f"rank{r}_{COMPONENT[name]}.safetensors") for r in (0, 1))
     assert r0.keys() == r1.keys() and any(k.startswith("ema.") for k in r0)
@@ -161,6 +170,9 @@ def test_checkpoints_resume_on_another_number_of_ranks(runs):
 
 def test_fsdp_trains_like_one_rank_and_saves_whole_tensors(runs):
     _assert_close_runs(runs["decoder1"], runs["fsdp2"], "decoder")
+    _assert_close_runs(
+        runs["decoder1"], runs["fsdp_from1"], "decoder", same_log=False
+    )  # 1-rank checkpoint, FSDP resume
     whole = _state(runs["decoder1"], "decoder")
     sharded_run = _state(runs["fsdp2"], "decoder")
     for name in ("model", "ema", "optimizer"):
