@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from ..errors import ConfigError, InputError
@@ -270,6 +271,9 @@ class UNet(nn.Module):
                 self.up.append(stage)
 
         self.out = nn.Sequential(group_norm(ch), nn.SiLU(), zero_module(nn.Conv2d(ch, cfg.out_channels, 3, padding=1)))
+        # Activation checkpointing (training only): each block's activations are recomputed
+        # in backward instead of stored. Set by ``unclip train --grad-checkpointing``.
+        self.grad_checkpointing = False
 
     @property
     def downsample_factor(self) -> int:
@@ -311,12 +315,21 @@ class UNet(nn.Module):
             if emb_extra.shape != emb.shape:
                 raise InputError(f"emb_extra must have shape {tuple(emb.shape)} (B, emb_dim), got {tuple(emb_extra.shape)}")
             emb = emb + emb_extra.to(emb.dtype)
+        run = self._checkpointed if self.grad_checkpointing and torch.is_grad_enabled() else _call
         h = self.input_conv(x)
         skips = [h]
         for stage in self.down:
-            h = stage(h, emb, context, context_mask)
+            h = run(stage, h, emb, context, context_mask)
             skips.append(h)
-        h = self.middle(h, emb, context, context_mask)
+        h = run(self.middle, h, emb, context, context_mask)
         for stage in self.up:
-            h = stage(torch.cat([h, skips.pop()], dim=1), emb, context, context_mask)
+            h = run(stage, torch.cat([h, skips.pop()], dim=1), emb, context, context_mask)
         return self.out(h)
+
+    @staticmethod
+    def _checkpointed(block: nn.Module, *args: torch.Tensor | None) -> torch.Tensor:
+        return torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
+
+
+def _call(block: nn.Module, *args: torch.Tensor | None) -> torch.Tensor:
+    return block(*args)

@@ -37,6 +37,7 @@ from ..prior.diffusion_prior import DiffusionPrior, DiffusionPriorConfig
 from ..storage.checkpoint import atomic_write_json, load_component
 from ..upsampler.model import Upsampler, UpsamplerConfig
 from .ar_stage import ARPriorStage, build_ar_prior
+from . import distributed
 from .config import TrainConfig
 from .loop import train
 from .presets import get_preset, get_run_preset
@@ -78,6 +79,10 @@ class Options:
     num_images: int | None = None
     # decoder: learn the variance (None: the preset's choice; ignored with init_from)
     learned_variance: bool | None = None
+    fsdp: bool = False
+    grad_checkpointing: bool = False
+    dist_backend: str | None = None
+    dist_timeout_s: float = distributed.DEFAULT_TIMEOUT_S
 
 
 @dataclass
@@ -105,7 +110,7 @@ def train_config(section: dict[str, Any], opts: Options) -> tuple[TrainConfig, f
     """
     kwargs = dict(section.get("train", {}))
     budget = kwargs.pop("time_limit_s", None)
-    kwargs.update(seed=opts.seed, device=opts.device)
+    kwargs.update(seed=opts.seed, device=opts.device, fsdp=opts.fsdp, grad_checkpointing=opts.grad_checkpointing)
     if opts.steps is not None:
         kwargs["steps"] = opts.steps
         kwargs["checkpoint_every"] = min(kwargs.get("checkpoint_every", opts.steps), opts.steps)
@@ -153,15 +158,16 @@ def run_stage(stage: Any, config: TrainConfig, budget: float | None, run_dir: Pa
 
 
 def prepare_training_set(data: str, spec: dict[str, Any], out: Path, *, seed: int, progress: bool) -> TrainingSet:
-    """Render (or reload from ``out/cache``) a run preset's training images."""
+    """Render (or reload from ``out/cache``) a run preset's training images (rank 0 renders)."""
     cache = out / "cache"
-    if (cache / "training_set.safetensors").is_file():
-        log.info("reusing the rendered training set in %s", cache)
-        return load_training_set(cache)
-    dataset = get_dataset(data, split="train", size=spec["image_size"], seed=seed, length=spec["num_images"])
-    training_set = render_training_set(dataset, spec["num_images"], progress=progress)
-    save_training_set(training_set, cache)
-    return training_set
+    with distributed.main_first():
+        if (cache / "training_set.safetensors").is_file():
+            log.info("reusing the rendered training set in %s", cache)
+            return load_training_set(cache)
+        dataset = get_dataset(data, split="train", size=spec["image_size"], seed=seed, length=spec["num_images"])
+        training_set = render_training_set(dataset, spec["num_images"], progress=progress)
+        save_training_set(training_set, cache)
+        return training_set
 
 
 def _frozen_clip(out: Path, component: str, device: str) -> FrozenCLIP:
@@ -174,12 +180,14 @@ def _frozen_clip(out: Path, component: str, device: str) -> FrozenCLIP:
 
 
 def _encoded_training_set(data: str, preset: str, out: Path, clip: FrozenCLIP, opts: Options) -> TrainingSet:
-    """The run's training set with its CLIP embeddings (encoded once, cached in ``out/cache``)."""
-    training_set = prepare_training_set(data, get_run_preset(preset)["data"], out, seed=opts.seed, progress=opts.progress)
-    if training_set.image_embeds is None:
-        encode_training_set(training_set, clip, progress=opts.progress)
-        save_training_set(training_set, out / "cache")
-    return training_set
+    """The run's training set with its CLIP embeddings (encoded once by rank 0, cached in ``out/cache``)."""
+    with distributed.main_first():
+        spec = get_run_preset(preset)["data"]
+        training_set = prepare_training_set(data, spec, out, seed=opts.seed, progress=opts.progress)
+        if training_set.image_embeds is None:
+            encode_training_set(training_set, clip, progress=opts.progress)
+            save_training_set(training_set, out / "cache")
+        return training_set
 
 
 # ----------------------------------------------------------------------------- set-up per component
@@ -285,7 +293,9 @@ def setup_ar_prior(data: str, preset: str, out: Path, opts: Options) -> Plan:
     spec = get_preset("prior_ar", preset)
     clip = _frozen_clip(out, "AR prior", opts.device)
     n = opts.num_images or spec["num_images"]
-    ts = _ar_training_set(out, data, clip, n, seed=opts.seed, progress=opts.progress, use_model_cache=opts.num_images is None)
+    with distributed.main_first():
+        own_cache = opts.num_images is None
+        ts = _ar_training_set(out, data, clip, n, seed=opts.seed, progress=opts.progress, use_model_cache=own_cache)
     torch.manual_seed(opts.seed)
     model, _, pca_info = build_ar_prior(
         ts, embed_dim=clip.embed_dim, text_width=clip.text_width, context_length=clip.context_length,
@@ -342,19 +352,34 @@ def train_component(name: str, data: str, preset: str, out: str | Path, **option
     """
     if name not in SETUPS:
         raise ConfigError(f"unknown component '{name}'; choose one of {', '.join(COMPONENTS)}")
-    opts = Options(**options)
+    opts = _join_process_group(Options(**options))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     plan = SETUPS[name](data, preset, out, opts)
     run_dir = out / "runs" / plan.component
     stats = run_stage(plan.stage, plan.config, plan.budget, run_dir, resume=opts.resume, progress=opts.progress)
-    summary = {**stats, **plan.info, "total_wall_time_s": time.perf_counter() - start}
-    atomic_write_json(run_dir / "summary.json", summary)
-    if plan.register and component_done(out, plan.component):
-        keys = plan.register_keys
-        register_component(out, plan.component, info=summary if keys is None else {k: summary[k] for k in keys if k in summary})
+    summary = {**stats, **plan.info, "total_wall_time_s": time.perf_counter() - start, **_world()}
+    if distributed.is_main():
+        atomic_write_json(run_dir / "summary.json", summary)
+        if plan.register and component_done(out, plan.component):
+            keys = plan.register_keys
+            info = summary if keys is None else {k: summary[k] for k in keys if k in summary}
+            register_component(out, plan.component, info=info)
+    distributed.barrier()
     return summary
+
+
+def _join_process_group(opts: Options) -> Options:
+    """Join torchrun's process group (when launched by it) and use this rank's device."""
+    distributed.init_from_env(opts.device, opts.dist_backend, opts.dist_timeout_s)
+    return replace(opts, device=distributed.local_device(opts.device))
+
+
+def _world() -> dict[str, int]:
+    """The number of processes, for summaries of runs that used more than one."""
+    ctx = distributed.context()
+    return {"world_size": ctx.world_size} if ctx.enabled else {}
 
 
 def train_all(data: str, preset: str, out: str | Path, **options: Any) -> dict[str, Any]:
@@ -365,7 +390,7 @@ def train_all(data: str, preset: str, out: str | Path, **options: Any) -> dict[s
     """
     from ..eval.clip_retrieval import clip_retrieval_report
 
-    opts = Options(**options)
+    opts = _join_process_group(Options(**options))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     get_run_preset(preset)  # fail early on an unknown name
@@ -378,13 +403,16 @@ def train_all(data: str, preset: str, out: str | Path, **options: Any) -> dict[s
         train_component("clip", data, preset, out, **options)
     clip = FrozenCLIP.load(out / "clip", device=opts.device)
     timings["clip_s"] = time.perf_counter() - t0
-    retrieval = clip_retrieval_report(clip, data=data, seed=opts.seed) if data == "shapes" else {}
+    retrieval = {}
+    if data == "shapes" and distributed.is_main():
+        retrieval = clip_retrieval_report(clip, data=data, seed=opts.seed)
     if retrieval:
         atomic_write_json(out / "clip_retrieval.json", retrieval)
     t0 = time.perf_counter()
-    if training_set.image_embeds is None or not opts.resume:
-        encode_training_set(training_set, clip, progress=opts.progress)
-        save_training_set(training_set, out / "cache")
+    with distributed.main_first():  # rank 0 encodes; the others read the cache in the stages
+        if distributed.is_main() and (training_set.image_embeds is None or not opts.resume):
+            encode_training_set(training_set, clip, progress=opts.progress)
+            save_training_set(training_set, out / "cache")
     timings["encode_s"] = time.perf_counter() - t0
     for name, component in (("prior", "prior_diffusion"), ("decoder", "decoder")):
         t0 = time.perf_counter()
@@ -399,8 +427,11 @@ def train_all(data: str, preset: str, out: str | Path, **options: Any) -> dict[s
     summary = {
         "stages": stage_stats, "data": data, "preset": preset, "seed": opts.seed, "device": opts.device,
         "steps_override": opts.steps, "timings_s": timings, "wall_time_s": time.perf_counter() - start,
-        "clip_retrieval": retrieval,
+        "clip_retrieval": retrieval, **_world(),
     }  # fmt: skip
-    write_model_json(out, {"clip": "clip", "prior_diffusion": "prior_diffusion", "decoder": "decoder"}, info=summary)
-    atomic_write_json(out / "train_summary.json", summary)
+    if distributed.is_main():
+        components = {"clip": "clip", "prior_diffusion": "prior_diffusion", "decoder": "decoder"}
+        write_model_json(out, components, info=summary)
+        atomic_write_json(out / "train_summary.json", summary)
+    distributed.barrier()
     return summary

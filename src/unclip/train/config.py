@@ -50,7 +50,11 @@ class TrainConfig:
         precision: "fp32", "bf16", "fp16" (loss scaling on CUDA) or "auto" (bf16 on a
             CUDA device or CPU that runs it natively, else fp32). Weights, gradients,
             optimizer state and the EMA stay fp32 in every mode.
-        device: where the model is trained ("cpu", "cuda", "cuda:1", ...).
+        device: where the model is trained ("cpu", "cuda", "cuda:1", ...); under torchrun
+            "cuda" means this process's GPU (``LOCAL_RANK``).
+        fsdp: with several processes, shard parameters, gradients and optimizer state
+            with FSDP2 instead of replicating them (DDP); checkpoints stay unsharded.
+        grad_checkpointing: recompute the UNet blocks' activations in backward.
     """
 
     steps: int = 1000
@@ -68,6 +72,8 @@ class TrainConfig:
     seed: int = 0
     precision: str = "fp32"
     device: str = "cpu"
+    fsdp: bool = False
+    grad_checkpointing: bool = False
 
     def validate(self) -> None:
         """Raise ConfigError naming the first impossible value."""

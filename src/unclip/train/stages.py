@@ -3,6 +3,11 @@
 Each stage holds its trainable ``model``, draws a batch from a :class:`TrainingSet` with the
 step's generator (so a resumed run replays the same batches), computes its loss, and
 exports its inference component (EMA weights) into ``out_dir/<name>/``.
+
+``batch_size`` is the global batch. ``get_batch`` draws all of it, and ``loss`` draws the
+randomness of all of it (timesteps, noise, dropped conditions) before keeping this rank's
+rows with :func:`~unclip.train.distributed.take_rows`, so any number of ranks trains on
+the same samples with the same noise (see ``distributed.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from ..data.embeddings import TrainingSet
 from ..decoder.model import Decoder
 from ..diffusion import DiffusionSettings, sample_timesteps, training_loss
 from ..prior.diffusion_prior import DiffusionPrior
+from .distributed import gather_rows, take_rows
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -49,10 +55,13 @@ class CLIPStage:
 
     def loss(self, index: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         device = _device(self.model)
-        images = self.data.images_float(index, self.model.config.image_size).to(device)
         caption_ids = self.data.caption_ids[index]
-        tokens = self.caption_tokens[caption_ids].to(device)
+        local = take_rows(index)
+        images = self.data.images_float(local, self.model.config.image_size).to(device)
+        tokens = self.caption_tokens[self.data.caption_ids[local]].to(device)
         image_embed, text_embed, logit_scale = self.model(images, tokens)
+        # Negatives are the whole global batch: gather every rank's embeddings (with gradients).
+        image_embed, text_embed = gather_rows(image_embed), gather_rows(text_embed)
         loss = contrastive_loss(image_embed, text_embed, logit_scale, caption_ids=caption_ids.to(device))
         return loss, {"logit_scale": float(logit_scale.detach())}
 
@@ -78,12 +87,14 @@ class PriorStage:
     def loss(self, index: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         device = _device(self.model)
         text = self.data.text
-        cid = self.data.caption_ids[index]
         b = index.shape[0]
+        t = sample_timesteps(b, self.diffusion.num_timesteps, generator=generator)
+        noise = torch.randn((b, self.data.image_embeds.shape[1]), generator=generator)
+        keep = torch.rand(b, generator=generator) >= self.model.config.text_drop_prob
+        index, t, noise, keep = take_rows(index, t, noise, keep)
+        t, noise, keep = t.to(device), noise.to(device), keep.to(device)
+        cid = self.data.caption_ids[index]
         z0 = (self.data.image_embeds[index].float() * self.model.scale).to(device)
-        t = sample_timesteps(b, self.diffusion.num_timesteps, generator=generator).to(device)
-        noise = torch.randn(z0.shape, generator=generator).to(device)
-        keep = (torch.rand(b, generator=generator) >= self.model.config.text_drop_prob).to(device)
         x_t = self.diffusion.q_sample(z0, t, noise)
         pred = self.model(x_t, t, text.text_embeds[cid].float().to(device), text.token_encodings[cid].float().to(device), text.token_mask[cid].to(device), keep)
         loss = F.mse_loss(pred.float(), z0)
@@ -113,14 +124,16 @@ class DecoderStage:
 
     def loss(self, index: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         device = _device(self.model)
-        b = index.shape[0]
-        x0 = self.data.images_float(index, self.model.config.image_size).to(device)
+        b, size = index.shape[0], self.model.config.image_size
+        image_keep = torch.rand(b, generator=generator) >= self.image_drop_prob
+        text_keep = torch.rand(b, generator=generator) >= self.text_drop_prob
+        t = sample_timesteps(b, self.diffusion.num_timesteps, generator=generator)
+        noise = torch.randn((b, 3, size, size), generator=generator)
+        index, image_keep, text_keep, t, noise = take_rows(index, image_keep, text_keep, t, noise)
+        image_keep, text_keep, t, noise = image_keep.to(device), text_keep.to(device), t.to(device), noise.to(device)
+        x0 = self.data.images_float(index, size).to(device)
         z_i = self.data.image_embeds[index].float().to(device)
         tokens = self.data.text.token_ids[self.data.caption_ids[index]].to(device)
-        image_keep = (torch.rand(b, generator=generator) >= self.image_drop_prob).to(device)
-        text_keep = (torch.rand(b, generator=generator) >= self.text_drop_prob).to(device)
-        t = sample_timesteps(b, self.diffusion.num_timesteps, generator=generator).to(device)
-        noise = torch.randn(x0.shape, generator=generator).to(device)
         x_t = self.diffusion.q_sample(x0, t, noise)
         out = self.model(x_t, t, z_i, tokens, image_keep, text_keep)
         terms = training_loss(self.diffusion, out.float(), x0, x_t, t, noise)

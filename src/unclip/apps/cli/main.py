@@ -41,6 +41,30 @@ def _add_sampler(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", default=None, choices=["ddim", "dpmpp2m"], help="sampler of the prior, decoder and upsamplers: DDIM or DPM-Solver++(2M) (default: the model's, ddim)")
 
 
+def _add_distributed(p: argparse.ArgumentParser) -> None:
+    """Options of runs on several processes (torchrun -m unclip train ...)."""
+    from ...train.distributed import BACKENDS, DEFAULT_TIMEOUT_S
+
+    p.add_argument(
+        "--dist-backend", default=None, choices=BACKENDS,
+        help="torch.distributed backend under torchrun (default: nccl on cuda, gloo on cpu)",
+    )
+    p.add_argument(
+        "--dist-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+        help="under torchrun: fail the run when a rank does not answer a collective within this time, "
+        f"e.g. because it died (default: {DEFAULT_TIMEOUT_S:.0f})",
+    )
+    p.add_argument(
+        "--fsdp", action="store_true",
+        help="decoder and upsampler under torchrun: shard parameters, gradients and optimizer state over the "
+        "processes (FSDP2) instead of replicating them (DDP); checkpoints stay whole",
+    )
+    p.add_argument(
+        "--grad-checkpointing", action="store_true",
+        help="decoder and upsampler: recompute the UNet blocks' activations in backward (less memory, more compute)",
+    )  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unclip", description="unCLIP (DALL-E 2) text-to-image with CLIP latents: train CLIP, a diffusion prior and a decoder; generate, manipulate and evaluate images.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress messages")
@@ -69,12 +93,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--high-res", type=int, default=128, help="upsampler only: output side (default: 128)")
     p.add_argument("--degradation", default="blur", choices=["blur", "bsr", "none"], help="upsampler only: corruption of the low-res training inputs: blur (first stage), bsr (second stage) (default: blur)")
     p.add_argument("--time-limit", type=float, default=None, help="wall-clock budget in seconds for the stage; the step count (at most --steps or the preset's) is fitted to it after a short probe")
-    p.add_argument("--batch-size", type=int, default=None, help="decoder and upsampler: override the preset's batch size")
+    p.add_argument(
+        "--batch-size", type=int, default=None,
+        help="decoder and upsampler: override the preset's batch size. It is the global batch: under torchrun "
+        "each of the N processes trains on batch-size / N samples per step (batch-size must divide by N)",
+    )  # fmt: skip
     p.add_argument("--learned-variance", action=argparse.BooleanOptionalAction, default=None, help="decoder only: learn the variance with the iDDPM hybrid loss (every preset's default) or, with --no-learned-variance, keep it fixed")
     p.add_argument("--init-from", default=None, metavar="DIR", help="decoder only: start from the weights (and network) of this decoder component, e.g. MODEL/decoder; with --text-only the z_i pathway is left out")
     _add_device(p)
     _add_precision(p)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_distributed(p)
 
     p = sub.add_parser("generate", help="text to image", description="Generate images for one or more prompts and write NNN.png, grid.png and manifest.json to --out.")
     p.add_argument("prompts", nargs="+", metavar="PROMPT", help="captions, e.g. 'a red circle'")
@@ -157,21 +186,28 @@ def _run(args: argparse.Namespace) -> int:
         print(f"wrote {args.n} samples to {path}")
         return 0
     if args.command == "train":
+        from ...train import distributed
         from ...train.components import train_all, train_component
 
         options = dict(seed=args.seed, device=args.device, steps=args.steps, resume=args.resume, progress=not args.no_progress)
+        options.update(fsdp=args.fsdp, grad_checkpointing=args.grad_checkpointing)
+        options.update(dist_backend=args.dist_backend, dist_timeout_s=args.dist_timeout)
         if args.stage in ("all", "decoder"):
             options["learned_variance"] = args.learned_variance
-        if args.stage == "all":
-            summary = train_all(args.data, args.preset, args.out, **options)
-        else:
-            extra = dict(time_limit_s=args.time_limit, batch_size=args.batch_size)
-            if args.stage == "decoder":
-                extra.update(text_only=args.text_only, init_from=args.init_from)
-            if args.stage == "upsampler":
-                extra.update(low_res=args.low_res, high_res=args.high_res, degradation=args.degradation)
-            summary = train_component(args.stage, args.data, args.preset, args.out, **options, **extra)
-        print(json.dumps(summary, indent=2))
+        try:
+            if args.stage == "all":
+                summary = train_all(args.data, args.preset, args.out, **options)
+            else:
+                extra = dict(time_limit_s=args.time_limit, batch_size=args.batch_size)
+                if args.stage == "decoder":
+                    extra.update(text_only=args.text_only, init_from=args.init_from)
+                if args.stage == "upsampler":
+                    extra.update(low_res=args.low_res, high_res=args.high_res, degradation=args.degradation)
+                summary = train_component(args.stage, args.data, args.preset, args.out, **options, **extra)
+            if distributed.is_main():
+                print(json.dumps(summary, indent=2))
+        finally:
+            distributed.shutdown()
         return 0
     if args.command == "generate":
         from ...storage.imageio import write_image_set
