@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import InputError
+from . import args as A
 
 COMMANDS = {"invert", "vary", "interpolate", "textdiff", "probe-pca"}
 
@@ -21,16 +22,16 @@ _EXACT_NOTE = "Inversion is exact only when decoding uses the same steps and gui
 
 
 def _add_size(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--size", type=int, default=None, help="output side: the decoder's (default) or a larger one reached by the model's upsampler stages (one shared noise for all frames)")
+    p.add_argument("--size", type=A.SIZE, default=None, help="output side: the decoder's (default) or a larger one reached by the model's upsampler stages (one shared noise for all frames)")
 
 
 def _common(p: argparse.ArgumentParser, *, steps: bool = True) -> None:
     p.add_argument("--model", default="shapes", help="a shipped model name ('shapes') or a model directory written by `unclip train all` (default: shapes)")
     if steps:
-        p.add_argument("--steps", type=int, default=50, help="DDIM steps for inversion and decoding (default: 50)")
-        p.add_argument("--guidance", type=float, default=1.0, help="decoder classifier-free guidance scale for inversion and decoding (default: 1.0 = none)")
-        p.add_argument("--refine", type=int, default=0, help="fixed-point refinements per inversion step: more exact, (1 + R) model calls per step (default: 0)")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+        p.add_argument("--steps", type=A.STEPS, default=50, help="DDIM steps for inversion and decoding (default: 50)")
+        p.add_argument("--guidance", type=A.GUIDANCE, default=1.0, help="decoder classifier-free guidance scale for inversion and decoding (default: 1.0 = none)")
+        p.add_argument("--refine", type=A.REFINE, default=0, help="fixed-point refinements per inversion step: more exact, (1 + R) model calls per step (default: 0)")
+    p.add_argument("--device", default="cpu", type=A.device, help="torch device, e.g. cpu or cuda (default: cpu)")
 
 
 def add_parsers(sub: Any) -> None:
@@ -41,15 +42,15 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("image", metavar="IMAGE", help="a picture file")
     p.add_argument("--out", required=True, help="the .safetensors file to write")
     p.add_argument("--reconstruct", default=None, metavar="DIR", help="also decode the latent at eta 0 and write the reconstruction (NNN.png, grid.png, manifest.json with its PSNR) to DIR")
-    p.add_argument("--size", type=int, default=None, help="invert through the model's upsampler stages up to this side too (e.g. 128): the latent then also holds each stage's DDIM-inverted noise, and --reconstruct decodes at this side (default: the decoder's side only)")
+    p.add_argument("--size", type=A.SIZE, default=None, help="invert through the model's upsampler stages up to this side too (e.g. 128): the latent then also holds each stage's DDIM-inverted noise, and --reconstruct decodes at this side (default: the decoder's side only)")
     _common(p)
 
     p = sub.add_parser("vary", help="variations of an image (DDIM with eta > 0 from its latent)", formatter_class=fmt,
                        description="Decode an image's bipartite latent n times with DDIM at --eta (unCLIP section 3.1). eta 0 reconstructs the image; larger eta keeps what z_i holds (on shapes: colour and shape) and redraws more of the rest (position, size). Writes NNN.png, grid.png and manifest.json to --out.\n\n" + _LATENT_NOTE + " " + _EXACT_NOTE)
     p.add_argument("image", metavar="IMAGE", help="a picture file or a .safetensors latent")
-    p.add_argument("--eta", type=float, default=1.0, help="DDIM eta: 0 = reconstruction, 1 = DDPM-like (default: 1.0)")
-    p.add_argument("-n", type=int, default=4, help="number of variations (default: 4)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampler's noise (default: 0)")
+    p.add_argument("--eta", type=A.ETA, default=1.0, help="DDIM eta: 0 = reconstruction, 1 = DDPM-like (default: 1.0)")
+    p.add_argument("-n", type=A.IMAGES, default=4, help="number of variations (default: 4)")
+    p.add_argument("--seed", type=A.seed, default=0, help="seed of the sampler's noise (default: 0)")
     p.add_argument("--out", required=True, help="output folder")
     _add_size(p)
     _common(p)
@@ -58,9 +59,9 @@ def add_parsers(sub: Any) -> None:
                        description="Decode z_theta = slerp(z_a, z_b, theta) for --frames values of theta from 0 to 1 (unCLIP section 3.2). --noise slerp also slerps the two inverted noises x_T, so the end frames reconstruct the inputs; --noise fixed decodes every frame from one random x_T (from --seed), showing what z_i alone carries. Writes NNN.png, grid.png and manifest.json (theta per frame) to --out.\n\n" + _LATENT_NOTE)
     p.add_argument("image_a", metavar="IMAGE_A", help="first end (theta 0): a picture file or a .safetensors latent")
     p.add_argument("image_b", metavar="IMAGE_B", help="second end (theta 1)")
-    p.add_argument("--frames", type=int, default=8, help="number of frames, both ends included (default: 8)")
+    p.add_argument("--frames", type=A.FRAMES, default=8, help="number of frames, both ends included (default: 8)")
     p.add_argument("--noise", default="slerp", choices=["slerp", "fixed"], help="noise path: slerp of the inverted x_T (default) or one fixed random x_T")
-    p.add_argument("--seed", type=int, default=0, help="seed of the fixed noise (default: 0)")
+    p.add_argument("--seed", type=A.seed, default=0, help="seed of the fixed noise (default: 0)")
     p.add_argument("--out", required=True, help="output folder")
     _add_size(p)
     _common(p)
@@ -70,8 +71,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("image", metavar="IMAGE", help="a picture file or a .safetensors latent")
     p.add_argument("--from", dest="from_text", required=True, metavar="TEXT", help="a caption of the current image, e.g. 'a red circle' ('' for neutral)")
     p.add_argument("--to", dest="to_text", required=True, metavar="TEXT", help="the target caption, e.g. 'a blue circle'")
-    p.add_argument("--max-theta", type=float, default=0.5, help="largest slerp weight towards z_d (default: 0.5)")
-    p.add_argument("--frames", type=int, default=5, help="number of frames from theta 0 to --max-theta (default: 5)")
+    p.add_argument("--max-theta", type=A.THETA, default=0.5, help="largest slerp weight towards z_d (default: 0.5)")
+    p.add_argument("--frames", type=A.FRAMES, default=5, help="number of frames from theta 0 to --max-theta (default: 5)")
     p.add_argument("--out", required=True, help="output folder")
     _add_size(p)
     _common(p)
@@ -82,10 +83,10 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--dims", default="2,4,8,16,32,64", help="comma-separated numbers of components (default: 2,4,8,16,32,64)")
     p.add_argument("--data", default="shapes", help="data set whose embeddings the PCA is fitted on: 'shapes', 'emoji' or a folder of images (default: shapes)")
     p.add_argument("--split", default="train", choices=["train", "val", "test"], help="split to fit on (default: train)")
-    p.add_argument("--fit-n", type=int, default=1000, help="number of images to fit on (default: 1000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the fixed noise and of the data (default: 0)")
-    p.add_argument("--steps", type=int, default=50, help="DDIM steps (default: 50)")
-    p.add_argument("--guidance", type=float, default=None, help="decoder guidance scale (default: the model's)")
+    p.add_argument("--fit-n", type=A.FIT_N, default=1000, help="number of images to fit on (default: 1000)")
+    p.add_argument("--seed", type=A.seed, default=0, help="seed of the fixed noise and of the data (default: 0)")
+    p.add_argument("--steps", type=A.STEPS, default=50, help="DDIM steps (default: 50)")
+    p.add_argument("--guidance", type=A.GUIDANCE, default=None, help="decoder guidance scale (default: the model's)")
     p.add_argument("--out", required=True, help="output folder")
     _common(p, steps=False)
 
