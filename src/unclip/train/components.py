@@ -38,6 +38,8 @@ from ..storage.checkpoint import atomic_write_json, load_component
 from ..upsampler.model import Upsampler, UpsamplerConfig
 from .ar_stage import ARPriorStage, build_ar_prior
 from .config import TrainConfig
+from .fingerprint import cache_fingerprint, check_cache, check_fingerprint, record_cache, stage_fingerprint
+from .guard import component_of
 from .loop import train
 from .presets import get_preset, get_run_preset
 from .stages import CLIPStage, DecoderStage, PriorStage
@@ -153,12 +155,15 @@ def run_stage(stage: Any, config: TrainConfig, budget: float | None, run_dir: Pa
 def prepare_training_set(data: str, spec: dict[str, Any], out: Path, *, seed: int, progress: bool) -> TrainingSet:
     """Render (or reload from ``out/cache``) a run preset's training images."""
     cache = out / "cache"
+    fingerprint = cache_fingerprint(data, seed, spec)
     if (cache / "training_set.safetensors").is_file():
+        check_cache(cache, fingerprint)
         log.info("reusing the rendered training set in %s", cache)
         return load_training_set(cache)
     dataset = get_dataset(data, split="train", size=spec["image_size"], seed=seed, length=spec["num_images"])
     training_set = render_training_set(dataset, spec["num_images"], progress=progress)
     save_training_set(training_set, cache)
+    record_cache(cache, fingerprint)
     return training_set
 
 
@@ -327,6 +332,17 @@ SETUPS: dict[str, Callable[[str, str, Path, Options], Plan]] = {
 # ----------------------------------------------------------------------------- entry points
 
 
+_PRESET_SECTIONS = {"clip": "clip", "prior": "prior_diffusion", "decoder": "decoder", "ar-prior": "prior_ar", "upsampler": "upsampler"}
+
+
+def _check_stage_fingerprint(name: str, data: str, preset: str, out: Path, opts: Options, *, resume: bool) -> None:
+    """Compare (on resume) or record the fingerprint of stage ``name`` in ``out/runs/<component>``."""
+    component = component_of(name, text_only=opts.text_only, high_res=opts.high_res)
+    train_settings = get_preset(_PRESET_SECTIONS[name], preset).get("train", {})
+    fingerprint = stage_fingerprint(data, preset, opts, train_settings)
+    check_fingerprint(out / "runs" / component, fingerprint, resume=resume, what=f"{component} in {out}")
+
+
 def train_component(name: str, data: str, preset: str, out: str | Path, **options: Any) -> dict[str, Any]:
     """Train component ``name`` (one of :data:`COMPONENTS`) into model directory ``out``.
 
@@ -340,6 +356,7 @@ def train_component(name: str, data: str, preset: str, out: str | Path, **option
     opts = Options(**options)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    _check_stage_fingerprint(name, data, preset, out, opts, resume=opts.resume)
     start = time.perf_counter()
     plan = SETUPS[name](data, preset, out, opts)
     run_dir = out / "runs" / plan.component
@@ -371,6 +388,8 @@ def train_all(data: str, preset: str, out: str | Path, **options: Any) -> dict[s
     t0 = time.perf_counter()
     if not (opts.resume and component_done(out, "clip")):
         train_component("clip", data, preset, out, **options)
+    else:
+        _check_stage_fingerprint("clip", data, preset, out, opts, resume=True)
     clip = FrozenCLIP.load(out / "clip", device=opts.device)
     timings["clip_s"] = time.perf_counter() - t0
     retrieval = clip_retrieval_report(clip, data=data, seed=opts.seed) if data == "shapes" else {}
@@ -385,6 +404,8 @@ def train_all(data: str, preset: str, out: str | Path, **options: Any) -> dict[s
         t0 = time.perf_counter()
         if not (opts.resume and component_done(out, component)):
             train_component(name, data, preset, out, **options)
+        else:
+            _check_stage_fingerprint(name, data, preset, out, opts, resume=True)
         timings[f"{name}_s"] = time.perf_counter() - t0
     stage_stats = {}
     for component in ("clip", "prior_diffusion", "decoder"):
@@ -394,7 +415,7 @@ def train_all(data: str, preset: str, out: str | Path, **options: Any) -> dict[s
     summary = {
         "stages": stage_stats, "data": data, "preset": preset, "seed": opts.seed, "device": opts.device,
         "steps_override": opts.steps, "timings_s": timings, "wall_time_s": time.perf_counter() - start,
-        "clip_retrieval": retrieval,
+        "clip_retrieval": retrieval, "data_skipped": training_set.skipped or {"count": 0, "reasons": {}, "examples": []},
     }  # fmt: skip
     write_model_json(out, {"clip": "clip", "prior_diffusion": "prior_diffusion", "decoder": "decoder"}, info=summary)
     atomic_write_json(out / "train_summary.json", summary)

@@ -156,13 +156,14 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
         return 0
     if args.command == "generate":
-        from ...storage.imageio import write_image_set
         from ...pipeline import UnCLIP
+        from ...storage.imageio import write_image_set
+        from .manifest import generate_settings
 
         pipe = UnCLIP.load(args.model, device=args.device, decoder=args.decoder)
         images = pipe.generate(args.prompts, num_images=args.n, seed=args.seed, prior=args.prior, prior_guidance=args.prior_guidance, decoder_guidance=args.decoder_guidance, steps=args.steps, prior_steps=args.prior_steps, best_of=args.best_of, size=args.size, upsampler_steps=args.upsampler_steps, progress=True)
         entries = [{"prompt": p, "seed": args.seed, "index": k} for p in args.prompts for k in range(args.n)]
-        meta = {"command": "generate", "model": str(args.model), "settings": {k: getattr(args, k) for k in ("prior", "decoder", "prior_guidance", "decoder_guidance", "steps", "prior_steps", "best_of", "size", "upsampler_steps", "n", "seed")}}
+        meta = {"command": "generate", "model": str(args.model), "settings": generate_settings(pipe, args)}
         path = write_image_set(args.out, images, entries, meta)
         print(f"wrote {len(images)} images to {path}")
         return 0
@@ -205,10 +206,23 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from .safety import out_of_memory_message, preflight
+
     try:
-        return _run(args)
+        with preflight(args):
+            return _run(args)
     except UnclipError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (MemoryError, RuntimeError) as exc:
+        message = out_of_memory_message(exc, args.command)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # the file system refused (disk full, read-only, permissions): say where
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"error: could not access{where}: {exc.strerror or exc}; check the path, its permissions and free space", file=sys.stderr)
         return 1
 
 

@@ -101,16 +101,24 @@ def _open_image(path: str):
         with Image.open(p) as im:
             im.load()
             return im.copy()
-    except (UnidentifiedImageError, OSError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"{path} is too large to decode safely ({exc}); pass an image of at most {Image.MAX_IMAGE_PIXELS} pixels") from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise InputError(f"could not read {path} as an image ({exc}); pass a PNG or JPEG, or a .safetensors latent from `unclip invert`") from exc
 
 
-def _input(path: str):
-    """A picture file -> PIL image; a .safetensors file -> BipartiteLatent."""
+def _input(path: str, pipe=None):
+    """A picture file -> PIL image; a .safetensors file -> BipartiteLatent (checked against ``pipe``'s model)."""
     from ...manipulate import BipartiteLatent
+    from ...manipulate.latent_checks import check_latent_fits
 
     if str(path).endswith(".safetensors"):
-        return BipartiteLatent.load(path)
+        lat = BipartiteLatent.load(path)
+        if len(lat) != 1:
+            raise InputError(f"{path} holds the latents of {len(lat)} images; pass the latent of one image")
+        if pipe is not None:
+            check_latent_fits(lat, pipe.clip.embed_dim, pipe.decoder.config.image_size, str(path))
+        return lat
     return _open_image(path)
 
 
@@ -146,16 +154,16 @@ def run(args: argparse.Namespace) -> int:
             print(f"reconstruction PSNR {psnr:.2f} dB, written to {args.reconstruct}")
         return 0
     if args.command == "vary":
-        images = M.vary(pipe, _input(args.image), eta=args.eta, n=args.n, seed=args.seed, progress=True, **inv)
+        images = M.vary(pipe, _input(args.image, pipe), eta=args.eta, n=args.n, seed=args.seed, progress=True, **inv)
         entries = [{"source": args.image, "eta": args.eta, "seed": args.seed, "index": k} for k in range(images.shape[0])]
         meta["settings"] = _settings(args, "eta", "n", "seed", "steps", "guidance", "refine")
     elif args.command == "interpolate":
-        images = M.interpolate(pipe, _input(args.image_a), _input(args.image_b), frames=args.frames, noise=args.noise, seed=args.seed, progress=True, **inv)
+        images = M.interpolate(pipe, _input(args.image_a, pipe), _input(args.image_b, pipe), frames=args.frames, noise=args.noise, seed=args.seed, progress=True, **inv)
         thetas = M.theta_schedule(args.frames).tolist()
         entries = [{"theta": round(t, 6), "sources": [args.image_a, args.image_b], "noise": args.noise, "seed": args.seed} for t in thetas]
         meta["settings"] = _settings(args, "frames", "noise", "seed", "steps", "guidance", "refine")
     elif args.command == "textdiff":
-        images = M.text_diff(pipe, _input(args.image), args.from_text, args.to_text, max_theta=args.max_theta, frames=args.frames, progress=True, **inv)
+        images = M.text_diff(pipe, _input(args.image, pipe), args.from_text, args.to_text, max_theta=args.max_theta, frames=args.frames, progress=True, **inv)
         thetas = M.theta_schedule(args.frames, args.max_theta).tolist()
         entries = [{"theta": round(t, 6), "source": args.image, "prompt": args.to_text, "from": args.from_text} for t in thetas]
         meta["settings"] = _settings(args, "from_text", "to_text", "max_theta", "frames", "steps", "guidance", "refine")
@@ -167,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
         images, info = M.probe_pca(pipe, _open_image(args.image), dims, data=args.data, split=args.split, fit_n=args.fit_n, seed=args.seed, steps=args.steps, guidance=args.guidance, progress=True)
         entries = [{"components": k, "relative_error": e, "source": args.image} for k, e in zip(info["dims"], info["relative_error"])] + [{"components": "all", "relative_error": 0.0, "source": args.image}]
         meta["settings"] = _settings(args, "dims", "data", "split", "fit_n", "seed", "steps", "guidance")
+        meta["settings"]["guidance"] = pipe.defaults.decoder_guidance if args.guidance is None else args.guidance
         meta["components_for_1pct"] = info["components_for_1pct"]
         print(f"{info['components_for_1pct']} principal components keep the mean relative error of the {args.split} embeddings under 1%")
     if args.command in ("vary", "interpolate", "textdiff"):
