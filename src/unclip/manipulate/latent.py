@@ -194,6 +194,7 @@ class BipartiteLatent:
                 f"found {meta.get('format')!r} version {meta.get('version')!r}"
             )
         check_latent_file(path, meta, tensors)
+        tensors = {k: v.float() for k, v in tensors.items()}  # checked floating point above: float16/64 -> float32
         info = meta.get("cascade") or {}
         steps, lows = list(info.get("steps", [])), list(info.get("low_res", []))
         names = [STAGE_KEY.format(k) for k in range(len(steps))]
