@@ -47,6 +47,8 @@ def digest(path: str | os.PathLike) -> str:
         h.update(path.read_bytes())
     elif path.is_dir():
         for p in sorted(path.rglob("*")):
+            if p.name == ".unclip.lock":  # the training lock records each run's PID: not a result
+                continue
             h.update(str(p.relative_to(path)).encode())
             if p.is_file():
                 h.update(p.read_bytes())
