@@ -56,10 +56,35 @@ def digest(path: str | os.PathLike) -> str:
 
 
 _ODD_TEXT = [
-    "", " ", "0", "-0", "-1", "nan", "NaN", "inf", "-inf", "+inf", "1e309", "-1e309", "1e-320", "1e9", "-1e9",
-    str(2**63), str(2**64), str(-(2**63)), str(SEED_MAX), "0x10", "1_000", "1.5", "٣", "½", "abc", "--", "None",
+    "",
+    " ",
+    "0",
+    "-0",
+    "-1",
+    "nan",
+    "NaN",
+    "inf",
+    "-inf",
+    "+inf",
+    "1e309",
+    "-1e309",
+    "1e-320",
+    "1e9",
+    "-1e9",
+    str(2**63),
+    str(2**64),
+    str(-(2**63)),
+    str(SEED_MAX),
+    "0x10",
+    "1_000",
+    "1.5",
+    "٣",
+    "½",
+    "abc",
+    "--",
+    "None",
     "9" * 400,
-]  # fmt: skip
+]
 
 
 def numbers(cheap_max: int = 2, limit: int | None = None) -> st.SearchStrategy[str]:
@@ -75,7 +100,9 @@ def numbers(cheap_max: int = 2, limit: int | None = None) -> st.SearchStrategy[s
         st.sampled_from(_ODD_TEXT).filter(lambda t: not _valid_but_costly(t, cheap_max, limit)),
         low.map(str),
         high.map(str),
-        st.floats(allow_nan=True, allow_infinity=True).map(repr).filter(lambda t: not _valid_but_costly(t, cheap_max, limit)),
+        st.floats(allow_nan=True, allow_infinity=True)
+        .map(repr)
+        .filter(lambda t: not _valid_but_costly(t, cheap_max, limit)),
         st.text(max_size=12),
     )
 

@@ -60,7 +60,9 @@ def test_invert_never_writes_over_its_input(tiny_model, tmp_path):
     assert digest(photo) == before and lat.read_bytes().startswith(b"a user's")
     ok = tmp_path / "ok.safetensors"
     assert run_cli(["invert", str(photo), "--model", tiny_model, "--steps", "1", "--out", str(ok)])[0] == 0
-    assert run_cli(["invert", str(photo), "--model", tiny_model, "--steps", "1", "--out", str(ok)])[0] == 0  # its own latent: replaced
+    assert (
+        run_cli(["invert", str(photo), "--model", tiny_model, "--steps", "1", "--out", str(ok)])[0] == 0
+    )  # its own latent: replaced
 
 
 def test_generate_keeps_a_users_files_and_replaces_an_earlier_set_whole(tiny_model, tmp_path):
@@ -102,7 +104,9 @@ def test_an_input_inside_the_output_folder_is_refused(tiny_model, tmp_path):
     out = tmp_path / "out"
     assert run_cli(["generate", "a red circle", "--model", tiny_model, *FAST, "--out", str(out)])[0] == 0
     before = digest(out)
-    assert "lies inside" in _err(["vary", str(out / "000.png"), "--model", tiny_model, "--steps", "1", "--out", str(out)])
+    assert "lies inside" in _err(
+        ["vary", str(out / "000.png"), "--model", tiny_model, "--steps", "1", "--out", str(out)]
+    )
     assert digest(out) == before
 
 
@@ -115,7 +119,9 @@ def test_training_never_deletes_an_earlier_run_unasked(tiny_model, tmp_path):
     assert "not both" in _err(["train", "prior", "--preset", "tiny", "--out", str(model), "--resume", "--overwrite"])
     assert digest(model) == before
     (model / "README.txt").write_text("my notes")
-    status, err = run_cli(["train", "prior", "--preset", "tiny", "--steps", "2", "--overwrite", "--out", str(model), "--no-progress"])
+    status, err = run_cli(
+        ["train", "prior", "--preset", "tiny", "--steps", "2", "--overwrite", "--out", str(model), "--no-progress"]
+    )
     assert status == 0, err
     assert (model / "README.txt").read_text() == "my notes"
     assert json.loads((model / "runs" / "prior_diffusion" / "summary.json").read_text())["steps"] == 2
@@ -124,10 +130,16 @@ def test_training_never_deletes_an_earlier_run_unasked(tiny_model, tmp_path):
 def test_a_training_folder_is_locked_while_a_run_uses_it(tmp_path):
     folder = tmp_path / "run"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from unclip.train.guard import TrainingLock\n"
-         f"with TrainingLock({str(folder)!r}):\n    print('held', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from unclip.train.guard import TrainingLock\n"
+            f"with TrainingLock({str(folder)!r}):\n    print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")},
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         err = _err(["train", "all", "--preset", "tiny", "--out", str(folder)])
@@ -192,7 +204,9 @@ def test_a_non_finite_sample_is_an_error_not_a_black_png():
         tensor_to_pil(torch.full((1, 3, 4, 4), float("nan")))
 
 
-@pytest.mark.parametrize("edit", [{"step": -5}, {"step": "abc"}, {"optimizer": None}, {"rng": {"torch": [1, 2, 3]}}, "swap"])
+@pytest.mark.parametrize(
+    "edit", [{"step": -5}, {"step": "abc"}, {"optimizer": None}, {"rng": {"torch": [1, 2, 3]}}, "swap"]
+)
 def test_wrong_but_parseable_training_state_is_refused(tiny_model, tmp_path, edit):
     model = _model_copy(tiny_model, tmp_path)
     state = model / "runs" / "prior_diffusion" / "train_state"
@@ -210,15 +224,24 @@ def test_wrong_but_parseable_training_state_is_refused(tiny_model, tmp_path, edi
 @pytest.mark.parametrize(
     "argv",
     [
-        ["vary", "IMG", "--eta", "inf"], ["textdiff", "IMG", "--from", "a", "--to", "b", "--max-theta", "nan"],
+        ["vary", "IMG", "--eta", "inf"],
+        ["textdiff", "IMG", "--from", "a", "--to", "b", "--max-theta", "nan"],
         ["textdiff", "IMG", "--from", "a", "--to", "b", "--max-theta", "-1"],
         ["textdiff", "IMG", "--from", "a", "--to", "b", "--max-theta", "1e9"],
-        ["generate", "x", "--decoder-guidance", "-1e9"], ["generate", "x", "--steps", "0"], ["generate", "x", "--size", "0"],
-        ["generate", "x", "--best-of", "0"], ["generate", "x", "--prior-steps", "0"], ["generate", "x", "--best-of", "-3"],
-        ["generate", "x", "--seed", str(2**64)], ["train", "decoder", "--batch-size", "0"], ["train", "prior", "--time-limit", "nan"],
-        ["bench", "--threads", "0"], ["bench", "--threads", "-1"], ["generate", "x", "--device", "banana"],
+        ["generate", "x", "--decoder-guidance", "-1e9"],
+        ["generate", "x", "--steps", "0"],
+        ["generate", "x", "--size", "0"],
+        ["generate", "x", "--best-of", "0"],
+        ["generate", "x", "--prior-steps", "0"],
+        ["generate", "x", "--best-of", "-3"],
+        ["generate", "x", "--seed", str(2**64)],
+        ["train", "decoder", "--batch-size", "0"],
+        ["train", "prior", "--time-limit", "nan"],
+        ["bench", "--threads", "0"],
+        ["bench", "--threads", "-1"],
+        ["generate", "x", "--device", "banana"],
     ],
-)  # fmt: skip
+)
 def test_numbers_out_of_range_are_refused_by_the_parser(argv, tmp_path):
     argv = [a.replace("IMG", str(_png(tmp_path / "i.png"))) for a in argv]
     err = _err(argv + (["--out", str(tmp_path / "o")] if argv[0] != "bench" else []))
@@ -276,12 +299,17 @@ def test_unreadable_images_are_skipped_counted_and_recorded(tmp_path, caplog):
     for k in range(3):
         (root / f"{k}.png").write_bytes(b"broken too")
     with pytest.raises(DataError, match="none of the 5 images"):
-        render_training_set(get_dataset(str(root), split="train", size=16, seed=0, length=5), 5, workers=1, progress=False)
+        render_training_set(
+            get_dataset(str(root), split="train", size=16, seed=0, length=5), 5, workers=1, progress=False
+        )
 
 
 def test_latents_are_validated(tiny_model, tmp_path):
     good = tmp_path / "good.safetensors"
-    assert run_cli(["invert", str(_png(tmp_path / "p.png")), "--model", tiny_model, "--steps", "1", "--out", str(good)])[0] == 0
+    assert (
+        run_cli(["invert", str(_png(tmp_path / "p.png")), "--model", tiny_model, "--steps", "1", "--out", str(good)])[0]
+        == 0
+    )
     from safetensors import safe_open
 
     with safe_open(str(good), framework="pt") as f:
@@ -316,11 +344,14 @@ def _break_model(model: Path, rel: str, text: str) -> None:
 @pytest.mark.parametrize(
     "rel, text",
     [
-        ("model.json", "[1, 2, 3]"), ("model.json", '{"format": "unclip-model", "version": 1, "components": 5}'),
-        ("decoder/config.json", "[]"), ("clip/config.json", "FIELD:image_size=big"),
-        ("decoder/config.json", "FIELD:base_channels=-4"), ("model.json", "DEFAULTS:decoder_steps=-5"),
+        ("model.json", "[1, 2, 3]"),
+        ("model.json", '{"format": "unclip-model", "version": 1, "components": 5}'),
+        ("decoder/config.json", "[]"),
+        ("clip/config.json", "FIELD:image_size=big"),
+        ("decoder/config.json", "FIELD:base_channels=-4"),
+        ("model.json", "DEFAULTS:decoder_steps=-5"),
     ],
-)  # fmt: skip
+)
 def test_malformed_model_files_are_clean_errors(tiny_model, tmp_path, rel, text):
     model = _model_copy(tiny_model, tmp_path)
     if text.startswith(("FIELD:", "DEFAULTS:")):
@@ -341,7 +372,9 @@ def test_training_state_folder_as_a_file_and_garbage_cache(tiny_model, tmp_path)
     state = model2 / "runs" / "prior_diffusion" / "train_state"
     shutil.rmtree(state)
     state.write_text("a file")
-    status, err = run_cli(["train", "prior", "--preset", "tiny", "--steps", "2", "--overwrite", "--out", str(model2), "--no-progress"])
+    status, err = run_cli(
+        ["train", "prior", "--preset", "tiny", "--steps", "2", "--overwrite", "--out", str(model2), "--no-progress"]
+    )
     assert status == 0, err
 
 
@@ -351,11 +384,13 @@ def test_out_naming_an_existing_file_or_an_unwritable_place(tiny_model, tmp_path
     existing.write_text("keep me")
     image = str(_png(tmp_path / "i.png"))
     base = {
-        "generate": ["generate", "x", "--model", tiny_model, *FAST], "eval": ["eval", "--model", tiny_model],
-        "data": ["data", "shapes", "-n", "1"], "train": ["train", "all", "--preset", "tiny"],
+        "generate": ["generate", "x", "--model", tiny_model, *FAST],
+        "eval": ["eval", "--model", tiny_model],
+        "data": ["data", "shapes", "-n", "1"],
+        "train": ["train", "all", "--preset", "tiny"],
         "report": ["report", "--model", tiny_model, "--quick"],
         "invert-reconstruct": ["invert", image, "--model", tiny_model, "--out", str(tmp_path / "l.safetensors")],
-    }[command]  # fmt: skip
+    }[command]
     flag = "--reconstruct" if command == "invert-reconstruct" else "--out"
     for place in (existing, Path("/proc/unclip-no"), existing / "below"):
         _err(base + [flag, str(place)])
@@ -381,7 +416,9 @@ def test_interpolating_latents_of_different_models_is_refused(tiny_model, full_t
     image = str(_png(tmp_path / "i.png"))
     a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
     assert run_cli(["invert", image, "--model", tiny_model, "--steps", "1", "--out", str(a)])[0] == 0
-    assert run_cli(["invert", image, "--model", full_tiny_model, "--steps", "1", "--size", "64", "--out", str(b)])[0] == 0
+    assert (
+        run_cli(["invert", image, "--model", full_tiny_model, "--steps", "1", "--size", "64", "--out", str(b)])[0] == 0
+    )
     lat = load_file(str(a))
     big = tmp_path / "big.safetensors"
     from safetensors import safe_open
@@ -389,8 +426,24 @@ def test_interpolating_latents_of_different_models_is_refused(tiny_model, full_t
     with safe_open(str(a), framework="pt") as f:
         meta = f.metadata()
     save_file({"image_embed": lat["image_embed"], "noise": torch.randn(1, 3, 32, 32)}, str(big), metadata=meta)
-    assert "px" in _err(["interpolate", str(a), str(big), "--model", tiny_model, "--steps", "1", "--out", str(tmp_path / "o")])
-    status, err = run_cli(["interpolate", str(a), str(b), "--model", tiny_model, "--steps", "1", "--frames", "2", "--out", str(tmp_path / "o2")])
+    assert "px" in _err(
+        ["interpolate", str(a), str(big), "--model", tiny_model, "--steps", "1", "--out", str(tmp_path / "o")]
+    )
+    status, err = run_cli(
+        [
+            "interpolate",
+            str(a),
+            str(b),
+            "--model",
+            tiny_model,
+            "--steps",
+            "1",
+            "--frames",
+            "2",
+            "--out",
+            str(tmp_path / "o2"),
+        ]
+    )
     assert status in (0, 1) and "Traceback" not in err
 
 
@@ -405,5 +458,7 @@ def test_a_folder_where_no_image_is_readable_is_one_error(tmp_path):
     for k in range(3):
         (root / f"{k}.png").write_bytes(b"broken")
         (root / f"{k}.txt").write_text("a caption")
-    err = _err(["train", "clip", "--data", str(root), "--preset", "tiny", "--out", str(tmp_path / "m"), "--no-progress"])
+    err = _err(
+        ["train", "clip", "--data", str(root), "--preset", "tiny", "--out", str(tmp_path / "m"), "--no-progress"]
+    )
     assert "could be read" in err and err.count("\n") <= 3

@@ -84,7 +84,8 @@ class _EachOnce(Dataset):
 def render_training_set(dataset: Dataset, n: int, *, batch_size: int = 256, workers: int | None = None, progress: bool = True) -> TrainingSet:
     """Render the first ``n`` items of ``dataset`` into a :class:`TrainingSet` (uint8 images)."""
     n = min(n, len(dataset)) if hasattr(dataset, "__len__") else n
-    subset = _EachOnce(dataset, n) if callable(getattr(dataset, "read", None)) else torch.utils.data.Subset(dataset, range(n))
+    each_once = callable(getattr(dataset, "read", None))
+    subset = _EachOnce(dataset, n) if each_once else torch.utils.data.Subset(dataset, range(n))
     workers = workers if workers is not None else max(0, min(8, (os.cpu_count() or 1) - 1))
     loader = DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=_collate)
     chunks, all_captions, skipped = [], [], []
@@ -94,10 +95,12 @@ def render_training_set(dataset: Dataset, n: int, *, batch_size: int = 256, work
             chunks.append(((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8))
             all_captions.extend(captions)
     if not chunks:
-        raise DataError(f"none of the {n} images of {getattr(dataset, 'root', 'the data')} could be read; check the files")
+        source = getattr(dataset, "root", "the data")
+        raise DataError(f"none of the {n} images of {source} could be read; check the files")
     summary = skip_summary(skipped)
     if skipped:
-        log.warning("left out %d unreadable image(s) of %d (%s)", len(skipped), n, ", ".join(f"{k}: {v}" for k, v in summary["reasons"].items()))
+        reasons = ", ".join(f"{k}: {v}" for k, v in summary["reasons"].items())
+        log.warning("left out %d unreadable image(s) of %d (%s)", len(skipped), n, reasons)
     distinct = sorted(set(all_captions))
     lookup = {c: i for i, c in enumerate(distinct)}
     ids = torch.tensor([lookup[c] for c in all_captions], dtype=torch.long)
@@ -159,8 +162,10 @@ def load_training_set(directory: str | os.PathLike) -> TrainingSet:
     if "images" not in t or "caption_ids" not in t or t["images"].dtype != torch.uint8 or t["images"].dim() != 4:
         raise CheckpointError(f"{directory / 'training_set.safetensors'}: no uint8 (N, 3, S, S) 'images'; {fix}")
     ids = t["caption_ids"]
-    if ids.shape != (t["images"].shape[0],) or (ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= len(captions))):
-        raise CheckpointError(f"{directory / 'training_set.safetensors'}: 'caption_ids' do not index the captions; {fix}")
+    in_range = not ids.numel() or (int(ids.min()) >= 0 and int(ids.max()) < len(captions))
+    if ids.shape != (t["images"].shape[0],) or not in_range:
+        name = directory / "training_set.safetensors"
+        raise CheckpointError(f"{name}: 'caption_ids' do not index the captions; {fix}")
     data = TrainingSet(images=t["images"], caption_ids=ids, captions=captions, image_embeds=t.get("image_embeds"))
     data.skipped = meta.get("skipped")
     if "text_embeds" in t:

@@ -54,5 +54,8 @@ def walk_images(root: str | os.PathLike, extensions: Iterable[str]) -> Iterator[
     if loops or duplicates:
         log.warning(
             "%s: followed each real folder and file once (%d folder(s) reached again through links, %d duplicate "
-            "file link(s) left out)", root, loops, duplicates,
-        )  # fmt: skip
+            "file link(s) left out)",
+            root,
+            loops,
+            duplicates,
+        )

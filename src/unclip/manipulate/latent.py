@@ -33,6 +33,7 @@ DEFAULT_GUIDANCE = 1.0
 # this (t = 970 of 1000 under the cosine schedule). See :func:`.invert.manipulation_diffusion`.
 MIN_ALPHA_BAR = 2e-3
 STAGE_KEY = "stage_noise_{}"
+_AGAIN = "write the latent again with `unclip invert`"
 
 
 @dataclass
@@ -185,9 +186,9 @@ class BipartiteLatent:
         try:
             meta = json.loads(meta_text)
         except ValueError as exc:
-            raise CheckpointError(f"{path}: its 'unclip' metadata is not JSON ({exc}); write the latent again with `unclip invert`") from exc
+            raise CheckpointError(f"{path}: its 'unclip' metadata is not JSON ({exc}); {_AGAIN}") from exc
         if not isinstance(meta, dict):
-            raise CheckpointError(f"{path}: its 'unclip' metadata is not a JSON object; write the latent again with `unclip invert`")
+            raise CheckpointError(f"{path}: its 'unclip' metadata is not a JSON object; {_AGAIN}")
         if meta.get("format") != LATENT_FORMAT or meta.get("version") != LATENT_VERSION:
             raise CheckpointError(
                 f"{path}: expected format '{LATENT_FORMAT}' version {LATENT_VERSION}, "

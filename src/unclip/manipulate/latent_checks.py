@@ -73,7 +73,7 @@ def check_latent_file(path: str | os.PathLike, meta: dict[str, Any], tensors: di
 
 
 def check_latent_fits(lat: Any, embed_dim: int, decoder_side: int, source: str) -> None:
-    """InputError unless latent ``lat`` fits a model whose CLIP embeds in ``embed_dim`` and whose decoder makes ``decoder_side`` px."""
+    """InputError unless latent ``lat`` fits the model: z_i of ``embed_dim`` dimensions, x_T of ``decoder_side`` px."""
     if lat.image_embed.shape[-1] != embed_dim:
         raise InputError(
             f"{source}: its z_i has {lat.image_embed.shape[-1]} dimensions but this model's CLIP has {embed_dim}; "

@@ -27,6 +27,7 @@ from .quantize import dequantize_state
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+_RESTORE = "Restore config.json or re-export the model"
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "weights.safetensors"
 
@@ -94,7 +95,7 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 def config_from_dict(cls: type[C], data: dict[str, Any], *, component: str = "component") -> C:
     """Build dataclass ``cls`` from ``data``; unknown keys are an error naming them."""
     if not isinstance(data, dict):
-        raise json_type_error(data, "an object of config fields", f"{component}: the config", "Restore config.json or re-export the model")
+        raise json_type_error(data, "an object of config fields", f"{component}: the config", _RESTORE)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
@@ -121,7 +122,8 @@ def _check_field_type(name: str, value: Any, default: Any, component: str) -> No
         if isinstance(default, kind):
             ok = isinstance(value, accepted) and (kind is bool or not isinstance(value, bool))
             if not ok:
-                raise json_type_error(value, f"a {kind.__name__} like {default!r}", f"{component}: config field '{name}'", "Restore config.json or re-export the model")
+                where = f"{component}: config field '{name}'"
+                raise json_type_error(value, f"a {kind.__name__} like {default!r}", where, _RESTORE)
             return
 
 
@@ -154,7 +156,8 @@ def read_json(path: str | os.PathLike, context: str = "") -> Any:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{context}{path} is not valid JSON ({exc}); restore it or re-export the model") from exc
     except OSError as exc:
-        raise CheckpointError(f"{context}could not read {path} ({exc.strerror or exc}); check that it is a readable file") from exc
+        reason = exc.strerror or exc
+        raise CheckpointError(f"{context}could not read {path} ({reason}); check that it is a readable file") from exc
 
 
 def read_component_config(directory: str | os.PathLike, component: str) -> dict[str, Any]:
@@ -203,12 +206,14 @@ def load_component(directory: str | os.PathLike, component: str, config_cls: typ
     config = config_from_dict(config_cls, payload.get("config", {}), component=component)
     extra = payload.get("extra", {})
     if not isinstance(extra, dict):
-        raise json_type_error(extra, "an object", f"{component}: 'extra' in {directory / CONFIG_NAME}", "Re-export the model")
+        where = f"{component}: 'extra' in {directory / CONFIG_NAME}"
+        raise json_type_error(extra, "an object", where, "Re-export the model")
     sums = payload.get("sha256")
     if sums is None:
-        logger.info("%s: %s records no checksum of its weights; loading them unchecked", component, directory / CONFIG_NAME)
+        logger.info("%s: %s records no weights checksum; loading them unchecked", component, directory / CONFIG_NAME)
     elif not isinstance(sums, dict) or WEIGHTS_NAME not in sums:
-        raise json_type_error(sums, f"an object with the SHA-256 of {WEIGHTS_NAME}", f"{component}: 'sha256' in {directory / CONFIG_NAME}", "Re-export the model")
+        where = f"{component}: 'sha256' in {directory / CONFIG_NAME}"
+        raise json_type_error(sums, f"an object with the SHA-256 of {WEIGHTS_NAME}", where, "Re-export the model")
     elif (directory / WEIGHTS_NAME).is_file():
         verify_sha256(directory / WEIGHTS_NAME, sums[WEIGHTS_NAME], component)
     state = dequantize_state(load_tensors(directory / WEIGHTS_NAME))

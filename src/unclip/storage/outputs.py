@@ -44,13 +44,15 @@ def _nearest_existing(path: Path) -> Path:
 
 
 def check_writable_place(path: str | os.PathLike, flag: str = "--out") -> Path:
-    """Raise InputError unless ``path`` could be created or written (its nearest existing ancestor is a writable folder)."""
+    """Raise InputError unless ``path`` could be created or written (its nearest existing folder is writable)."""
     path = Path(path)
     text = str(path)
     try:
         os.fsencode(text)
     except UnicodeError:
-        raise InputError(f"{flag} {text[:80]!r}: the path cannot be encoded for this file system; use another name") from None
+        raise InputError(
+            f"{flag} {text[:80]!r}: the path cannot be encoded for this file system; use another name"
+        ) from None
     if not text or "\x00" in text or any(len(os.fsencode(part)) > 255 for part in path.parts):
         raise InputError(f"{flag} {text[:80]!r}: not a usable path (empty, a NUL character, or a name over 255 bytes)")
     base = _nearest_existing(path.absolute())
@@ -108,11 +110,14 @@ def check_output_dir(path: str | os.PathLike, inputs: Iterable[str | os.PathLike
     """Raise InputError unless ``path`` may receive an output set (see the module docstring)."""
     path = check_writable_place(path, flag)
     if path.exists() and not path.is_dir():
-        raise InputError(f"{flag} {path} is an existing file, not a folder; choose a folder name (it is created if missing)")
+        raise InputError(
+            f"{flag} {path} is an existing file, not a folder; choose a folder name (it is created if missing)"
+        )
     for item in inputs:
         if path.exists() and _inside(Path(item), path):
             raise InputError(
-                f"the input {item} lies inside {flag} {path}, which this command replaces; write the results to another folder"
+                f"the input {item} lies inside {flag} {path}, which this command replaces; "
+                "write the results to another folder"
             )
     if path.is_dir():
         entries = set(os.listdir(path))
@@ -121,7 +126,11 @@ def check_output_dir(path: str | os.PathLike, inputs: Iterable[str | os.PathLike
             foreign = sorted(entries - (ours or set()))
             if foreign:
                 shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-                why = "files unclip did not write" if ours is not None else "files and no manifest.json of an earlier unclip run"
+                why = (
+                    "files unclip did not write"
+                    if ours is not None
+                    else "files and no manifest.json of an earlier unclip run"
+                )
                 raise InputError(
                     f"{flag} {path} holds {why} ({shown}); unclip never overwrites them: choose a new or empty folder"
                 )
@@ -130,7 +139,9 @@ def check_output_dir(path: str | os.PathLike, inputs: Iterable[str | os.PathLike
     return path
 
 
-def replace_dir(path: str | os.PathLike, write: Callable[[Path], None], inputs: Iterable[str | os.PathLike] = ()) -> Path:
+def replace_dir(
+    path: str | os.PathLike, write: Callable[[Path], None], inputs: Iterable[str | os.PathLike] = ()
+) -> Path:
     """Write an output set with ``write(folder)`` into a fresh folder and swap it in at ``path``.
 
     The earlier set at ``path`` (checked by :func:`check_output_dir`) stays whole until the
@@ -187,24 +198,36 @@ def _umask() -> int:
     return current_umask()
 
 
-def check_output_file(path: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (), *, suffix: str = "", flag: str = "--out", is_ours: Callable[[Path], bool] | None = None) -> Path:
+def check_output_file(
+    path: str | os.PathLike,
+    inputs: Iterable[str | os.PathLike] = (),
+    *,
+    suffix: str = "",
+    flag: str = "--out",
+    is_ours: Callable[[Path], bool] | None = None,
+) -> Path:
     """Raise InputError unless ``path`` may be written as a single output file.
 
     It must not be an input (same file, also through links), not a folder, end in ``suffix``
     when given, and an existing file is replaced only when ``is_ours(path)`` says unclip wrote it.
     """
     path = check_writable_place(path, flag)
-    if suffix and path.suffix.lower() != suffix:
-        raise InputError(f"{flag} {path}: the file name must end in {suffix}, e.g. {path.with_suffix(suffix).name}")
     if path.is_dir():
         raise InputError(f"{flag} {path} is a folder; name a file, e.g. {path / ('latent' + suffix)}")
+    if suffix and path.suffix.lower() != suffix:
+        stem = path.name.split(".")[0] or "latent"
+        raise InputError(f"{flag} {path}: the file name must end in {suffix}, e.g. {stem}{suffix}")
     for item in inputs:
         try:
             same = Path(item).exists() and path.exists() and os.path.samefile(item, path)
         except OSError:
             same = False
         if same or Path(item).absolute() == path.absolute():
-            raise InputError(f"{flag} {path} is the input {item}; writing there would destroy it: choose another file name")
+            raise InputError(
+                f"{flag} {path} is the input {item}; writing there would destroy it: choose another file name"
+            )
     if path.exists() and (is_ours is None or not is_ours(path)):
-        raise InputError(f"{flag} {path} exists and was not written by unclip; choose a new file name or move it away first")
+        raise InputError(
+            f"{flag} {path} exists and was not written by unclip; choose a new file name or move it away first"
+        )
     return path

@@ -332,7 +332,9 @@ SETUPS: dict[str, Callable[[str, str, Path, Options], Plan]] = {
 # ----------------------------------------------------------------------------- entry points
 
 
-_PRESET_SECTIONS = {"clip": "clip", "prior": "prior_diffusion", "decoder": "decoder", "ar-prior": "prior_ar", "upsampler": "upsampler"}
+_PRESET_SECTIONS = {
+    "clip": "clip", "prior": "prior_diffusion", "decoder": "decoder", "ar-prior": "prior_ar", "upsampler": "upsampler",
+}  # fmt: skip
 
 
 def _check_stage_fingerprint(name: str, data: str, preset: str, out: Path, opts: Options, *, resume: bool) -> None:
@@ -415,7 +417,8 @@ def train_all(data: str, preset: str, out: str | Path, **options: Any) -> dict[s
     summary = {
         "stages": stage_stats, "data": data, "preset": preset, "seed": opts.seed, "device": opts.device,
         "steps_override": opts.steps, "timings_s": timings, "wall_time_s": time.perf_counter() - start,
-        "clip_retrieval": retrieval, "data_skipped": training_set.skipped or {"count": 0, "reasons": {}, "examples": []},
+        "clip_retrieval": retrieval,
+        "data_skipped": training_set.skipped or {"count": 0, "reasons": {}, "examples": []},
     }  # fmt: skip
     write_model_json(out, {"clip": "clip", "prior_diffusion": "prior_diffusion", "decoder": "decoder"}, info=summary)
     atomic_write_json(out / "train_summary.json", summary)

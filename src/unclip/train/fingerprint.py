@@ -30,11 +30,20 @@ log = logging.getLogger(__name__)
 FINGERPRINT = "fingerprint.json"
 # option -> the flag that sets it (for messages)
 FLAGS = {
-    "data": "--data", "seed": "--seed", "preset": "--preset", "steps": "--steps", "batch_size": "--batch-size",
-    "text_only": "--text-only", "init_from": "--init-from", "low_res": "--low-res", "high_res": "--high-res",
-    "degradation": "--degradation", "num_images": "the number of images", "train": "the preset's training settings",
+    "data": "--data",
+    "seed": "--seed",
+    "preset": "--preset",
+    "steps": "--steps",
+    "batch_size": "--batch-size",
+    "text_only": "--text-only",
+    "init_from": "--init-from",
+    "low_res": "--low-res",
+    "high_res": "--high-res",
+    "degradation": "--degradation",
+    "num_images": "the number of images",
+    "train": "the preset's training settings",
     "image_size": "the preset's image size",
-}  # fmt: skip
+}
 _IGNORED = {"device", "progress", "resume", "time_limit_s", "overwrite"}
 
 
@@ -44,7 +53,9 @@ def data_identity(data: Any) -> str:
     return str(Path(text).resolve()) if os.path.exists(text) else text
 
 
-def stage_fingerprint(data: Any, preset: str, options: Any, train_settings: dict[str, Any] | None = None) -> dict[str, Any]:
+def stage_fingerprint(
+    data: Any, preset: str, options: Any, train_settings: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """What a stage trained with ``options`` (an ``Options`` dataclass or dict) depends on."""
     opts = asdict(options) if is_dataclass(options) else dict(options)
     fp: dict[str, Any] = {"data": data_identity(data), "preset": str(preset)}
@@ -88,18 +99,24 @@ def check_fingerprint(folder: str | os.PathLike, fingerprint: dict[str, Any], *,
             )
         return
     if resume and Path(folder).exists():
-        log.info("%s has no %s (written before unclip recorded fingerprints); recording this run's", folder, FINGERPRINT)
+        log.info(
+            "%s has no %s (written before unclip recorded fingerprints); recording this run's", folder, FINGERPRINT
+        )
     atomic_write_json(path, fingerprint)
 
 
 def cache_fingerprint(data: Any, seed: int, spec: dict[str, Any]) -> dict[str, Any]:
     """What the rendered training set in ``cache/`` depends on."""
-    return {"data": data_identity(data), "seed": int(seed), "image_size": spec.get("image_size"),
-            "num_images": spec.get("num_images")}  # fmt: skip
+    return {
+        "data": data_identity(data),
+        "seed": int(seed),
+        "image_size": spec.get("image_size"),
+        "num_images": spec.get("num_images"),
+    }
 
 
 def check_cache(cache: str | os.PathLike, fingerprint: dict[str, Any]) -> None:
-    """ConfigError when the cache in ``cache`` was made from other inputs; a cache without a fingerprint is accepted with a note."""
+    """ConfigError when ``cache`` was made from other inputs (a cache without a fingerprint: accepted, with a note)."""
     path = Path(cache) / FINGERPRINT
     if not path.is_file():
         if (Path(cache) / "training_set.safetensors").is_file():
@@ -112,9 +129,10 @@ def check_cache(cache: str | os.PathLike, fingerprint: dict[str, Any]) -> None:
     diffs = _differences(saved if isinstance(saved, dict) else {}, fingerprint)
     if diffs:
         raise ConfigError(
-            f"the training cache {cache} was made from other inputs: " + "; ".join(diffs[:3])
+            f"the training cache {cache} was made from other inputs: "
+            + "; ".join(diffs[:3])
             + ". Use the earlier values, or pass --overwrite to start over"
-        )  # fmt: skip
+        )
 
 
 def record_cache(cache: str | os.PathLike, fingerprint: dict[str, Any]) -> None:

@@ -35,10 +35,19 @@ LOCK_NAME = ".unclip.lock"
 #: what unclip writes in a model / training folder (upsampler_<side> folders too)
 KNOWN_ENTRIES = frozenset(
     {
-        "model.json", "train_summary.json", "clip_retrieval.json", "cache", "runs", "clip", "prior_diffusion",
-        "prior_ar", "decoder", "decoder_text_only", LOCK_NAME,
+        "model.json",
+        "train_summary.json",
+        "clip_retrieval.json",
+        "cache",
+        "runs",
+        "clip",
+        "prior_diffusion",
+        "prior_ar",
+        "decoder",
+        "decoder_text_only",
+        LOCK_NAME,
     }
-)  # fmt: skip
+)
 UPSAMPLER_PREFIX = "upsampler_"
 _held: dict[str, tuple[int, int]] = {}  # resolved lock path -> (fd, depth) held by this process
 
@@ -102,7 +111,9 @@ def check_training_folder(
         source = Path(init_from).resolve()
         for p in earlier:
             if source == p.resolve() or p.resolve() in source.parents:
-                raise InputError(f"--init-from {init_from} lies in {p}, which --overwrite would delete; copy it elsewhere")
+                raise InputError(
+                    f"--init-from {init_from} lies in {p}, which --overwrite would delete; copy it elsewhere"
+                )
     for p in earlier:
         log.warning("--overwrite: deleting %s", p)
         shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
@@ -158,22 +169,31 @@ class TrainingLock:
             pid, host = holder.get("pid"), holder.get("host")
             where = f" on {host}" if host and host != socket.gethostname() else ""
             raise InputError(
-                f"{self.folder} is in use by another unclip run (PID {pid}{where}, {holder.get('command', 'training')}); "
+                f"{self.folder} is in use by another unclip run "
+                f"(PID {pid}{where}, {holder.get('command', 'training')}); "
                 "wait for it to finish or stop it, or train into another folder"
             ) from None
         earlier = read_lock(self.path)
         if earlier.get("pid") and earlier.get("state") == "held" and earlier.get("pid") != os.getpid():
             alive = _pid_alive(int(earlier["pid"])) if isinstance(earlier["pid"], int) else False
             log.warning(
-                "%s: taking over a stale lock of PID %s (%s)", self.folder, earlier["pid"],
+                "%s: taking over a stale lock of PID %s (%s)",
+                self.folder,
+                earlier["pid"],
                 "its process holds no lock" if alive else "that process has ended",
-            )  # fmt: skip
+            )
         self._write(fd, "held")
         _held[key] = (fd, 1)
         return self
 
     def _write(self, fd: int, state: str) -> None:
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.what, "state": state, "time": time.time()}
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "command": self.what,
+            "state": state,
+            "time": time.time(),
+        }
         data = (json.dumps(info) + "\n").encode()
         os.ftruncate(fd, 0)
         os.pwrite(fd, data, 0)

@@ -282,7 +282,7 @@ def load_train_state(out_dir: str | os.PathLike) -> TrainState:
     except (OSError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"could not read {path} as JSON ({exc}); the checkpoint is damaged, delete {directory} to start over") from exc
     if not isinstance(payload, dict):
-        raise CheckpointError(f"{path} is not a JSON object; the checkpoint is damaged, delete {directory} to start over")
+        raise CheckpointError(f"{path} is not a JSON object; damaged: delete {directory} to start over")
     if payload.get("format") != STATE_FORMAT:
         raise CheckpointError(f"{path} is not an unclip training state (format {payload.get('format')!r})")
     version = payload.get("format_version")
@@ -309,7 +309,10 @@ def load_train_state(out_dir: str | os.PathLike) -> TrainState:
     try:
         optimizer = optimizer_state_from_tensors(opt_tensors, payload["optimizer"])
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise CheckpointError(f"{directory / OPTIMIZER_FILE} does not match state.json's optimizer entry ({exc}); the checkpoint is damaged") from exc
+        raise CheckpointError(
+            f"{directory / OPTIMIZER_FILE} does not match state.json's optimizer entry ({exc}); "
+            "the checkpoint is damaged"
+        ) from exc
     return TrainState(
         step=int(payload["step"]),
         stage=str(payload.get("stage", "")),

@@ -71,7 +71,11 @@ def check_state_payload(payload: dict[str, Any], path: str | os.PathLike, direct
     if not isinstance(log, dict) or not isinstance(log.get("window", []), list):
         raise fail("'log' must be an object with a list 'window'")
     for entry in log.get("window", []):
-        ok = isinstance(entry, dict) and isinstance(entry.get("loss"), (int, float)) and not isinstance(entry["loss"], bool)
+        ok = (
+            isinstance(entry, dict)
+            and isinstance(entry.get("loss"), (int, float))
+            and not isinstance(entry["loss"], bool)
+        )
         if not ok or not isinstance(entry.get("metrics", {}), dict):
             raise fail("a 'log' window entry is not an object with a numeric 'loss'")
     scaler = payload.get("scaler")

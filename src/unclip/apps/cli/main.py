@@ -222,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except OSError as exc:  # the file system refused (disk full, read-only, permissions): say where
         where = f" {exc.filename}" if exc.filename else ""
-        print(f"error: could not access{where}: {exc.strerror or exc}; check the path, its permissions and free space", file=sys.stderr)
+        reason = exc.strerror or exc
+        print(f"error: could not access{where}: {reason}; check the path, permissions and free space", file=sys.stderr)
         return 1
 
 

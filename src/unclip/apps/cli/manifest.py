@@ -17,8 +17,16 @@ def generate_settings(pipe: Any, args: argparse.Namespace) -> dict[str, Any]:
         return default if value is None else value
 
     return {
-        "prior": args.prior, "decoder": args.decoder, "n": args.n, "seed": args.seed, "size": size,
-        "prior_guidance": pick(args.prior_guidance, d.prior_guidance), "prior_steps": pick(args.prior_steps, d.prior_steps),
-        "best_of": pick(args.best_of, d.best_of), "decoder_guidance": pick(args.decoder_guidance, d.decoder_guidance),
-        "steps": pick(args.steps, d.decoder_steps), "eta": d.eta, "upsampler_steps": upsampler_steps,
-    }  # fmt: skip
+        "prior": args.prior,
+        "decoder": args.decoder,
+        "n": args.n,
+        "seed": args.seed,
+        "size": size,
+        "prior_guidance": pick(args.prior_guidance, d.prior_guidance),
+        "prior_steps": pick(args.prior_steps, d.prior_steps),
+        "best_of": pick(args.best_of, d.best_of),
+        "decoder_guidance": pick(args.decoder_guidance, d.decoder_guidance),
+        "steps": pick(args.steps, d.decoder_steps),
+        "eta": d.eta,
+        "upsampler_steps": upsampler_steps,
+    }

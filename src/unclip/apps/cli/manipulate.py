@@ -102,7 +102,8 @@ def _open_image(path: str):
             im.load()
             return im.copy()
     except Image.DecompressionBombError as exc:
-        raise InputError(f"{path} is too large to decode safely ({exc}); pass an image of at most {Image.MAX_IMAGE_PIXELS} pixels") from exc
+        limit = Image.MAX_IMAGE_PIXELS
+        raise InputError(f"{path} is too large to decode safely ({exc}); pass an image of at most {limit} pixels") from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise InputError(f"could not read {path} as an image ({exc}); pass a PNG or JPEG, or a .safetensors latent from `unclip invert`") from exc
 

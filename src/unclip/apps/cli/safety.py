@@ -129,7 +129,12 @@ def _train_context(args: argparse.Namespace) -> ContextManager[Any]:
     def run():
         with lock:  # check under the lock: another run cannot start between the check and the work
             check_training_folder(
-                args.out, args.stage, resume=args.resume, overwrite=overwrite, component=component, init_from=args.init_from
+                args.out,
+                args.stage,
+                resume=args.resume,
+                overwrite=overwrite,
+                component=component,
+                init_from=args.init_from,
             )
             yield
 
@@ -140,7 +145,9 @@ def out_of_memory_message(exc: BaseException, command: str) -> str | None:
     """A one-line message when ``exc`` is an out-of-memory error (CPU or CUDA), else None."""
     text = str(exc)
     oom = isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
-    oom = oom or (isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower()))
+    oom = oom or (
+        isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())
+    )
     if not oom:
         return None
     return (
