@@ -462,3 +462,30 @@ def test_a_folder_where_no_image_is_readable_is_one_error(tmp_path):
         ["train", "clip", "--data", str(root), "--preset", "tiny", "--out", str(tmp_path / "m"), "--no-progress"]
     )
     assert "could be read" in err and err.count("\n") <= 3
+
+
+def test_demo_and_report_never_replace_a_users_files(tmp_path):
+    folder = tmp_path / "site"
+    folder.mkdir()
+    (folder / "index.html").write_text("my home page")
+    (folder / "photo.jpg").write_bytes(b"mine")
+    for argv in (["demo"], ["report", "--quick"]):
+        assert "photo.jpg" in _err(argv + ["--out", str(folder)])
+    assert (folder / "index.html").read_text() == "my home page"
+
+
+@pytest.mark.slow
+def test_skipped_images_reach_train_summary(tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    for k in range(6):
+        path = root / f"{k}.png"
+        _png(path, k) if k < 4 else path.write_bytes(b"not a png")
+        (root / f"{k}.txt").write_text(f"a red circle {k}")
+    out = tmp_path / "model"
+    argv = ["train", "all", "--data", str(root), "--preset", "tiny", "--steps", "1", "--out", str(out), "--no-progress"]
+    status, err = run_cli(argv)
+    assert status == 0, err
+    skipped = json.loads((out / "train_summary.json").read_text())["data_skipped"]
+    assert skipped["count"] == 2 and skipped["reasons"] == {"undecodable_image": 2}
+    assert err.count("skipping unreadable image") == 2  # once per file

@@ -90,7 +90,9 @@ def render_training_set(dataset: Dataset, n: int, *, batch_size: int = 256, work
     loader = DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=_collate)
     chunks, all_captions, skipped = [], [], []
     for images, captions, bad in tqdm(loader, desc="render", disable=not progress, unit="batch"):
-        skipped.extend(bad)
+        for path, why in bad:
+            log.warning("skipping unreadable image %s (%s)", path, why)
+            skipped.append((path, why.split(":", 1)[0]))
         if images is not None:
             chunks.append(((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8))
             all_captions.extend(captions)

@@ -101,18 +101,18 @@ class CaptionFolderDataset(Dataset):
         return len(self.pairs)
 
     def read(self, index: int) -> dict[str, Any] | tuple[str, str]:
-        """Item ``index`` itself, or ``(path, reason)`` when its image cannot be read (logged once).
+        """Item ``index`` itself, or ``(path, reason)`` when its image cannot be read.
 
         Unlike ``ds[index]``, which stands in the next readable image, this never repeats
-        an image: :func:`unclip.data.embeddings.render_training_set` counts what it skips.
+        an image: :func:`unclip.data.embeddings.render_training_set` counts and logs (in the
+        main process, once per file) what it skips.
         """
         path, caption = self.pairs[range(len(self.pairs))[index]]
         try:
             image = load_image(path, self.size)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            logger.warning("skipping unreadable image %s (%s)", path, exc)
             reason = "too_large" if isinstance(exc, Image.DecompressionBombError) else "undecodable_image"
-            return str(path), reason
+            return str(path), f"{reason}: {exc}"
         return {"image": pil_to_tensor(image)[0], "caption": caption, "attributes": {"path": str(path)}}
 
     def __getitem__(self, index: int) -> dict[str, Any]:

@@ -27,6 +27,11 @@ IMAGE_SET_COMMANDS = {
     "probe-pca": ("image",),
     "eval": (),
 }
+# commands that fill --out with their own layout -> the names they write there (anything else is a user's)
+OWN_FOLDERS = {
+    "demo": frozenset({"index.html", "images"}),
+    "report": frozenset({"index.html", "results.json", "cache", "samples", "plots"}),
+}
 # the largest batch (images decoded at once) times pixels we accept before a run: about
 # 4 GiB of float32 RGB (the network's activations are several times that)
 MAX_BATCH_PIXELS = (4 << 30) // (3 * 4)
@@ -96,20 +101,32 @@ def preflight(args: argparse.Namespace) -> ContextManager[Any]:
             check_output_dir(args.reconstruct, [args.image], flag="--reconstruct")
             if Path(args.reconstruct).absolute() == Path(out).absolute():
                 raise InputError("--reconstruct must name a folder other than the --out file")
-    elif command in ("demo", "report") or (command in ("data", "embed") and out is not None):
+    elif command in OWN_FOLDERS:
+        _check_folder(out, OWN_FOLDERS[command])
+    elif command in ("data", "embed") and out is not None:
         _check_folder(out)
     elif command == "train":
         return _train_context(args)
     return contextlib.nullcontext()
 
 
-def _check_folder(out: str | None) -> None:
-    """A folder that a command fills with its own files: it must not be a file, and must be writable."""
+def _check_folder(out: str | None, own: frozenset[str] | None = None) -> None:
+    """A folder that a command fills with its own files: not a file, writable, and (with ``own``, the
+    names the command writes) holding nothing else, so that a user's ``index.html`` is never replaced."""
     if out is None:
         return
     check_writable_place(out)
-    if Path(out).exists() and not Path(out).is_dir():
+    path = Path(out)
+    if path.exists() and not path.is_dir():
         raise InputError(f"--out {out} is an existing file, not a folder; choose a folder name")
+    if own is not None and path.is_dir():
+        foreign = sorted(set(os.listdir(path)) - own)
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise InputError(
+                f"--out {out} holds files this command did not write ({shown}); unclip never overwrites them: "
+                "choose a new or empty folder"
+            )
 
 
 def _train_context(args: argparse.Namespace) -> ContextManager[Any]:
