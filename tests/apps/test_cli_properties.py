@@ -248,7 +248,9 @@ def command_lines(draw, world):
 
 
 def _protected(world) -> dict[str, str]:
-    return {str(p): digest(p) for p in (world["image"], world["latent"], world["user"], world["file"])}
+    """Digests of the inputs and user files, and the working directory's listing (nothing may land there)."""
+    found = {str(p): digest(p) for p in (world["image"], world["latent"], world["user"], world["file"])}
+    return {**found, "cwd": "\n".join(sorted(os.listdir(".")))}
 
 
 @SETTINGS
@@ -259,7 +261,7 @@ def test_sampling_commands_end_in_success_or_a_clean_error(world, data):
     status, err = run_cli(argv)
     assert_clean(status, err, argv)
     assert _protected(world) == before, f"an input or a user's file changed: {argv}"
-    if kind in ("file", "foreign", "input", "unwritable", "under_file", "nul"):
+    if kind in ("file", "foreign", "input", "unwritable", "under_file", "nul", "empty"):
         assert status != 0, argv
 
 

@@ -83,6 +83,10 @@ def preflight(args: argparse.Namespace) -> ContextManager[Any]:
     """Check ``args`` of a parsed command; return the context to run it in."""
     command = args.command
     out = getattr(args, "out", None)
+    for flag in ("out", "reconstruct"):
+        value = getattr(args, flag, None)
+        if isinstance(value, str) and not value.strip():
+            raise InputError(f"--{flag} is empty; name a folder or file (use . for the current folder)")
     if command in IMAGE_SET_COMMANDS and out is not None:
         check_output_dir(out, _inputs(args, IMAGE_SET_COMMANDS[command]))
     if command == "generate":
