@@ -249,7 +249,8 @@ def command_lines(draw, world):
 
 def _protected(world) -> dict[str, str]:
     """Digests of the inputs and user files, and the working directory's listing (nothing may land there)."""
-    found = {str(p): digest(p) for p in (world["image"], world["latent"], world["user"], world["file"])}
+    # the user's own files; commands that add to a folder (data shards, embed) may write beside them
+    found = {str(p): digest(p) for p in (world["image"], world["latent"], world["user"] / "000.png", world["file"])}
     return {**found, "cwd": "\n".join(sorted(os.listdir(".")))}
 
 
