@@ -23,3 +23,7 @@ class DataError(UnclipError):
 
 class InputError(UnclipError):
     """An argument passed by the user is invalid (bad image, prompt, size or scale)."""
+
+
+class NumericalError(UnclipError):
+    """A computation produced NaN or infinity (damaged weights, an extreme setting): never written as an image."""

@@ -26,7 +26,9 @@ from .errors import CheckpointError
 from .prior.ar_prior import COMPONENT as AR_COMPONENT
 from .prior.ar_prior import ARPrior, ARPriorConfig
 from .prior.diffusion_prior import DiffusionPrior, DiffusionPriorConfig
-from .storage.checkpoint import atomic_write_json, load_component, load_state_into, read_json
+from .storage.checkpoint import atomic_write_json, config_from_dict, load_component, load_state_into, read_json
+from .storage.integrity import json_type_error
+from .storage.model_meta import check_model_meta, loading
 from .upsampler.cascade import CascadeStage
 from .upsampler.model import Upsampler, UpsamplerConfig, check_prediction
 
@@ -94,11 +96,14 @@ def read_model_json(root: str | os.PathLike) -> dict[str, Any]:
             f"{Path(root)} has no model.json; is it a model directory written by `unclip train all`?"
         )
     meta = read_json(path)
+    if not isinstance(meta, dict):
+        raise json_type_error(meta, "a JSON object", str(path), "Restore model.json or re-export the model")
     if meta.get("format") != MODEL_FORMAT or meta.get("version") != MODEL_VERSION:
         raise CheckpointError(
             f"{path}: expected format '{MODEL_FORMAT}' version {MODEL_VERSION}, "
             f"found {meta.get('format')!r} version {meta.get('version')!r}"
         )
+    check_model_meta(meta, path)
     return meta
 
 
@@ -225,14 +230,18 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cp
     unknown = [c for c in comps if c not in KNOWN_COMPONENTS and not c.startswith(UPSAMPLER_PREFIX)]
     if unknown:
         log.warning("%s: ignoring unknown components %s", root, unknown)
-    dec, settings = load_decoder(root / comps[decoder], device)
-    return LoadedModel(
-        root=root,
-        clip=load_clip(root / comps["clip"], device),
-        decoder=dec,
-        decoder_settings=settings,
-        prior=load_diffusion_prior(root / comps["prior_diffusion"], device) if "prior_diffusion" in comps else None,
-        ar_prior=load_ar_prior(root / comps[AR_COMPONENT], device) if AR_COMPONENT in comps else None,
-        upsamplers=[load_upsampler(root / p, device) for n, p in comps.items() if n.startswith(UPSAMPLER_PREFIX)],
-        defaults=SamplingDefaults(**meta.get("defaults", {})),
-    )
+    defaults = config_from_dict(SamplingDefaults, meta.get("defaults", {}), component=f"{root / 'model.json'} defaults")
+    with loading(root, decoder):
+        dec, settings = load_decoder(root / comps[decoder], device)
+    with loading(root, "clip"):
+        clip = load_clip(root / comps["clip"], device)
+    with loading(root, "prior_diffusion"):
+        prior = load_diffusion_prior(root / comps["prior_diffusion"], device) if "prior_diffusion" in comps else None
+    with loading(root, AR_COMPONENT):
+        ar_prior = load_ar_prior(root / comps[AR_COMPONENT], device) if AR_COMPONENT in comps else None
+    upsamplers = []
+    for n, p in comps.items():
+        if n.startswith(UPSAMPLER_PREFIX):
+            with loading(root, n):
+                upsamplers.append(load_upsampler(root / p, device))
+    return LoadedModel(root, clip, dec, settings, prior, ar_prior, upsamplers, defaults)

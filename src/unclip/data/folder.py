@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 
 from ..errors import DataError
 from ..storage.imageio import center_crop_resize, pil_to_tensor
+from .walk import walk_images
 
 logger = logging.getLogger(__name__)
 
@@ -54,17 +55,12 @@ def scan_folder(root: str | os.PathLike) -> tuple[list[tuple[Path, str]], int]:
     root = Path(root)
     pairs: list[tuple[Path, str]] = []
     uncaptioned = 0
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames.sort()
-        for name in sorted(filenames):
-            if name.startswith(".") or os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
-                continue
-            image = Path(dirpath) / name
-            caption = read_caption(image.with_suffix(".txt"))
-            if caption is None:
-                uncaptioned += 1
-            else:
-                pairs.append((image, caption))
+    for image in walk_images(root, IMAGE_EXTENSIONS):
+        caption = read_caption(image.with_suffix(".txt"))
+        if caption is None:
+            uncaptioned += 1
+        else:
+            pairs.append((image, caption))
     return pairs, uncaptioned
 
 
@@ -103,6 +99,21 @@ class CaptionFolderDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.pairs)
+
+    def read(self, index: int) -> dict[str, Any] | tuple[str, str]:
+        """Item ``index`` itself, or ``(path, reason)`` when its image cannot be read.
+
+        Unlike ``ds[index]``, which stands in the next readable image, this never repeats
+        an image: :func:`unclip.data.embeddings.render_training_set` counts and logs (in the
+        main process, once per file) what it skips.
+        """
+        path, caption = self.pairs[range(len(self.pairs))[index]]
+        try:
+            image = load_image(path, self.size)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            reason = "too_large" if isinstance(exc, Image.DecompressionBombError) else "undecodable_image"
+            return str(path), f"{reason}: {exc}"
+        return {"image": pil_to_tensor(image)[0], "caption": caption, "attributes": {"path": str(path)}}
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         n = len(self.pairs)

@@ -18,6 +18,7 @@ from ..errors import DataError
 from ..storage.imageio import pil_to_tensor
 from .folder import IMAGE_EXTENSIONS, LAYOUT_HINT, load_image
 from .sources import ImageTextSource, Sample
+from .walk import walk_images
 
 
 def scan_captioned(root: Path) -> tuple[list[tuple[Path, str]], int, int]:
@@ -25,21 +26,16 @@ def scan_captioned(root: Path) -> tuple[list[tuple[Path, str]], int, int]:
     and the counts of images left out."""
     pairs: list[tuple[Path, str]] = []
     missing = empty = 0
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames.sort()
-        for name in sorted(filenames):
-            if name.startswith(".") or os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
-                continue
-            image = Path(dirpath) / name
-            try:
-                caption = image.with_suffix(".txt").read_text(encoding="utf-8", errors="replace").strip()
-            except OSError:
-                missing += 1
-                continue
-            if caption:
-                pairs.append((image, caption))
-            else:
-                empty += 1
+    for image in walk_images(root, IMAGE_EXTENSIONS):
+        try:
+            caption = image.with_suffix(".txt").read_text(encoding="utf-8", errors="replace").strip()
+        except OSError:
+            missing += 1
+            continue
+        if caption:
+            pairs.append((image, caption))
+        else:
+            empty += 1
     return pairs, missing, empty
 
 

@@ -23,6 +23,7 @@ import torch
 
 from ..errors import CheckpointError, InputError
 from ..storage.checkpoint import save_tensors
+from .latent_checks import check_latent_file
 
 LATENT_FORMAT = "unclip-bipartite-latent"
 LATENT_VERSION = 1
@@ -32,6 +33,7 @@ DEFAULT_GUIDANCE = 1.0
 # this (t = 970 of 1000 under the cosine schedule). See :func:`.invert.manipulation_diffusion`.
 MIN_ALPHA_BAR = 2e-3
 STAGE_KEY = "stage_noise_{}"
+_AGAIN = "write the latent again with `unclip invert`"
 
 
 @dataclass
@@ -182,12 +184,19 @@ class BipartiteLatent:
             raise CheckpointError(
                 f"{path} is not a bipartite latent (no 'unclip' metadata or missing tensors); write one with `unclip invert`"
             )
-        meta = json.loads(meta_text)
+        try:
+            meta = json.loads(meta_text)
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: its 'unclip' metadata is not JSON ({exc}); {_AGAIN}") from exc
+        if not isinstance(meta, dict):
+            raise CheckpointError(f"{path}: its 'unclip' metadata is not a JSON object; {_AGAIN}")
         if meta.get("format") != LATENT_FORMAT or meta.get("version") != LATENT_VERSION:
             raise CheckpointError(
                 f"{path}: expected format '{LATENT_FORMAT}' version {LATENT_VERSION}, "
                 f"found {meta.get('format')!r} version {meta.get('version')!r}"
             )
+        check_latent_file(path, meta, tensors)
+        tensors = {k: v.float() for k, v in tensors.items()}  # checked floating point above: float16/64 -> float32
         info = meta.get("cascade") or {}
         steps, lows = list(info.get("steps", [])), list(info.get("low_res", []))
         names = [STAGE_KEY.format(k) for k in range(len(steps))]

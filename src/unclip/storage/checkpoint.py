@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -20,9 +21,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import CheckpointError
+from .integrity import apply_default_mode, check_finite, json_type_error, sha256_file, verify_sha256
 from .quantize import dequantize_state
 
+logger = logging.getLogger(__name__)
+
 FORMAT_VERSION = 1
+_RESTORE = "Restore config.json or re-export the model"
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "weights.safetensors"
 
@@ -36,6 +41,7 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[str], None]) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    apply_default_mode(tmp)  # mkstemp makes 0600 files; give the user's umask its say
     try:
         write(tmp)
         with open(tmp, "rb") as f:
@@ -63,6 +69,7 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    apply_default_mode(tmp)
     try:
         flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
         save_file(flat, tmp, metadata=metadata)
@@ -93,6 +100,8 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 
 def config_from_dict(cls: type[C], data: dict[str, Any], *, component: str = "component") -> C:
     """Build dataclass ``cls`` from ``data``; unknown keys are an error naming them."""
+    if not isinstance(data, dict):
+        raise json_type_error(data, "an object of config fields", f"{component}: the config", _RESTORE)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
@@ -102,11 +111,26 @@ def config_from_dict(cls: type[C], data: dict[str, Any], *, component: str = "co
         default = fields[name].default
         if isinstance(value, list) and isinstance(default, tuple):
             value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        _check_field_type(name, value, default, component)
         kwargs[name] = value
     try:
         return cls(**kwargs)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{component}: config does not fit {cls.__name__}: {exc}") from exc
+
+
+def _check_field_type(name: str, value: Any, default: Any, component: str) -> None:
+    """A config value must have its default's JSON type (an int field may not hold "big")."""
+    if default is dataclasses.MISSING or default is None or value is None:
+        return
+    kinds = {bool: (bool,), int: (int,), float: (int, float), str: (str,), tuple: (tuple,)}
+    for kind, accepted in kinds.items():
+        if isinstance(default, kind):
+            ok = isinstance(value, accepted) and (kind is bool or not isinstance(value, bool))
+            if not ok:
+                where = f"{component}: config field '{name}'"
+                raise json_type_error(value, f"a {kind.__name__} like {default!r}", where, _RESTORE)
+            return
 
 
 def save_component(directory: str | os.PathLike, component: str, config: Any, state_dict: dict[str, torch.Tensor], extra: dict[str, Any] | None = None) -> Path:
@@ -123,6 +147,7 @@ def save_component(directory: str | os.PathLike, component: str, config: Any, st
     directory.mkdir(parents=True, exist_ok=True)
     save_tensors(directory / WEIGHTS_NAME, state_dict, metadata={"component": component, "format_version": str(FORMAT_VERSION)})
     payload = {"component": component, "format_version": FORMAT_VERSION, "config_class": type(config).__name__, "config": config_to_dict(config)}
+    payload["sha256"] = {WEIGHTS_NAME: sha256_file(directory / WEIGHTS_NAME)}
     if extra:
         payload["extra"] = extra
     atomic_write_json(directory / CONFIG_NAME, payload)
@@ -133,9 +158,12 @@ def read_json(path: str | os.PathLike, context: str = "") -> Any:
     """Parse a JSON file; invalid JSON raises a CheckpointError naming the file (``context`` prefixes it)."""
     path = Path(path)
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{context}{path} is not valid JSON ({exc}); restore it or re-export the model") from exc
+    except OSError as exc:
+        reason = exc.strerror or exc
+        raise CheckpointError(f"{context}could not read {path} ({reason}); check that it is a readable file") from exc
 
 
 def read_component_config(directory: str | os.PathLike, component: str) -> dict[str, Any]:
@@ -145,6 +173,8 @@ def read_component_config(directory: str | os.PathLike, component: str) -> dict[
     if not path.is_file():
         raise CheckpointError(f"{component}: no {CONFIG_NAME} in {directory}; is this a {component} component directory?")
     payload = read_json(path, f"{component}: ")
+    if not isinstance(payload, dict):
+        raise json_type_error(payload, "a JSON object", f"{component}: {path}", "Restore it or re-export the model")
     found = payload.get("component")
     if found != component:
         raise CheckpointError(f"{path}: expected a '{component}' component, found '{found}'")
@@ -180,5 +210,18 @@ def load_component(directory: str | os.PathLike, component: str, config_cls: typ
     directory = Path(directory)
     payload = read_component_config(directory, component)
     config = config_from_dict(config_cls, payload.get("config", {}), component=component)
+    extra = payload.get("extra", {})
+    if not isinstance(extra, dict):
+        where = f"{component}: 'extra' in {directory / CONFIG_NAME}"
+        raise json_type_error(extra, "an object", where, "Re-export the model")
+    sums = payload.get("sha256")
+    if sums is None:
+        logger.info("%s: %s records no weights checksum; loading them unchecked", component, directory / CONFIG_NAME)
+    elif not isinstance(sums, dict) or WEIGHTS_NAME not in sums:
+        where = f"{component}: 'sha256' in {directory / CONFIG_NAME}"
+        raise json_type_error(sums, f"an object with the SHA-256 of {WEIGHTS_NAME}", where, "Re-export the model")
+    elif (directory / WEIGHTS_NAME).is_file():
+        verify_sha256(directory / WEIGHTS_NAME, sums[WEIGHTS_NAME], component)
     state = dequantize_state(load_tensors(directory / WEIGHTS_NAME))
-    return config, state, payload.get("extra", {})
+    check_finite(state, f"{component} ({directory / WEIGHTS_NAME})")
+    return config, state, extra

@@ -22,7 +22,8 @@ import torch
 from PIL import Image, ImageOps
 
 from .checkpoint import atomic_write_bytes, atomic_write_json
-from ..errors import InputError
+from ..errors import InputError, NumericalError
+from .outputs import replace_dir
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,12 @@ def tensor_to_pil(images: torch.Tensor) -> list[Image.Image]:
     if images.dim() != 4 or images.shape[1] != 3:
         raise InputError(f"tensor_to_pil expects images of shape (B, 3, H, W), got {tuple(images.shape)}")
     x = images.detach().to("cpu", torch.float32)
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise NumericalError(
+            f"the images hold {bad} non-finite value(s) (NaN or inf), which would be written as black pixels; "
+            "the model's weights may be damaged or a setting is extreme: check the model with `unclip eval`"
+        )
     x = ((x.clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
     arr = x.permute(0, 2, 3, 1).contiguous().numpy()
     return [Image.fromarray(a, mode="RGB") for a in arr]
@@ -65,6 +72,8 @@ def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255
     EXIF orientation is applied, so photos appear the right way up.
     """
     image = ImageOps.exif_transpose(image)
+    if image.mode.startswith("I") or image.mode == "F":
+        image = _high_depth_to_l(image)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, background + (255,))
@@ -73,6 +82,23 @@ def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255
     if image.mode != "RGB":
         return image.convert("RGB")
     return image
+
+
+def _high_depth_to_l(image: Image.Image) -> Image.Image:
+    """A 16-bit ("I;16*"), 32-bit integer ("I") or float ("F") grey image as 8-bit "L", by scaling.
+
+    PIL's own ``convert`` clips these to 0..255, which turns a 16-bit PNG almost entirely
+    white. 16-bit data is scaled by 255/65535; "I" images are taken as 16-bit when any value
+    exceeds 255 (PNG and TIFF decode 16-bit grey to "I"), else as 8-bit; "F" images as 0..1
+    when every value is at most 1, else as 0..255.
+    """
+    arr = np.asarray(image).astype(np.float64)
+    if image.mode.startswith("I;16") or (image.mode == "I" and arr.size and arr.max() > 255):
+        arr = arr * (255.0 / 65535.0)
+    elif image.mode == "F" and arr.size and np.nanmax(np.abs(arr)) <= 1.0:
+        arr = arr * 255.0
+    arr = np.nan_to_num(arr, nan=0.0, posinf=255.0, neginf=0.0)
+    return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L")
 
 
 def center_crop_resize(image: Image.Image, size: int) -> Image.Image:
@@ -185,8 +211,12 @@ def write_image_set(
     entries: Iterable[dict[str, Any]],
     meta: dict[str, Any] | None = None,
     ncols: int | None = None,
+    inputs: Iterable[str | os.PathLike] = (),
 ) -> Path:
     """Write ``NNN.png`` for each image, ``grid.png`` and ``manifest.json`` into ``out_dir``.
+
+    ``out_dir`` must be new, empty or an earlier output set, which is replaced whole (see
+    :mod:`unclip.storage.outputs`); ``inputs`` (files the command read) may not lie inside it.
 
     This is the one writer for every command that produces images (DESIGN.md section 4).
 
@@ -210,14 +240,15 @@ def write_image_set(
     meta = dict(meta or {})
     if "images" in meta:
         raise InputError("write_image_set meta must not contain the key 'images' (it is the list of files)")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     names = _file_names(len(images))
-    manifest_images = []
-    for name, im, entry in zip(names, images, entries):
-        save_png(im, out / name)
-        manifest_images.append({"file": name, **{k: v for k, v in entry.items() if k != "file"}})
-    save_png(make_grid(images, ncols=ncols), out / "grid.png")
-    atomic_write_json(out / "manifest.json", {**meta, "images": manifest_images})
+    manifest_images = [{"file": n, **{k: v for k, v in e.items() if k != "file"}} for n, e in zip(names, entries)]
+
+    def write(folder: Path) -> None:
+        for name, im in zip(names, images):
+            save_png(im, folder / name)
+        save_png(make_grid(images, ncols=ncols), folder / "grid.png")
+        atomic_write_json(folder / "manifest.json", {**meta, "images": manifest_images})  # last: the set is complete
+
+    out = replace_dir(out_dir, write, inputs)
     logger.info("wrote %d images, grid.png and manifest.json to %s", len(images), out)
-    return out
+    return Path(out_dir)

@@ -39,6 +39,8 @@ from ..upsampler.model import Upsampler, UpsamplerConfig
 from .ar_stage import ARPriorStage, build_ar_prior
 from . import distributed
 from .config import TrainConfig
+from .fingerprint import cache_fingerprint, check_cache, check_fingerprint, record_cache, stage_fingerprint
+from .guard import component_of
 from .loop import train
 from .presets import get_preset, get_run_preset
 from .stages import CLIPStage, DecoderStage, PriorStage
@@ -160,13 +162,16 @@ def run_stage(stage: Any, config: TrainConfig, budget: float | None, run_dir: Pa
 def prepare_training_set(data: str, spec: dict[str, Any], out: Path, *, seed: int, progress: bool) -> TrainingSet:
     """Render (or reload from ``out/cache``) a run preset's training images (rank 0 renders)."""
     cache = out / "cache"
+    fingerprint = cache_fingerprint(data, seed, spec)
     with distributed.main_first():
         if (cache / "training_set.safetensors").is_file():
+            check_cache(cache, fingerprint)
             log.info("reusing the rendered training set in %s", cache)
             return load_training_set(cache)
         dataset = get_dataset(data, split="train", size=spec["image_size"], seed=seed, length=spec["num_images"])
         training_set = render_training_set(dataset, spec["num_images"], progress=progress)
         save_training_set(training_set, cache)
+        record_cache(cache, fingerprint)
         return training_set
 
 
@@ -342,6 +347,19 @@ SETUPS: dict[str, Callable[[str, str, Path, Options], Plan]] = {
 # ----------------------------------------------------------------------------- entry points
 
 
+_PRESET_SECTIONS = {
+    "clip": "clip", "prior": "prior_diffusion", "decoder": "decoder", "ar-prior": "prior_ar", "upsampler": "upsampler",
+}  # fmt: skip
+
+
+def _check_stage_fingerprint(name: str, data: str, preset: str, out: Path, opts: Options, *, resume: bool) -> None:
+    """Compare (on resume) or record the fingerprint of stage ``name`` in ``out/runs/<component>``."""
+    component = component_of(name, text_only=opts.text_only, high_res=opts.high_res)
+    train_settings = get_preset(_PRESET_SECTIONS[name], preset).get("train", {})
+    fingerprint = stage_fingerprint(data, preset, opts, train_settings)
+    check_fingerprint(out / "runs" / component, fingerprint, resume=resume, what=f"{component} in {out}")
+
+
 def train_component(name: str, data: str, preset: str, out: str | Path, **options: Any) -> dict[str, Any]:
     """Train component ``name`` (one of :data:`COMPONENTS`) into model directory ``out``.
 
@@ -355,6 +373,7 @@ def train_component(name: str, data: str, preset: str, out: str | Path, **option
     opts = _join_process_group(Options(**options))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    _check_stage_fingerprint(name, data, preset, out, opts, resume=opts.resume)
     start = time.perf_counter()
     plan = SETUPS[name](data, preset, out, opts)
     run_dir = out / "runs" / plan.component
@@ -401,6 +420,8 @@ def train_all(data: str, preset: str, out: str | Path, **options: Any) -> dict[s
     t0 = time.perf_counter()
     if not (opts.resume and component_done(out, "clip")):
         train_component("clip", data, preset, out, **options)
+    else:
+        _check_stage_fingerprint("clip", data, preset, out, opts, resume=True)
     clip = FrozenCLIP.load(out / "clip", device=opts.device)
     timings["clip_s"] = time.perf_counter() - t0
     retrieval = {}
@@ -418,6 +439,8 @@ def train_all(data: str, preset: str, out: str | Path, **options: Any) -> dict[s
         t0 = time.perf_counter()
         if not (opts.resume and component_done(out, component)):
             train_component(name, data, preset, out, **options)
+        else:
+            _check_stage_fingerprint(name, data, preset, out, opts, resume=True)
         timings[f"{name}_s"] = time.perf_counter() - t0
     stage_stats = {}
     for component in ("clip", "prior_diffusion", "decoder"):
@@ -428,6 +451,7 @@ def train_all(data: str, preset: str, out: str | Path, **options: Any) -> dict[s
         "stages": stage_stats, "data": data, "preset": preset, "seed": opts.seed, "device": opts.device,
         "steps_override": opts.steps, "timings_s": timings, "wall_time_s": time.perf_counter() - start,
         "clip_retrieval": retrieval, **_world(),
+        "data_skipped": training_set.skipped or {"count": 0, "reasons": {}, "examples": []},
     }  # fmt: skip
     if distributed.is_main():
         components = {"clip": "clip", "prior_diffusion": "prior_diffusion", "decoder": "decoder"}

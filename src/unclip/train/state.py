@@ -29,6 +29,8 @@ from typing import Any
 import torch
 
 from ..storage.checkpoint import atomic_write_bytes, load_tensors, save_tensors
+from ..storage.integrity import check_finite, sha256_file, verify_sha256
+from .state_checks import check_state_payload
 from ..errors import CheckpointError
 
 logger = logging.getLogger(__name__)
@@ -215,6 +217,7 @@ def save_train_state(
             "rng": rng or {},
             "log": log or {},
             "files": {name: (tmp / name).stat().st_size for name in files},
+            "sha256": {name: sha256_file(tmp / name) for name in files},
         }
         # state.json last: a folder without it is never taken for a checkpoint.
         atomic_write_bytes(tmp / STATE_FILE, _dump_state_json(payload))
@@ -251,8 +254,10 @@ def remove_train_state(out_dir: str | os.PathLike) -> None:
     """Delete the checkpoint (and its backup and temporary folders) from ``out_dir``."""
     out_dir = Path(out_dir)
     for path in [out_dir / STATE_DIR, out_dir / _BACKUP, *out_dir.glob(f"{_TMP_PREFIX}-*")]:
-        if path.exists():
+        if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
 
 
 def load_train_state(out_dir: str | os.PathLike) -> TrainState:
@@ -276,26 +281,45 @@ def load_train_state(out_dir: str | os.PathLike) -> TrainState:
         payload = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"could not read {path} as JSON ({exc}); the checkpoint is damaged, delete {directory} to start over") from exc
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{path} is not a JSON object; damaged: delete {directory} to start over")
     if payload.get("format") != STATE_FORMAT:
         raise CheckpointError(f"{path} is not an unclip training state (format {payload.get('format')!r})")
     version = payload.get("format_version")
     if version != STATE_FORMAT_VERSION:
         raise CheckpointError(f"{path} has format_version {version}; this unclip reads version {STATE_FORMAT_VERSION}. Resume with the unclip version that wrote it")
+    check_state_payload(payload, path, directory)
+    sums = payload.get("sha256")
+    if sums is None:
+        logger.info("%s records no checksums (written by an older unclip); loading the files unchecked", path)
     for name, size in payload.get("files", {}).items():
         file = directory / name
         if not file.is_file():
             raise CheckpointError(f"{file} is missing from the checkpoint; it is incomplete, delete {directory} to start over")
         if file.stat().st_size != size:
             raise CheckpointError(f"{file} has {file.stat().st_size} bytes, state.json recorded {size}; the checkpoint is damaged")
+        if sums is not None:
+            verify_sha256(file, sums.get(name), f"training state {directory}")
     files = payload.get("files", {})
     opt_tensors = load_tensors(directory / OPTIMIZER_FILE)
+    model = load_tensors(directory / MODEL_FILE)
+    ema = load_tensors(directory / EMA_FILE) if EMA_FILE in files else None
+    for name, tensors in ((MODEL_FILE, model), (EMA_FILE, ema or {}), (OPTIMIZER_FILE, opt_tensors)):
+        check_finite(tensors, f"training state {directory / name}")
+    try:
+        optimizer = optimizer_state_from_tensors(opt_tensors, payload["optimizer"])
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CheckpointError(
+            f"{directory / OPTIMIZER_FILE} does not match state.json's optimizer entry ({exc}); "
+            "the checkpoint is damaged"
+        ) from exc
     return TrainState(
         step=int(payload["step"]),
         stage=str(payload.get("stage", "")),
         config=payload.get("config", {}),
-        model=load_tensors(directory / MODEL_FILE),
-        ema=load_tensors(directory / EMA_FILE) if EMA_FILE in files else None,
-        optimizer=optimizer_state_from_tensors(opt_tensors, payload["optimizer"]),
+        model=model,
+        ema=ema,
+        optimizer=optimizer,
         scaler=payload.get("scaler"),
         rng=payload.get("rng", {}),
         log=payload.get("log", {}),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 
 from ...errors import InputError
+from . import args as A
 
 DUMP_DEFAULT_N = 16
 DUMP_DEFAULT_SIZE = 64
@@ -31,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="with DATASET = 'shards': the source to write as WebDataset shards ('shapes', 'emoji' or a caption "
         "folder)",
     )
-    parser.add_argument("--shard-size", type=int, default=1000, help="`data shards`: samples per shard (default: 1000)")
+    parser.add_argument("--shard-size", type=A.SAMPLES, default=1000, help="`data shards`: samples per shard (default: 1000)")
     parser.set_defaults(handler=run_data, n=None, size=None)
     parser.description = (parser.description or "") + (
         " `unclip data shards SRC --out DIR [--shard-size N]` instead writes SRC as WebDataset shards in the "

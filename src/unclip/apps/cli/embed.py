@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import args as A
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``embed`` command."""
@@ -27,9 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--clip", required=True, help=CLIP_HELP)
     p.add_argument("--out", required=True, help="the embedding folder to write (or resume)")
-    p.add_argument("--batch-size", type=int, default=256, help="images per CLIP forward pass (default: 256)")
+    p.add_argument("--batch-size", type=A.BATCH_SIZE, default=256, help="images per CLIP forward pass (default: 256)")
     p.add_argument(
-        "--part-size", type=int, default=10_000, help="items per part for non-shard sources (default: 10000)"
+        "--part-size", type=A.SAMPLES, default=10_000, help="items per part for non-shard sources (default: 10000)"
     )
     p.add_argument(
         "--split",
@@ -37,14 +39,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=["train", "val", "test"],
         help="split of a built-in set or caption folder (default: train)",
     )
-    p.add_argument("--seed", type=int, default=0, help="dataset seed of a built-in set (default: 0)")
+    p.add_argument("--seed", type=A.seed, default=0, help="dataset seed of a built-in set (default: 0)")
     p.add_argument(
         "-n",
-        type=int,
+        type=A.SAMPLES,
         default=None,
         help="number of items of a built-in set or cap for a folder (default: all; shapes: 10000)",
     )
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+    p.add_argument("--device", default="cpu", type=A.device, help="torch device, e.g. cpu or cuda (default: cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=run_embed)
 

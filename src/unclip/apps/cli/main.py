@@ -13,6 +13,7 @@ import sys
 
 from ...errors import UnclipError
 from .model_options import add_image_encoder_from, load_kwargs
+from . import args as A
 
 DATA_HELP = "dataset: 'shapes' (built in), 'emoji' (needs fonts), or a folder of images with same-named .txt captions"
 
@@ -22,7 +23,7 @@ def _add_model(p: argparse.ArgumentParser, required: bool = False) -> None:
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+    p.add_argument("--device", default="cpu", type=A.device, help="torch device, e.g. cpu or cuda (default: cpu)")
 
 
 PRIOR_CHOICES = ["diffusion", "ar", "text-embed", "none"]
@@ -30,7 +31,7 @@ PRIOR_HELP = "conditioning: diffusion prior z_i (default), the autoregressive pr
 
 
 def _add_size(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--size", type=int, default=None, help="output side in pixels: the decoder's (default) or a larger one reached by the model's upsampler stages, e.g. 128")
+    p.add_argument("--size", type=A.SIZE, default=None, help="output side in pixels: the decoder's (default) or a larger one reached by the model's upsampler stages, e.g. 128")
 
 
 def _add_precision(p: argparse.ArgumentParser) -> None:
@@ -73,11 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="generate a gallery (index.html + PNGs) from the shipped model", description="Load a model and write a gallery of text-to-image samples (seen and held-out colour-shape pairs, two-object captions) as index.html and PNGs.")
     _add_model(p)
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("-n", type=int, default=1, help="images per caption (default: 1)")
-    p.add_argument("--steps", type=int, default=20, help="decoder DDIM steps (default: 20, to keep the default demo short on 2 CPU cores)")
+    p.add_argument("--seed", type=A.seed, default=0, help="random seed (default: 0)")
+    p.add_argument("-n", type=A.IMAGES, default=1, help="images per caption (default: 1)")
+    p.add_argument("--steps", type=A.STEPS, default=20, help="decoder DDIM steps (default: 20, to keep the default demo short on 2 CPU cores)")
     p.add_argument("--manipulations", action="store_true", help="add the variations / interpolation / text-diff / PCA-probe sections (several more minutes on CPU)")
-    p.add_argument("--size", type=int, default=None, help="side of the images shown (default: the model's default output; e.g. 128 runs the shipped upsampler)")
+    p.add_argument("--size", type=A.SIZE, default=None, help="side of the images shown (default: the model's default output; e.g. 128 runs the shipped upsampler)")
     _add_device(p)
 
     p = sub.add_parser("train", help="train a stage (clip, prior, decoder, ar-prior, upsampler) or all of them", description="Train one stage or the whole system. `all` trains CLIP, then the prior and decoder on cached CLIP embeddings, and writes a complete model directory to --out. `ar-prior` and `upsampler` add a component to an existing model directory. Re-run with --resume to continue an interrupted run exactly.")
@@ -85,16 +86,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="shapes", help=DATA_HELP)
     p.add_argument("--preset", default="small", help="size preset: tiny (seconds, tests), small (2 CPU cores), gpu (default: small)")
     p.add_argument("--out", required=True, help="model directory to write")
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
-    p.add_argument("--steps", type=int, default=None, help="override the preset's number of steps for every stage trained")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--resume", action="store_true", help="continue the earlier run in --out from its checkpoints (its data, seed, preset and options must match)")
+    p.add_argument("--overwrite", action="store_true", help="start over in an --out that holds an earlier run, deleting that run's checkpoints, caches and the components this command trains (files unclip did not write are kept)")
+    p.add_argument("--steps", type=A.TRAIN_STEPS, default=None, help="override the preset's number of steps for every stage trained")
+    p.add_argument("--seed", type=A.seed, default=0, help="random seed (default: 0)")
     p.add_argument("--text-only", action="store_true", help="decoder only: train the GLIDE-style baseline without the CLIP image embedding (component decoder_text_only)")
-    p.add_argument("--low-res", type=int, default=32, help="upsampler only: input side (default: 32, the shipped decoder's)")
-    p.add_argument("--high-res", type=int, default=128, help="upsampler only: output side (default: 128)")
+    p.add_argument("--low-res", type=A.SIZE, default=32, help="upsampler only: input side (default: 32, the shipped decoder's)")
+    p.add_argument("--high-res", type=A.SIZE, default=128, help="upsampler only: output side (default: 128)")
     p.add_argument("--degradation", default="blur", choices=["blur", "bsr", "none"], help="upsampler only: corruption of the low-res training inputs: blur (first stage), bsr (second stage) (default: blur)")
-    p.add_argument("--time-limit", type=float, default=None, help="wall-clock budget in seconds for the stage; the step count (at most --steps or the preset's) is fitted to it after a short probe")
+    p.add_argument("--time-limit", type=A.TIME_LIMIT, default=None, help="wall-clock budget in seconds for the stage; the step count (at most --steps or the preset's) is fitted to it after a short probe")
     p.add_argument(
-        "--batch-size", type=int, default=None,
+        "--batch-size", type=A.BATCH_SIZE, default=None,
         help="decoder and upsampler: override the preset's batch size. It is the global batch: under torchrun "
         "each of the N processes trains on batch-size / N samples per step (batch-size must divide by N)",
     )  # fmt: skip
@@ -109,30 +111,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("prompts", nargs="+", metavar="PROMPT", help="captions, e.g. 'a red circle'")
     _add_model(p)
     add_image_encoder_from(p)
-    p.add_argument("-n", type=int, default=4, help="images per prompt (default: 4)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("-n", type=A.IMAGES, default=4, help="images per prompt (default: 4)")
+    p.add_argument("--seed", type=A.seed, default=0, help="random seed (default: 0)")
     p.add_argument("--prior", default="diffusion", choices=PRIOR_CHOICES, help=PRIOR_HELP)
     p.add_argument("--decoder", default="decoder", choices=["decoder", "decoder_text_only"], help="decoder component: unCLIP's (default) or the GLIDE-style text-only baseline (use with --prior none)")
     _add_size(p)
-    p.add_argument("--upsampler-steps", type=int, default=None, help="DDIM steps of every upsampler stage (default: each stage's own)")
-    p.add_argument("--prior-guidance", type=float, default=None, help="prior classifier-free guidance scale")
-    p.add_argument("--decoder-guidance", type=float, default=None, help="decoder classifier-free guidance scale")
-    p.add_argument("--steps", type=int, default=None, help="decoder DDIM steps")
-    p.add_argument("--prior-steps", type=int, default=None, help="prior sampling steps (default 64)")
+    p.add_argument("--upsampler-steps", type=A.STEPS, default=None, help="DDIM steps of every upsampler stage (default: each stage's own)")
+    p.add_argument("--prior-guidance", type=A.GUIDANCE, default=None, help="prior classifier-free guidance scale")
+    p.add_argument("--decoder-guidance", type=A.GUIDANCE, default=None, help="decoder classifier-free guidance scale")
+    p.add_argument("--steps", type=A.STEPS, default=None, help="decoder DDIM steps")
+    p.add_argument("--prior-steps", type=A.STEPS, default=None, help="prior sampling steps (default 64)")
     _add_precision(p)
     _add_sampler(p)
-    p.add_argument("--best-of", type=int, default=None, help="prior candidates per caption, best by dot product with z_t (default 2)")
+    p.add_argument("--best-of", type=A.BEST_OF, default=None, help="prior candidates per caption, best by dot product with z_t (default 2)")
     p.add_argument("--out", required=True, help="output folder")
     _add_device(p)
 
     p = sub.add_parser("eval", help="score a model's samples against the shapes spec", description="Generate the 32 prompts 'a {color} {shape}' with several seeds and score them exactly against the shapes spec: colour, shape, single-object and both-right rates (held-out pairs separately), centre spread; plus CLIP score and the prior's cosine to the true z_i on the test split.")
     _add_model(p)
     p.add_argument("--data", default="shapes", help="only 'shapes' is scored")
-    p.add_argument("--seeds", type=int, default=4, help="images per prompt (default: 4)")
-    p.add_argument("--steps", type=int, default=None, help="decoder DDIM steps")
+    p.add_argument("--seeds", type=A.IMAGES, default=4, help="images per prompt (default: 4)")
+    p.add_argument("--steps", type=A.STEPS, default=None, help="decoder DDIM steps")
     p.add_argument("--prior", default="diffusion", choices=PRIOR_CHOICES, help=PRIOR_HELP)
     p.add_argument("--decoder", default="decoder", choices=["decoder", "decoder_text_only"], help="decoder component (decoder_text_only: the GLIDE-style baseline, with --prior none)")
-    p.add_argument("--guidance", type=float, default=None, help="decoder guidance scale (default: the model's)")
+    p.add_argument("--guidance", type=A.GUIDANCE, default=None, help="decoder guidance scale (default: the model's)")
     _add_size(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", default=None, help="also write the scored images here")
@@ -144,12 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(p)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--quick", action="store_true", help="fewer prompts, scales and steps (a few minutes on 2 CPU cores)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--seed", type=A.seed, default=0, help="random seed (default: 0)")
     _add_device(p)
 
     p = sub.add_parser("bench", help="training and sampling speed at fixed sizes", description="Measure prior/decoder training steps/s and sampling throughput at fixed sizes (random weights, fp32, guidance off), with parameter counts and peak memory.")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
+    p.add_argument("--threads", type=A.THREADS, default=2, help="torch threads (default: 2)")
     p.add_argument("--quick", action="store_true", help="fewer repetitions (rougher figures)")
     p.add_argument("--precision", default="both", choices=["fp32", "bf16", "auto", "both"], help="time fp32, bf16 autocast, auto (bf16 where native) or both (default: both)")
     p.add_argument("--compare-peers", action="store_true", help="also run the shared peer harness (dalle2-pytorch, diffusers; about 7 min) and print our figures over theirs")
@@ -158,9 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="dump dataset samples as PNGs + manifest.json", description="Write samples of a dataset as NNN.png, grid.png and manifest.json (caption and ground-truth attributes per image).")
     p.add_argument("dataset", help=DATA_HELP)
     p.add_argument("--split", default="train", choices=["train", "val", "test"], help="split (default: train)")
-    p.add_argument("-n", type=int, default=16, help="number of samples (default: 16)")
-    p.add_argument("--seed", type=int, default=0, help="dataset seed (default: 0)")
-    p.add_argument("--size", type=int, default=64, help="image side in pixels (default: 64)")
+    p.add_argument("-n", type=A.SAMPLES, default=16, help="number of samples (default: 16)")
+    p.add_argument("--seed", type=A.seed, default=0, help="dataset seed (default: 0)")
+    p.add_argument("--size", type=A.SIZE, default=64, help="image side in pixels (default: 64)")
     p.add_argument("--out", required=True, help="output folder")
     from . import manipulate as cli_manipulate
 
@@ -210,13 +212,14 @@ def _run(args: argparse.Namespace) -> int:
             distributed.shutdown()
         return 0
     if args.command == "generate":
-        from ...storage.imageio import write_image_set
         from ...pipeline import UnCLIP
+        from ...storage.imageio import write_image_set
+        from .manifest import generate_settings
 
         pipe = UnCLIP.load(args.model, device=args.device, decoder=args.decoder, **load_kwargs(args))
         images = pipe.generate(args.prompts, num_images=args.n, seed=args.seed, prior=args.prior, prior_guidance=args.prior_guidance, decoder_guidance=args.decoder_guidance, steps=args.steps, prior_steps=args.prior_steps, best_of=args.best_of, size=args.size, upsampler_steps=args.upsampler_steps, progress=True, sampler=args.sampler)
         entries = [{"prompt": p, "seed": args.seed, "index": k} for p in args.prompts for k in range(args.n)]
-        meta = {"command": "generate", "model": str(args.model), "settings": {k: getattr(args, k) for k in ("prior", "decoder", "prior_guidance", "decoder_guidance", "steps", "prior_steps", "best_of", "size", "upsampler_steps", "n", "seed")}}
+        meta = {"command": "generate", "model": str(args.model), "settings": generate_settings(pipe, args)}
         path = write_image_set(args.out, images, entries, meta)
         print(f"wrote {len(images)} images to {path}")
         return 0
@@ -257,14 +260,28 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from .safety import out_of_memory_message, preflight
+
     try:
         if args.command != "bench":  # bench times each precision itself
             from ...nn.precision import set_default_precision
 
             set_default_precision(getattr(args, "precision", None))
-        return _run(args)
+        with preflight(args):
+            return _run(args)
     except UnclipError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (MemoryError, RuntimeError) as exc:
+        message = out_of_memory_message(exc, args.command)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # the file system refused (disk full, read-only, permissions): say where
+        where = f" {exc.filename}" if exc.filename else ""
+        reason = exc.strerror or exc
+        print(f"error: could not access{where}: {reason}; check the path, permissions and free space", file=sys.stderr)
         return 1
 
 
