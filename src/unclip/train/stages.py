@@ -34,6 +34,49 @@ def _random_index(n: int, batch: int, generator: torch.Generator) -> torch.Tenso
     return torch.randint(0, n, (batch,), generator=generator)
 
 
+def prior_loss(
+    model: DiffusionPrior, diffusion, z_i: torch.Tensor, z_t: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The diffusion prior's loss on one batch: MSE between the predicted and the true clean
+    ``sqrt(E) * z_i`` (unCLIP section 2.2 predicts z_i directly), caption dropped with
+    ``text_drop_prob``. Draws t, the noise and the drop mask from ``generator``, in that order."""
+    device = _device(model)
+    b = z_i.shape[0]
+    z0 = (z_i.float() * model.scale).to(device)
+    t = sample_timesteps(b, diffusion.num_timesteps, generator=generator).to(device)
+    noise = torch.randn(z0.shape, generator=generator).to(device)
+    keep = (torch.rand(b, generator=generator) >= model.config.text_drop_prob).to(device)
+    x_t = diffusion.q_sample(z0, t, noise)
+    pred = model(x_t, t, z_t.float().to(device), tokens.float().to(device), mask.to(device), keep)
+    loss = F.mse_loss(pred.float(), z0)
+    cos = F.cosine_similarity(pred.detach().float(), z0, dim=-1).mean()
+    return loss, {"cos": cos}  # 0-d tensors: the loop syncs them only at log steps
+
+
+def decoder_loss(
+    stage, x0: torch.Tensor, z_i: torch.Tensor, tokens: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The decoder's loss on one batch (``stage``: its ``model``, ``diffusion`` and drop rates):
+    z_i dropped with ``image_drop_prob``, the caption with ``text_drop_prob`` (unCLIP section 2.1).
+    Draws the two drop masks, t and the noise from ``generator``, in that order."""
+    model = stage.model
+    device = _device(model)
+    b = x0.shape[0]
+    x0, z_i, tokens = x0.to(device), z_i.float().to(device), tokens.to(device)
+    image_keep = (torch.rand(b, generator=generator) >= stage.image_drop_prob).to(device)
+    text_keep = (torch.rand(b, generator=generator) >= stage.text_drop_prob).to(device)
+    t = sample_timesteps(b, stage.diffusion.num_timesteps, generator=generator).to(device)
+    noise = torch.randn(x0.shape, generator=generator).to(device)
+    x_t = stage.diffusion.q_sample(x0, t, noise)
+    out = model(x_t, t, z_i, tokens, image_keep, text_keep)
+    terms = training_loss(stage.diffusion, out.float(), x0, x_t, t, noise)
+    metrics = {"mse": terms["mse"].mean().detach()}
+    if "vb" in terms:
+        metrics["vb"] = terms["vb"].mean().detach()
+    return terms["loss"].mean(), metrics
+
+
 class CLIPStage:
     """Contrastive training of our own CLIP on the images and captions of a training set."""
 
@@ -76,19 +119,10 @@ class PriorStage:
         return _random_index(len(self.data), self.batch_size, generator)
 
     def loss(self, index: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-        device = _device(self.model)
         text = self.data.text
         cid = self.data.caption_ids[index]
-        b = index.shape[0]
-        z0 = (self.data.image_embeds[index].float() * self.model.scale).to(device)
-        t = sample_timesteps(b, self.diffusion.num_timesteps, generator=generator).to(device)
-        noise = torch.randn(z0.shape, generator=generator).to(device)
-        keep = (torch.rand(b, generator=generator) >= self.model.config.text_drop_prob).to(device)
-        x_t = self.diffusion.q_sample(z0, t, noise)
-        pred = self.model(x_t, t, text.text_embeds[cid].float().to(device), text.token_encodings[cid].float().to(device), text.token_mask[cid].to(device), keep)
-        loss = F.mse_loss(pred.float(), z0)
-        cos = F.cosine_similarity(pred.detach().float(), z0, dim=-1).mean()
-        return loss, {"cos": cos}  # 0-d tensors: the loop syncs them only at log steps
+        z_i = self.data.image_embeds[index]
+        return prior_loss(self.model, self.diffusion, z_i, text.text_embeds[cid], text.token_encodings[cid], text.token_mask[cid], generator)
 
     def export(self, model: nn.Module, out_dir: Path) -> None:
         save_component(Path(self.export_root or out_dir) / self.name, self.name, model.config, model.state_dict())
@@ -112,22 +146,9 @@ class DecoderStage:
         return _random_index(len(self.data), self.batch_size, generator)
 
     def loss(self, index: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-        device = _device(self.model)
-        b = index.shape[0]
-        x0 = self.data.images_float(index, self.model.config.image_size).to(device)
-        z_i = self.data.image_embeds[index].float().to(device)
-        tokens = self.data.text.token_ids[self.data.caption_ids[index]].to(device)
-        image_keep = (torch.rand(b, generator=generator) >= self.image_drop_prob).to(device)
-        text_keep = (torch.rand(b, generator=generator) >= self.text_drop_prob).to(device)
-        t = sample_timesteps(b, self.diffusion.num_timesteps, generator=generator).to(device)
-        noise = torch.randn(x0.shape, generator=generator).to(device)
-        x_t = self.diffusion.q_sample(x0, t, noise)
-        out = self.model(x_t, t, z_i, tokens, image_keep, text_keep)
-        terms = training_loss(self.diffusion, out.float(), x0, x_t, t, noise)
-        metrics = {"mse": terms["mse"].mean().detach()}
-        if "vb" in terms:
-            metrics["vb"] = terms["vb"].mean().detach()
-        return terms["loss"].mean(), metrics
+        x0 = self.data.images_float(index, self.model.config.image_size)
+        tokens = self.data.text.token_ids[self.data.caption_ids[index]]
+        return decoder_loss(self, x0, self.data.image_embeds[index], tokens, generator)
 
     def export(self, model: nn.Module, out_dir: Path) -> None:
         save_component(Path(self.export_root or out_dir) / self.name, "decoder", model.config, model.state_dict(), extra={"diffusion": asdict(self.settings)})

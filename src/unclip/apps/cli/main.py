@@ -14,6 +14,11 @@ import sys
 from ...errors import UnclipError
 
 DATA_HELP = "dataset: 'shapes' (built in), 'emoji' (needs fonts), or a folder of images with same-named .txt captions"
+TRAIN_DATA_HELP = DATA_HELP + ", or WebDataset shards (a .tar, a folder of .tar files, a brace pattern; streamed)"
+TRAIN_CLIP_HELP = (
+    "prior, decoder, ar-prior, all: the frozen CLIP to train on (default: the model directory's own): 'shapes' or a "
+    "model directory, 'open_clip:ARCH:WEIGHTS', or 'hf:DIRECTORY'; recorded in model.json"
+)
 
 
 def _add_model(p: argparse.ArgumentParser, required: bool = False) -> None:
@@ -49,7 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a stage (clip, prior, decoder, ar-prior, upsampler) or all of them", description="Train one stage or the whole system. `all` trains CLIP, then the prior and decoder on cached CLIP embeddings, and writes a complete model directory to --out. `ar-prior` and `upsampler` add a component to an existing model directory. Re-run with --resume to continue an interrupted run exactly.")
     p.add_argument("stage", choices=["clip", "prior", "decoder", "all", "ar-prior", "upsampler"], help="what to train")
-    p.add_argument("--data", default="shapes", help=DATA_HELP)
+    p.add_argument("--data", default="shapes", help=TRAIN_DATA_HELP)
+    p.add_argument("--clip", default=None, help=TRAIN_CLIP_HELP)
+    p.add_argument("--embeddings", default=None, metavar="DIR", help="prior, ar-prior: train on this embedding folder (clip-retrieval layout, `unclip embed`); decoder: look z_i up in it by key")
+    p.add_argument("--stream", action="store_true", help="decoder: stream --data in epochs instead of rendering it into memory (shards always stream)")
+    p.add_argument("--workers", type=int, default=0, help="decoder, streamed: DataLoader worker processes (default: 0)")
     p.add_argument("--preset", default="small", help="size preset: tiny (seconds, tests), small (2 CPU cores), gpu (default: small)")
     p.add_argument("--out", required=True, help="model directory to write")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
@@ -60,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--high-res", type=int, default=128, help="upsampler only: output side (default: 128)")
     p.add_argument("--degradation", default="blur", choices=["blur", "bsr", "none"], help="upsampler only: corruption of the low-res training inputs: blur (first stage), bsr (second stage) (default: blur)")
     p.add_argument("--time-limit", type=float, default=None, help="wall-clock budget in seconds for the stage; the step count (at most --steps or the preset's) is fitted to it after a short probe")
-    p.add_argument("--batch-size", type=int, default=None, help="decoder and upsampler: override the preset's batch size")
+    p.add_argument("--batch-size", type=int, default=None, help="override the preset's batch size (not for clip)")
     p.add_argument("--init-from", default=None, metavar="DIR", help="decoder only: start from the weights (and network) of this decoder component, e.g. MODEL/decoder; with --text-only the z_i pathway is left out")
     _add_device(p)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -142,6 +151,7 @@ def _run(args: argparse.Namespace) -> int:
         from ...train.components import train_all, train_component
 
         options = dict(seed=args.seed, device=args.device, steps=args.steps, resume=args.resume, progress=not args.no_progress)
+        options.update(clip=args.clip, embeddings=args.embeddings, stream=args.stream, num_workers=args.workers)
         if args.stage == "all":
             summary = train_all(args.data, args.preset, args.out, **options)
         else:
