@@ -57,7 +57,8 @@ def test_an_embedding_folder_of_another_clip_is_refused(tmp_path, capsys):
     openclip = f"open_clip:{tmp_path / 'tiny.json'}:{tmp_path / 'tiny.safetensors'}"
     emb = str(tmp_path / "emb")
     assert main(["embed", "shapes", "-n", "16", "--clip", f"hf:{tmp_path / 'hf'}", "--out", emb, "--no-progress"]) == 0
-    train = ["train", "prior", "--embeddings", emb, "--clip", openclip, "--preset", "tiny", "--steps", "1", "--no-progress"]
+    train = ["train", "prior", "--embeddings", emb, "--clip", openclip, "--preset", "tiny", "--steps", "1"]
+    train.append("--no-progress")
     assert main([*train, "--out", str(tmp_path / "a")]) == 1
     assert "holds embeddings of the hf CLIP" in capsys.readouterr().err
     (tmp_path / "emb" / "embed.json").unlink()  # a released set without a record: caught on the first batch

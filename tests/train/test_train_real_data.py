@@ -56,9 +56,9 @@ def test_the_flow_writes_a_model_on_the_recorded_clip_that_generates(flow):
     assert meta["clip_record"]["kind"] == "hf" and meta["clip_record"]["file"] == str(flow / "hf" / "model.safetensors")
     assert (flow / "gen" / "000.png").is_file() and not (flow / "model" / "clip").exists()
     pipe = UnCLIP.load(flow / "model")
-    tokenizer = pipe.clip.tokenizer
+    tokenizer, config = pipe.clip.tokenizer, pipe.decoder.config
     assert type(pipe.clip).__name__ == "HFCLIP" and pipe.clip.embed_dim == 8
-    assert (pipe.decoder.config.vocab_size, pipe.decoder.config.pad_token_id) == (len(tokenizer), tokenizer.pad_token_id)
+    assert (config.vocab_size, config.pad_token_id) == (len(tokenizer), tokenizer.pad_token_id)
     assert pipe.prior.config.context_length == 24 and pipe.prior.config.text_width == 32
     a, _ = pipe.generate_tensors(["a blue square"], seed=1, steps=2, prior_steps=2)
     b, _ = pipe.generate_tensors(["a blue square"], seed=1, steps=2, prior_steps=2)
@@ -116,9 +116,9 @@ def test_another_clip_for_the_same_model_is_refused(flow, tmp_path, capsys):
 def test_the_ar_prior_trains_on_the_embedding_folder(flow, tmp_path):
     model = tmp_path / "model"
     shutil.copytree(flow / "model", model)
-    _run("train", "ar-prior", "--embeddings", str(flow / "emb"), "--preset", "tiny", "--out", str(model), "--steps", "3")
+    _run("train", "ar-prior", "--embeddings", str(flow / "emb"), "--preset", "tiny", "--out", str(model), "--steps=2")
     summary = json.loads((model / "runs" / "prior_ar" / "summary.json").read_text())
-    assert summary["pca_rows"] == 42 and summary["embeddings"]["rows"] == 42 and summary["steps"] == 3
+    assert summary["pca_rows"] == 42 and summary["embeddings"]["rows"] == 42 and summary["steps"] == 2
     pipe = UnCLIP.load(model)
     z = pipe.image_embeds_for(["a red circle"], "ar", generator=torch.Generator().manual_seed(0))
     assert z.shape == (1, 8) and torch.allclose(z.norm(dim=-1), torch.ones(1), atol=1e-4)
@@ -141,3 +141,28 @@ def test_a_streamed_decoder_run_resumes_exactly(flow, tmp_path):
     b, _ = load_decoder(tmp_path / "b" / "decoder")
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(x, y), name
+
+
+def test_the_flow_with_our_own_clip(flow, tmp_path):
+    model, emb, shards = str(tmp_path / "model"), str(tmp_path / "emb"), str(flow / "shards")
+    _run("train", "clip", "--data", "shapes", "--preset", "tiny", "--out", model, "--steps", "2")
+    _run("embed", shards, "--clip", model, "--out", emb, "--batch-size", "16")
+    _run("train", "prior", "--embeddings", emb, "--preset", "tiny", "--out", model, "--steps", "2")
+    _run("train", "decoder", "--data", shards, "--embeddings", emb, "--preset", "tiny", "--out", model, "--steps=2")
+    meta = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert set(meta["components"]) == {"clip", "prior_diffusion", "decoder"}
+    pipe = UnCLIP.load(model)
+    assert type(pipe.clip).__name__ == "FrozenCLIP" and pipe.decoder.config.pad_token_id == 0
+    assert pipe.generate_tensors(["a red circle"], steps=2, prior_steps=2)[0].shape == (1, 3, 16, 16)
+
+
+def test_train_all_on_shards_embeds_then_trains_and_sums_up_the_skips(flow, tmp_path):
+    model = tmp_path / "model"
+    _run("train", "all", "--data", str(flow / "shards"), "--clip", f"hf:{flow / 'hf'}", "--preset", "tiny",
+         "--steps", "2", "--batch-size", "8", "--out", str(model))  # fmt: skip
+    summary = json.loads((model / "train_summary.json").read_text())
+    assert summary["skipped"]["embed"]["undecodable_image"] == 1 and summary["skipped"]["embed"]["empty_caption"] == 1
+    assert set(summary["skipped"]) == {"embed", "decoder"} and summary["embed"]["parts"] == 4
+    assert summary["stages"]["decoder"]["source"]["image_embeds"]["found"] == 16
+    assert summary["clip"]["kind"] == "hf" and (model / "embeddings" / "embed.json").is_file()
+    assert UnCLIP.load(model).generate_tensors(["a red circle"], steps=2, prior_steps=2)[0].shape == (1, 3, 16, 16)

@@ -21,7 +21,7 @@ from typing import Any
 from ..clip.frozen import FrozenCLIP
 from ..clip.spec import ClipSpec, clip_record, load_clip_spec, load_recorded_clip, parse_clip_spec
 from ..errors import CheckpointError, ConfigError
-from ..model_dir import component_done, read_clip_record, record_clip, register_component
+from ..model_dir import component_done, read_clip_record, read_model_json, record_clip, register_component
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,8 @@ def training_clip(
     own = component_done(out, "clip")
     if spec is None:
         if own:
+            if "clip" not in (read_model_json(out).get("components", {}) if (out / "model.json").is_file() else {}):
+                register_component(out, "clip")  # trained by `unclip train clip`, which registers nothing
             return FrozenCLIP.load(out / "clip", device=device), clip_record(out / "clip")
         if recorded is not None:
             return load_recorded_clip(recorded, device=device), recorded

@@ -202,7 +202,8 @@ def setup_clip(data: str, preset: str, out: Path, opts: Options) -> Plan:
     config = CLIPConfig(**{**section["model"], "vocab_size": tokenizer.vocab_size})
     torch.manual_seed(opts.seed)
     stage = CLIPStage(CLIP(config), tokenizer, training_set, section["batch_size"], export_root=out)
-    return Plan(stage, *train_config(section, opts), "clip")
+    keys = ("steps", "wall_time_s", "final_loss")  # registered, so that `--clip DIR` and the later stages find it
+    return Plan(stage, *train_config(section, opts), "clip", register=True, register_keys=keys)
 
 
 REGISTER_KEYS = ("steps", "wall_time_s", "final_loss", "preset", "data", "embeddings", "clip", "source")
