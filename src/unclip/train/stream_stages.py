@@ -172,6 +172,8 @@ class StreamDecoderStage(_FrozenClipUser):
         self.lookups = {"found": 0, "encoded": 0}
 
     def _image_embeds(self, images: torch.Tensor, keys: list[str]) -> torch.Tensor:
+        if not getattr(self.model.config, "use_image_embed", True):  # the text-only baseline ignores z_i
+            return torch.zeros(len(keys), self.clip.embed_dim)
         if self.folder is None:
             self.lookups["encoded"] += len(keys)
             return self.clip.encode_image(images).float().cpu()
