@@ -63,6 +63,9 @@ class SamplingDefaults:
     # Output side of generate/vary/interpolate/text_diff: None is the decoder's own side;
     # a larger side runs the model's upsamplers after the decoder.
     size: int | None = None
+    # Largest slerp weight of a text diff when none is given; calibrated per model by
+    # benchmarks/textdiff_calibration.py (the smallest theta at which edits reach their target).
+    text_diff_max_theta: float = 0.5
 
 
 # ----------------------------------------------------------------------------- the index

@@ -15,6 +15,7 @@ from unclip.data import embed as embed_module
 from unclip.data import embedding_folder as ef
 from unclip.data.embedding_folder import EmbeddingFolder, is_part_finished, part_paths, write_part
 from unclip.errors import DataError
+from unclip.storage.checkpoint import atomic_write_with
 
 
 def _rand(n, e, seed):
@@ -205,7 +206,7 @@ def test_reading_is_memory_mapped(tmp_path):
     np.save(root / "img_emb" / "img_emb_0.npy", arr)
     np.save(root / "text_emb" / "text_emb_0.npy", arr)
     del arr
-    ef._atomic(
+    atomic_write_with(
         root / "metadata" / "metadata_0.parquet",
         lambda tmp: pq.write_table(pa.table({"key": [str(i) for i in range(n)], "caption": ["c"] * n}), tmp),
     )

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from unclip.errors import InputError
 from unclip.diffusion import DiffusionSettings
+from unclip.errors import InputError
 from unclip.upsampler import Upsampler, UpsamplerConfig
 from unclip.upsampler.cascade import CascadeStage, run_cascade, upsample
 

@@ -7,11 +7,11 @@ import torch
 import torch.nn.functional as F
 
 from unclip.errors import InputError
+from unclip.upsampler.bsr import bsr_degradation
+from unclip.upsampler.corruption import degrade
 from unclip.upsampler.degradations import (
     apply_kernels,
     blur_degradation,
-    bsr_degradation,
-    degrade,
     gaussian_blur,
     gaussian_kernels,
     gaussian_noise,

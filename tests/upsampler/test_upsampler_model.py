@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from unclip.storage.checkpoint import config_from_dict, config_to_dict
 from unclip.errors import ConfigError, InputError
 from unclip.nn.attention import MultiHeadAttention
 from unclip.nn.unet import AttentionBlock
+from unclip.storage.checkpoint import config_from_dict, config_to_dict
 from unclip.upsampler import Upsampler, UpsamplerConfig
 
 TINY = dict(low_res=16, high_res=64, base_channels=16, channel_mults=(1, 2, 2), num_res_blocks=1)

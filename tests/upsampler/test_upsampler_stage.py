@@ -7,14 +7,14 @@ import json
 import pytest
 import torch
 
-from unclip.storage.checkpoint import load_tensors
-from unclip.errors import ConfigError
 from unclip.diffusion import DiffusionSettings
-from unclip.upsampler import Upsampler, UpsamplerConfig
+from unclip.errors import ConfigError
 from unclip.model_dir import load_upsampler
-from unclip.upsampler.cascade import run_cascade
-from unclip.train.upsampler_stage import UpsamplerStage, random_crops
+from unclip.storage.checkpoint import load_tensors
 from unclip.train.components import train_component
+from unclip.train.upsampler_stage import UpsamplerStage, random_crops
+from unclip.upsampler import Upsampler, UpsamplerConfig
+from unclip.upsampler.cascade import run_cascade
 
 TINY = dict(low_res=16, high_res=64, base_channels=8, channel_mults=(1, 2), num_res_blocks=1)
 

@@ -27,7 +27,6 @@ import logging
 import os
 import random
 import re
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from ..storage.checkpoint import atomic_write_with
 from .sources import worker_slot
 
 logger = logging.getLogger(__name__)
@@ -70,21 +70,6 @@ def _unit_float16(x: Any, what: str) -> np.ndarray:
     return (arr / np.maximum(norm, 1e-12)).astype(np.float16)
 
 
-def _atomic(path: Path, write: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_part(
     root: str | os.PathLike,
     index: int,
@@ -114,9 +99,9 @@ def write_part(
         columns[name] = pa.array(list(values))
     table = pa.table(columns)
     img_path, text_path, meta_path = part_paths(root, index)
-    _atomic(img_path, lambda tmp: _save_npy(tmp, img))
-    _atomic(text_path, lambda tmp: _save_npy(tmp, txt))
-    _atomic(meta_path, lambda tmp: pq.write_table(table, tmp))  # last: its presence marks the part finished
+    atomic_write_with(img_path, lambda tmp: _save_npy(tmp, img))
+    atomic_write_with(text_path, lambda tmp: _save_npy(tmp, txt))
+    atomic_write_with(meta_path, lambda tmp: pq.write_table(table, tmp))  # last: its presence marks the part finished
 
 
 def _save_npy(path: str, arr: np.ndarray) -> None:

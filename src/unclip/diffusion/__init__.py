@@ -8,6 +8,7 @@ computes training losses (:mod:`.losses`), samples and inverts (:mod:`.sampling`
 
 from .gaussian import PREDICTIONS, GaussianDiffusion, randn_like
 from .guidance import bind, classifier_free_guidance
+from .likelihood import prior_bpd, vlb_bpd
 from .losses import (
     discretized_gaussian_log_likelihood,
     gaussian_log_likelihood,
@@ -41,10 +42,12 @@ __all__ = [
     "mean_flat",
     "normal_kl",
     "prediction_target",
+    "prior_bpd",
     "randn_like",
     "sample",
     "sample_timesteps",
     "spaced_timesteps",
     "training_loss",
     "vb_terms",
+    "vlb_bpd",
 ]

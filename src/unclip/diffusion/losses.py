@@ -80,16 +80,18 @@ def vb_terms(
     t: torch.Tensor,
     *,
     discrete_decoder: bool = True,
+    clip_x0: float | None = None,
 ) -> torch.Tensor:
     """The variational-bound term L_t per example, in bits per dim, (B,).
 
     For t > 0: KL(q(x_{t-1} | x_t, x0) || p(x_{t-1} | x_t)). At t = 0: the decoder NLL
     -log p(x0 | x_1), discretised to 256 levels for images in [-1, 1]
     (``discrete_decoder=True``) or a Gaussian density for continuous vectors such as CLIP
-    embeddings (which can be negative).
+    embeddings (which can be negative). ``clip_x0`` clamps the x0 estimate, as samplers do
+    (for evaluating a bound; training leaves it None, as iDDPM does).
     """
     true_mean, _, true_log_variance = diffusion.q_posterior(x0, x_t, t)
-    out = diffusion.p_mean_variance(model_output, x_t, t)
+    out = diffusion.p_mean_variance(model_output, x_t, t, clip_x0)
     kl = mean_flat(normal_kl(true_mean, true_log_variance, out["mean"], out["log_variance"])) / _LOG2
     if discrete_decoder:
         nll = -discretized_gaussian_log_likelihood(x0, out["mean"], 0.5 * out["log_variance"])

@@ -90,8 +90,17 @@ def ddim_sample(
 
     x_{prev} = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev - sigma^2) eps_hat + sigma z with
     sigma = eta sqrt((1 - abar_prev)/(1 - abar)) sqrt(1 - abar/abar_prev). eta = 0 is
-    deterministic (no noise is drawn); eta = 1 matches DDPM with the posterior variance. A
-    learned variance is ignored.
+    deterministic (no noise is drawn); eta = 1 matches DDPM with the posterior variance.
+
+    With a learned variance (``diffusion.learned_variance``) and eta > 0, sigma^2 is eta^2
+    times the model's variance Sigma_theta of :meth:`GaussianDiffusion.p_mean_variance`
+    (iDDPM eq. 15) on the diffusion actually stepped through: when ``steps`` respaces it, the
+    interpolation runs between the respaced posterior variance and the respaced beta,
+    1 - abar_t / abar_prev (iDDPM Sec. 4). For eta = 0 the variance channels are ignored.
+    Since the fixed sigma^2 at eta = 1 is exactly the respaced posterior variance, a model
+    whose variance values are all -1 samples as the fixed-variance sampler does. As in
+    DDPM, no noise is added at the last step. (improved-diffusion's own DDIM ignores the
+    learned variance; this is our extension, so that ``eta > 0`` uses what was learned.)
     """
     if not eta >= 0.0:
         raise InputError(f"eta must be >= 0 (0 = deterministic DDIM, 1 = DDPM-like), got {eta}")
@@ -99,12 +108,20 @@ def ddim_sample(
     x = x_T
     for n, i in enumerate(_indices(reversed(range(d.num_timesteps)), progress, d.num_timesteps, "ddim")):
         t_orig = int(d.timestep_map[i])
-        pred_x0, pred_eps = d.predict(model_fn(x, _full(t_orig, x)), x, i, clip_x0)
+        output = model_fn(x, _full(t_orig, x))
+        pred_x0, pred_eps = d.predict(output, x, i, clip_x0)
         abar, abar_prev = float(d.alphas_cumprod[i]), float(d.alphas_cumprod_prev[i])
-        sigma = eta * math.sqrt((1.0 - abar_prev) / (1.0 - abar)) * math.sqrt(1.0 - abar / abar_prev)
-        x = math.sqrt(abar_prev) * pred_x0 + math.sqrt(max(1.0 - abar_prev - sigma**2, 0.0)) * pred_eps
-        if sigma > 0.0:
-            x = x + sigma * randn_like(x, generator)
+        if d.learned_variance and eta > 0.0 and i > 0:
+            # sigma^2 = eta^2 Sigma_theta, per element; clamped so the eps coefficient stays real.
+            log_var = d.p_mean_variance(output, x, i, clip_x0)["log_variance"]
+            sigma2 = (eta**2 * log_var.exp()).clamp(max=1.0 - abar_prev)
+            x = math.sqrt(abar_prev) * pred_x0 + (1.0 - abar_prev - sigma2).sqrt() * pred_eps
+            x = x + sigma2.sqrt() * randn_like(x, generator)
+        else:
+            sigma = eta * math.sqrt((1.0 - abar_prev) / (1.0 - abar)) * math.sqrt(1.0 - abar / abar_prev)
+            x = math.sqrt(abar_prev) * pred_x0 + math.sqrt(max(1.0 - abar_prev - sigma**2, 0.0)) * pred_eps
+            if sigma > 0.0:
+                x = x + sigma * randn_like(x, generator)
         if callback is not None:
             callback(n, t_orig, x, pred_x0)
     return x

@@ -164,7 +164,7 @@ def text_diff(
     from_text: str,
     to_text: str,
     *,
-    max_theta: float = 0.5,
+    max_theta: float | None = None,
     frames: int = 5,
     steps: int = DEFAULT_STEPS,
     guidance: float = DEFAULT_GUIDANCE,
@@ -174,8 +174,11 @@ def text_diff(
     """Edit an image towards a caption (section 3.3): (frames, 3, S, S) for theta = 0 .. max_theta.
 
     ``from_text`` describes the current image; "" is a neutral caption. Every frame is
-    decoded from the image's inverted x_T, so theta 0 reconstructs the image.
+    decoded from the image's inverted x_T, so theta 0 reconstructs the image. ``max_theta``
+    None takes the model's calibrated default (``model.json`` defaults ``text_diff_max_theta``).
     """
+    if max_theta is None:
+        max_theta = pipe.defaults.text_diff_max_theta
     if not isinstance(to_text, str) or not to_text.strip():
         raise InputError("text_diff needs a non-empty target caption (--to)")
     lat = as_latent(pipe, image, steps, guidance, refine, progress)

@@ -27,8 +27,14 @@ class KVCache:
         self.keys[layer], self.values[layer] = k, v
         return k, v
 
-    def length(self) -> int:
-        return next(iter(self.keys.values())).shape[2] if self.keys else 0
+    def length(self, layer: int = 0) -> int:
+        """Number of positions cached for ``layer`` (0 if none yet).
+
+        The length is per layer: while a chunk passes through the stack, layer 0 has already
+        grown by the chunk when layer 1 asks, so reading another layer's length would place
+        the chunk's causal mask too far right (issue 16).
+        """
+        return self.keys[layer].shape[2] if layer in self.keys else 0
 
 
 class MultiHeadAttention(nn.Module):
@@ -80,7 +86,7 @@ class MultiHeadAttention(nn.Module):
         q, k, v = self.qkv(x).chunk(3, dim=-1)
         q, k, v = self._split(q), self._split(k), self._split(v)
         if cache is not None:
-            past = cache.length() if layer_index in cache.keys else 0
+            past = cache.length(layer_index)
             k, v = cache.append(layer_index, k, v)
         else:
             past = 0

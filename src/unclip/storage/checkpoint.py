@@ -14,7 +14,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Callable, TypeVar
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -29,21 +29,27 @@ WEIGHTS_NAME = "weights.safetensors"
 C = TypeVar("C")
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file and an atomic rename."""
+def atomic_write_with(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+    """Write ``path`` atomically: ``write(tmp)`` fills a temporary file beside it, which is
+    synced and renamed into place; on any error the temporary file is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
+        write(tmp)
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file and an atomic rename."""
+    atomic_write_with(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -94,6 +94,8 @@ class Options:
     embeddings: str | None = None  # an embedding folder (clip-retrieval layout) for the priors and z_i lookups
     stream: bool = False  # stream the decoder's data even when it is a built-in set or a folder
     num_workers: int = 0  # DataLoader workers of a streamed decoder run
+    # decoder: learn the variance (None: the preset's choice; ignored with init_from)
+    learned_variance: bool | None = None
 
 
 @dataclass
@@ -266,7 +268,10 @@ def setup_decoder(data: str, preset: str, out: Path, opts: Options) -> Plan:
         model_kwargs = {**section["model"], **text_dims(clip)}
         if opts.text_only:
             model_kwargs["use_image_embed"] = False
-        settings = DiffusionSettings(**section.get("diffusion", {}))
+        diffusion = dict(section.get("diffusion", {}))
+        if opts.learned_variance is not None:
+            diffusion["learned_variance"] = opts.learned_variance
+        settings = DiffusionSettings(**diffusion)
         model_kwargs["learned_variance"] = settings.learned_variance
         model = Decoder(DecoderConfig(**model_kwargs))
     name = "decoder_text_only" if opts.text_only else "decoder"

@@ -27,7 +27,8 @@ from ..storage.checkpoint import save_component
 from ..diffusion import sample_timesteps, training_loss
 from ..errors import ConfigError, InputError
 from ..diffusion import UPSAMPLER_DEFAULT_STEPS, DiffusionSettings
-from ..upsampler.degradations import DEGRADATIONS, degrade, resize
+from ..upsampler.corruption import degrade
+from ..upsampler.degradations import DEGRADATIONS, resize
 from ..upsampler.model import Upsampler, check_prediction
 from ..data.shapes import render_batch
 

@@ -3,16 +3,15 @@
 unCLIP trains its first upsampler (64 -> 256) on low-resolution images slightly corrupted
 with Gaussian blur, and its second (256 -> 1024) on a more diverse "BSR degradation"
 (Rombach et al. 2022, after BSRGAN, Zhang et al. 2021): random blur kernels (isotropic and
-anisotropic), resizing with a random interpolation, Gaussian noise and JPEG compression,
-applied in a random order. Corrupting the conditioning image makes the upsampler robust
+anisotropic), downsampling of a random kind, Gaussian, JPEG and camera-sensor noise, in a
+random order, then a final JPEG (see :mod:`.bsr`). Corrupting the conditioning image makes the upsampler robust
 to the artefacts of the stage before it, whose outputs are never as clean as a
 downsampled photograph.
 
 Every function takes a ``torch.Generator``: the same seed gives the same output. Images
 are float tensors (B, 3, H, W) in [-1, 1]. Parameters (kernel widths, noise levels, JPEG
-qualities) are drawn per image and applied in one batched operation; in the BSR pipeline
-the *order* of the operations and the intermediate size are drawn once per call, so that
-the whole batch keeps one shape (draw batches of one for a per-image order).
+qualities) are drawn per image and applied in one batched operation. The full BSR model
+(:mod:`.bsr`) draws its order, kinds and sizes per image and runs image by image.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ from PIL import Image
 from ..errors import InputError
 
 RESIZE_MODES = ("bilinear", "bicubic", "area", "nearest")
-BSR_OPS = ("blur", "resize", "noise", "jpeg")
 DEGRADATIONS = ("none", "blur", "bsr")
 
 
@@ -183,45 +181,3 @@ def blur_degradation(images: torch.Tensor, low_res: int | tuple[int, int], gener
     """
     low = random_resize(images, low_res, generator, downsample_modes)
     return gaussian_blur(low, generator, sigma_range).clamp(-1, 1)
-
-
-def bsr_degradation(images: torch.Tensor, low_res: int | tuple[int, int], generator: torch.Generator, *, blur_sigma: tuple[float, float] = (0.2, 2.0), noise_sigma: tuple[float, float] = (1 / 255, 25 / 255), jpeg_quality: tuple[int, int] = (30, 95), scale_range: tuple[float, float] = (0.5, 1.0)) -> torch.Tensor:
-    """Second-stage corruption (BSR-style): blur, resize, noise and JPEG in a random order.
-
-    The batch starts at the high resolution; ``blur`` uses a random isotropic or
-    anisotropic kernel (sigma in high-resolution pixels), ``resize`` shrinks to a random
-    intermediate size between ``scale_range`` times the high side and the low side with a
-    random interpolation, ``noise`` adds Gaussian noise and ``jpeg`` compresses. A final
-    resize with a random interpolation brings the result to ``low_res``.
-
-    Returns:
-        (B, 3, h, w) in [-1, 1].
-    """
-    _check_images(images)
-    low = (low_res, low_res) if isinstance(low_res, int) else tuple(low_res)
-    order = [BSR_OPS[i] for i in torch.randperm(len(BSR_OPS), generator=generator).tolist()]
-    x = images
-    for op in order:
-        if op == "blur":
-            x = random_blur(x, generator, blur_sigma)
-        elif op == "resize":
-            f = float(_uniform(1, *scale_range, generator))
-            h = max(low[0], round(images.shape[-2] * f))
-            w = max(low[1], round(images.shape[-1] * f))
-            x = random_resize(x, (h, w), generator)
-        elif op == "noise":
-            x = gaussian_noise(x, generator, noise_sigma)
-        else:
-            x = jpeg_compress(x, generator, jpeg_quality)
-    return random_resize(x, low, generator, ("bilinear", "bicubic", "area")).clamp(-1, 1)
-
-
-def degrade(images: torch.Tensor, low_res: int | tuple[int, int], kind: str, generator: torch.Generator) -> torch.Tensor:
-    """Dispatch: ``"none"`` (clean antialiased bicubic downsampling), ``"blur"`` or ``"bsr"``."""
-    if kind == "none":
-        return resize(images, low_res, "bicubic").clamp(-1, 1)
-    if kind == "blur":
-        return blur_degradation(images, low_res, generator)
-    if kind == "bsr":
-        return bsr_degradation(images, low_res, generator)
-    raise InputError(f"unknown degradation {kind!r}; choose one of {DEGRADATIONS}")

@@ -7,7 +7,7 @@ adds sets ``handler`` (a function of the parsed arguments returning the exit sta
 from __future__ import annotations
 
 #: modules of this package that contribute subcommands, in help order
-COMMAND_MODULES: list[str] = ["data_shards", "embed"]
+COMMAND_MODULES: list[str] = ["data_shards", "embed", "serve"]
 
 from .main import build_parser, main  # noqa: E402  (after COMMAND_MODULES, which main reads)
 

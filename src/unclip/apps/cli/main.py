@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--degradation", default="blur", choices=["blur", "bsr", "none"], help="upsampler only: corruption of the low-res training inputs: blur (first stage), bsr (second stage) (default: blur)")
     p.add_argument("--time-limit", type=float, default=None, help="wall-clock budget in seconds for the stage; the step count (at most --steps or the preset's) is fitted to it after a short probe")
     p.add_argument("--batch-size", type=int, default=None, help="override the preset's batch size (not for clip)")
+    p.add_argument("--learned-variance", action=argparse.BooleanOptionalAction, default=None, help="decoder only: learn the variance with the iDDPM hybrid loss (every preset's default) or, with --no-learned-variance, keep it fixed")
     p.add_argument("--init-from", default=None, metavar="DIR", help="decoder only: start from the weights (and network) of this decoder component, e.g. MODEL/decoder; with --text-only the z_i pathway is left out")
     _add_device(p)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -152,6 +153,8 @@ def _run(args: argparse.Namespace) -> int:
 
         options = dict(seed=args.seed, device=args.device, steps=args.steps, resume=args.resume, progress=not args.no_progress)
         options.update(clip=args.clip, embeddings=args.embeddings, stream=args.stream, num_workers=args.workers)
+        if args.stage in ("all", "decoder"):
+            options["learned_variance"] = args.learned_variance
         if args.stage == "all":
             summary = train_all(args.data, args.preset, args.out, **options)
         else:

@@ -70,7 +70,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("image", metavar="IMAGE", help="a picture file or a .safetensors latent")
     p.add_argument("--from", dest="from_text", required=True, metavar="TEXT", help="a caption of the current image, e.g. 'a red circle' ('' for neutral)")
     p.add_argument("--to", dest="to_text", required=True, metavar="TEXT", help="the target caption, e.g. 'a blue circle'")
-    p.add_argument("--max-theta", type=float, default=0.5, help="largest slerp weight towards z_d (default: 0.5)")
+    p.add_argument("--max-theta", type=float, default=None, help="largest slerp weight towards z_d (default: the model's text_diff_max_theta, 0.5 unless calibrated)")
     p.add_argument("--frames", type=int, default=5, help="number of frames from theta 0 to --max-theta (default: 5)")
     p.add_argument("--out", required=True, help="output folder")
     _add_size(p)
@@ -154,6 +154,8 @@ def run(args: argparse.Namespace) -> int:
         entries = [{"theta": round(t, 6), "sources": [args.image_a, args.image_b], "noise": args.noise, "seed": args.seed} for t in thetas]
         meta["settings"] = _settings(args, "frames", "noise", "seed", "steps", "guidance", "refine")
     elif args.command == "textdiff":
+        if args.max_theta is None:
+            args.max_theta = pipe.defaults.text_diff_max_theta
         images = M.text_diff(pipe, _input(args.image), args.from_text, args.to_text, max_theta=args.max_theta, frames=args.frames, progress=True, **inv)
         thetas = M.theta_schedule(args.frames, args.max_theta).tolist()
         entries = [{"theta": round(t, 6), "source": args.image, "prompt": args.to_text, "from": args.from_text} for t in thetas]
