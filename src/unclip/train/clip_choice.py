@@ -68,7 +68,7 @@ def training_clip(
     if spec is None:
         if own:
             if "clip" not in (read_model_json(out).get("components", {}) if (out / "model.json").is_file() else {}):
-                register_component(out, "clip")  # trained by `unclip train clip`, which registers nothing
+                register_component(out, "clip")  # e.g. a clip/ trained before `train clip` registered itself
             return FrozenCLIP.load(out / "clip", device=device), clip_record(out / "clip")
         if recorded is not None:
             return load_recorded_clip(recorded, device=device), recorded
