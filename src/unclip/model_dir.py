@@ -66,6 +66,9 @@ class SamplingDefaults:
     # Largest slerp weight of a text diff when none is given; calibrated per model by
     # benchmarks/textdiff_calibration.py (the smallest theta at which edits reach their target).
     text_diff_max_theta: float = 0.5
+    # Sampler of the prior, decoder and upsamplers: "ddim" (eta above for the decoder) or
+    # "dpmpp2m" (DPM-Solver++(2M), second order: fewer steps; eta > 0 is its SDE variant).
+    sampler: str = "ddim"
 
 
 # ----------------------------------------------------------------------------- the index

@@ -107,7 +107,11 @@ def test_sigterm_lets_in_flight_requests_finish(tiny_model, tmp_path):
             assert 0 not in answers, answers  # answered before it could run: the test would prove nothing
             time.sleep(0.05)
         threads[1].start()
-        time.sleep(0.3)
+        for _ in range(400):  # until the second request is queued (or, if the first finished, running)
+            queue = httpx.get(f"{server.url}/api/health", timeout=10).json()["queues"]["tiny"]
+            if queue["waiting"] + queue["running"] >= 2 or 1 in answers:
+                break
+            time.sleep(0.05)
         start = time.monotonic()
         status = server.stop(signal.SIGTERM, timeout=90)
         for t in threads:

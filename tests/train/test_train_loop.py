@@ -146,8 +146,14 @@ def test_bf16_autocast_on_cpu(tmp_path, tiny_stage):
 
 def test_fp32_does_not_autocast(tmp_path, tiny_stage):
     stage = tiny_stage(record_dtype=True)
-    train(stage, _config(steps=2, precision="auto"), tmp_path, progress=False)  # auto on CPU = fp32
+    train(stage, _config(steps=2, precision="fp32"), tmp_path, progress=False)
     assert stage.dtypes == [torch.float32, torch.float32]
+    # auto on a CPU is bf16 only where it runs natively (AVX512-BF16 / AMX)
+    from unclip.nn.precision import bf16_native
+
+    stage = tiny_stage(record_dtype=True)
+    train(stage, _config(steps=2, precision="auto"), tmp_path / "auto", progress=False)
+    assert stage.dtypes == [torch.bfloat16 if bf16_native("cpu") else torch.float32] * 2
 
 
 def test_grad_clip_bounds_the_update(tmp_path, tiny_stage):

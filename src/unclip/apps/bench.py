@@ -3,7 +3,9 @@
 Sizes follow the text-to-image issue so the figures compare with other implementations:
 prior width 256, depth 6, 8 heads, embedding 256, 77 text tokens, batch 64; decoder UNet
 base 64 channels, multipliers (1, 2, 4), 64x64, batch 16; prior sampling 16 chains x 64
-steps; decoder sampling 4 images x 50 DDIM steps. Random weights, fp32, guidance off.
+steps; decoder sampling 4 images x 50 DDIM steps. Random weights, guidance off; fp32, or
+bf16 autocast with ``precision`` (fp32 weights and optimizer state, see ``unclip.nn.precision``).
+FLOP counts, the matmul peak and the peer comparison live in ``apps/bench_efficiency.py``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 
 from ..decoder.model import Decoder, DecoderConfig
 from ..diffusion import GaussianDiffusion, bind, sample, sample_timesteps, training_loss
+from ..nn.precision import autocast, resolve_precision
 from ..prior.diffusion_prior import DiffusionPrior, DiffusionPriorConfig
 
 PRIOR_SIZE = dict(embed_dim=256, text_width=256, context_length=77, width=256, depth=6, heads=8)
@@ -42,13 +45,14 @@ def _params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def run_benchmarks(threads: int = 2, device: str = "cpu", quick: bool = False) -> dict:
+def run_benchmarks(threads: int = 2, device: str = "cpu", quick: bool = False, precision: str = "fp32") -> dict:
     """Measure the four throughputs; returns the JSON-able report of ``unclip bench``."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     dev = torch.device(device)
     reps = 2 if quick else 5
-    report: dict = {"device": device, "threads": threads, "dtype": "float32", "torch": torch.__version__}
+    precision = resolve_precision(precision, dev)
+    report: dict = {"device": device, "threads": threads, "dtype": "float32", "precision": precision, "torch": torch.__version__}
 
     prior = DiffusionPrior(DiffusionPriorConfig(**PRIOR_SIZE, num_timesteps=1000)).to(dev)
     pdiff = prior.make_diffusion()
@@ -60,7 +64,8 @@ def run_benchmarks(threads: int = 2, device: str = "cpu", quick: bool = False) -
     def prior_step() -> None:
         t = sample_timesteps(b, pdiff.num_timesteps).to(dev)
         x_t = pdiff.q_sample(z0, t, torch.randn_like(z0))
-        loss = torch.nn.functional.mse_loss(prior(x_t, t, **cond), z0)
+        with autocast(precision, dev):
+            loss = torch.nn.functional.mse_loss(prior(x_t, t, **cond).float(), z0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -70,12 +75,12 @@ def run_benchmarks(threads: int = 2, device: str = "cpu", quick: bool = False) -
     prior.eval()
     chains = 16
     scond = {k: v[:chains] for k, v in cond.items()}
-    with torch.no_grad():
+    with torch.no_grad(), autocast(precision, dev):
         fn = bind(prior, **scond)
         start = time.perf_counter()
         sample("ddim", fn, pdiff, torch.randn(chains, 256, device=dev), steps=64)
         report["prior_sample_embeddings_per_s"] = chains / (time.perf_counter() - start)
-    del prior, opt
+    prior = opt = fn = None  # free the prior before the decoder figures (peak memory)
 
     decoder = Decoder(DecoderConfig(**DECODER_SIZE)).to(dev)
     ddiff = GaussianDiffusion.make(schedule="cosine", num_timesteps=1000, prediction="eps")
@@ -88,7 +93,8 @@ def run_benchmarks(threads: int = 2, device: str = "cpu", quick: bool = False) -
         t = sample_timesteps(b, ddiff.num_timesteps).to(dev)
         noise = torch.randn_like(x0)
         x_t = ddiff.q_sample(x0, t, noise)
-        loss = training_loss(ddiff, decoder(x_t, t, **dcond), x0, x_t, t, noise)["loss"].mean()
+        with autocast(precision, dev):
+            loss = training_loss(ddiff, decoder(x_t, t, **dcond), x0, x_t, t, noise)["loss"].mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -97,7 +103,7 @@ def run_benchmarks(threads: int = 2, device: str = "cpu", quick: bool = False) -
     report["decoder_train_steps_per_s"] = _rate(decoder_step, max(reps - 2, 1))
     decoder.eval()
     n = 4
-    with torch.no_grad():
+    with torch.no_grad(), autocast(precision, dev):
         fn = bind(decoder, **{k: v[:n] for k, v in dcond.items()})
         start = time.perf_counter()
         sample("ddim", fn, ddiff, torch.randn(n, 3, 64, 64, device=dev), steps=50, clip_x0=1.0)

@@ -21,7 +21,7 @@ def guided_channels(decoder: nn.Module) -> int | None:
     """The leading output channels guidance mixes: the eps channels when the decoder also
     outputs variance values (learned variance), else None (all of them)."""
     config = decoder.config
-    return config.unet_config().in_channels if config.learned_variance else None
+    return config.image_channels if config.learned_variance else None
 
 
 def decoder_model_fn(

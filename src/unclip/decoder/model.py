@@ -104,9 +104,14 @@ class DecoderConfig:
         has_context = self.use_text or (self.use_image_embed and self.num_clip_tokens > 0)
         return self.text_width if has_context else None
 
+    @property
+    def image_channels(self) -> int:
+        """Channels of the image (and of the eps part of the output)."""
+        return 3
+
     def unet_config(self) -> UNetConfig:
         return UNetConfig(
-            in_channels=3,
+            in_channels=self.image_channels,
             out_channels=self.out_channels,
             base_channels=self.base_channels,
             channel_mults=self.channel_mults,

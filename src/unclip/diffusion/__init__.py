@@ -19,9 +19,11 @@ from .losses import (
     training_loss,
     vb_terms,
 )
-from .sampling import ddim_invert, ddim_sample, ddpm_sample, sample
+from .dispatch import sample
+from .sampling import ddim_invert, ddim_sample, ddpm_sample
 from .settings import UPSAMPLER_DEFAULT_STEPS, DiffusionSettings
 from .schedule import SCHEDULES, cosine_betas, linear_betas, make_betas, spaced_timesteps
+from .solvers import dpmpp_2m_sample
 
 __all__ = [
     "PREDICTIONS",
@@ -36,6 +38,7 @@ __all__ = [
     "ddim_sample",
     "ddpm_sample",
     "discretized_gaussian_log_likelihood",
+    "dpmpp_2m_sample",
     "gaussian_log_likelihood",
     "linear_betas",
     "make_betas",

@@ -187,7 +187,11 @@ class GaussianDiffusion:
 
         With a learned variance the output has 2C channels along dim 1: the first C are the
         prediction, the last C the interpolation values v in [-1, 1]. Otherwise it is returned whole.
+        An output in half precision (a network run under bf16 autocast) is read in float32, so
+        the samplers' and losses' maths stays fp32.
         """
+        if model_output.dtype in (torch.bfloat16, torch.float16):
+            model_output = model_output.float()
         if not self.learned_variance:
             return model_output, None
         channels = model_output.shape[1]

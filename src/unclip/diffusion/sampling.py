@@ -177,16 +177,3 @@ def ddim_invert(
 
 
 _METHODS = {"ddpm": ddpm_sample, "ddim": ddim_sample}
-
-
-def sample(method: str, model_fn: ModelFn, diffusion: GaussianDiffusion, x_T: torch.Tensor, **kwargs) -> torch.Tensor:
-    """Dispatch to :func:`ddpm_sample` ("ddpm") or :func:`ddim_sample` ("ddim") with the same keywords.
-
-    ``eta`` may be passed as None with "ddpm" so callers can forward one set of keywords.
-    """
-    if method not in _METHODS:
-        raise InputError(f"unknown sampling method {method!r}; choose one of {', '.join(_METHODS)}")
-    if method == "ddpm":
-        if kwargs.pop("eta", None) is not None:
-            raise InputError("eta applies to the 'ddim' sampler only; pass eta=None (or none at all) with method='ddpm'")
-    return _METHODS[method](model_fn, diffusion, x_T, **kwargs)

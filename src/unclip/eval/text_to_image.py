@@ -52,20 +52,21 @@ def prior_cosine_report(pipe: UnCLIP, *, num_images: int = 256, seed: int = 0) -
 
 
 @torch.no_grad()
-def evaluate_model(model: str, *, data: str = "shapes", seeds: int = 4, steps: int | None = None, prior: str = "diffusion", out: str | Path | None = None, device: str = "cpu", seed: int = 0, decoder: str = "decoder", guidance: float | None = None, size: int | None = None) -> dict:
+def evaluate_model(model: str, *, data: str = "shapes", seeds: int = 4, steps: int | None = None, prior: str = "diffusion", out: str | Path | None = None, device: str = "cpu", seed: int = 0, decoder: str = "decoder", guidance: float | None = None, size: int | None = None, sampler: str | None = None) -> dict:
     """Generate and score; returns the JSON-able report of ``unclip eval``.
 
     ``decoder`` picks the model's decoder component (``decoder_text_only``: the GLIDE-style
     baseline, with ``prior="none"``); ``guidance`` overrides its default scale; ``size``
     scores the images after the upsampler stages (the scorer reads any side >= 16); by
     default they are scored at the decoder's side, whatever the model's default output.
+    ``sampler`` ("ddim" or "dpmpp2m") overrides the model's default sampler.
     """
     if data != "shapes":
         raise InputError(f"unclip eval scores the 'shapes' dataset only, got --data {data}")
     start = time.perf_counter()
     pipe = UnCLIP.load(model, device=device, decoder=decoder)
     prompts = single_object_prompts()
-    images, expanded = pipe.generate_tensors(prompts, num_images=seeds, seed=seed, prior=prior, steps=steps, decoder_guidance=guidance, size=size or pipe.decoder.config.image_size, progress=True)
+    images, expanded = pipe.generate_tensors(prompts, num_images=seeds, seed=seed, prior=prior, steps=steps, decoder_guidance=guidance, size=size or pipe.decoder.config.image_size, progress=True, sampler=sampler)
     scores = score_images(images.cpu())
     attrs = [_prompt_attrs(p) for p in expanded]
     held = np.array([(a["color"], a["shape"]) in HELD_OUT_PAIRS for a in attrs])
@@ -81,7 +82,7 @@ def evaluate_model(model: str, *, data: str = "shapes", seeds: int = 4, steps: i
     clip_images = images if images.shape[-1] == pipe.clip.image_size else torch.nn.functional.interpolate(images, size=pipe.clip.image_size, mode="area")
     clip_score = clip_cosine(pipe.clip, clip_images.to(pipe.device), expanded)
     report = {
-        "model": str(model), "prior_mode": prior, "decoder": decoder, "images": len(expanded), "seeds_per_prompt": seeds,
+        "model": str(model), "prior_mode": prior, "sampler": sampler or pipe.defaults.sampler, "precision": pipe.precision, "decoder": decoder, "images": len(expanded), "seeds_per_prompt": seeds,
         "image_side": int(images.shape[-1]),
         "decoder_steps": steps or pipe.defaults.decoder_steps, "decoder_guidance": pipe.defaults.decoder_guidance if guidance is None else guidance,
         "color_accuracy": overall["color_accuracy"], "shape_accuracy": overall["shape_accuracy"],

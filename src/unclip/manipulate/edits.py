@@ -65,7 +65,9 @@ def text_diff_latent(latent: BipartiteLatent, z_t: torch.Tensor, z_t0: torch.Ten
     """Frames z_theta = slerp(z_i, norm(z_t - z_t0), theta) with the latent's x_T held fixed."""
     if len(latent) != 1:
         raise InputError("text_diff takes one image (or latent)")
-    z = slerp(latent.image_embed[0].cpu(), text_diff_direction(z_t, z_t0), thetas)
+    z_i = latent.image_embed[0].cpu()
+    # z_d at |z_i|: unit for our CLIP (the paper's slerp on the sphere); raw embeddings (Karlo) keep their norm
+    z = slerp(z_i, text_diff_direction(z_t, z_t0) * z_i.norm(), thetas)
     x_T = latent.noise.cpu().expand(len(thetas), -1, -1, -1)
     caps = None if latent.captions is None else latent.captions * len(thetas)
     return replace(latent.decoder_level(), image_embed=z, noise=x_T, captions=caps)

@@ -39,7 +39,8 @@ class BipartiteLatent:
     """The bipartite latent of a batch of images (section 3), through the cascade.
 
     Attributes:
-        image_embed: (B, E) CLIP image embeddings z_i (unit norm as CLIP gives them).
+        image_embed: (B, E) CLIP image embeddings z_i as the model's CLIP gives them (unit norm for
+            ours; unnormalised for Karlo's).
         noise: (B, 3, S, S) DDIM-inverted noise x_T at the decoder's side S (level 0).
         steps: DDIM steps of the decoder's inversion; decode with the same to reconstruct.
         guidance: classifier-free guidance scale of the inversion; decode with the same.

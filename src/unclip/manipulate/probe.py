@@ -7,8 +7,9 @@ which properties the leading directions carry (the paper: the first few hold the
 later ones detail). The number of components that keeps the error under 1% follows the
 PCA's own definition (relative mean squared error, :meth:`PCA.num_components_for`).
 
-Truncated embeddings are shorter than the unit-norm z_i the decoder was trained on, so
-they are rescaled to unit norm before decoding (errors are measured before that).
+Truncated embeddings are shorter than the z_i the decoder was trained on, so they are
+rescaled to the norm of the image's full z_i before decoding (unit for our CLIP; the raw
+norm for Karlo's unnormalised embeddings; errors are measured before that).
 """
 
 from __future__ import annotations
@@ -38,9 +39,9 @@ def image_relative_errors(pca: PCA, z: torch.Tensor, dims: Sequence[int]) -> lis
 
 
 def pca_probe_latent(pca: PCA, z: torch.Tensor, dims: Sequence[int], noise: torch.Tensor, *, steps: int, guidance: float) -> BipartiteLatent:
-    """z (1, E) rebuilt from k components for each k in ``dims``, then z itself, unit-normed, all with ``noise`` (1, 3, S, S)."""
+    """z (1, E) rebuilt from k components for each k in ``dims``, then z itself, at |z|, all with ``noise`` (1, 3, S, S)."""
     zk = torch.cat([pca.truncate(z.double(), k).float() for k in dims] + [z.float()])
-    zk = zk / zk.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    zk = zk / zk.norm(dim=-1, keepdim=True).clamp_min(1e-12) * z.float().norm()  # |z_i|: 1 for our CLIP, raw for Karlo
     return BipartiteLatent(zk, noise.expand(len(zk), -1, -1, -1), steps, guidance, None, "", MIN_ALPHA_BAR)
 
 

@@ -20,11 +20,13 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from ..errors import ConfigError, InputError
 from .attention import MultiHeadAttention
 from .layers import timestep_embedding  # noqa: F401 - re-exported as part of this module's API
+from .precision import FP32GroupNorm
 
 
 @dataclass
@@ -95,9 +97,10 @@ class UNetConfig:
 
 
 def group_norm(channels: int, max_groups: int = 32) -> nn.GroupNorm:
-    """GroupNorm with the largest group count <= ``max_groups`` that divides ``channels``."""
+    """GroupNorm with the largest group count <= ``max_groups`` that divides ``channels``
+    (computed in fp32 under bf16 autocast, see :class:`.precision.FP32GroupNorm`)."""
     groups = next(g for g in range(min(max_groups, channels), 0, -1) if channels % g == 0)
-    return nn.GroupNorm(groups, channels)
+    return FP32GroupNorm(groups, channels)
 
 
 def zero_module(module: nn.Module) -> nn.Module:
@@ -268,6 +271,9 @@ class UNet(nn.Module):
                 self.up.append(stage)
 
         self.out = nn.Sequential(group_norm(ch), nn.SiLU(), zero_module(nn.Conv2d(ch, cfg.out_channels, 3, padding=1)))
+        # Activation checkpointing (training only): each block's activations are recomputed
+        # in backward instead of stored. Set by ``unclip train --grad-checkpointing``.
+        self.grad_checkpointing = False
 
     @property
     def downsample_factor(self) -> int:
@@ -309,12 +315,21 @@ class UNet(nn.Module):
             if emb_extra.shape != emb.shape:
                 raise InputError(f"emb_extra must have shape {tuple(emb.shape)} (B, emb_dim), got {tuple(emb_extra.shape)}")
             emb = emb + emb_extra.to(emb.dtype)
+        run = self._checkpointed if self.grad_checkpointing and torch.is_grad_enabled() else _call
         h = self.input_conv(x)
         skips = [h]
         for stage in self.down:
-            h = stage(h, emb, context, context_mask)
+            h = run(stage, h, emb, context, context_mask)
             skips.append(h)
-        h = self.middle(h, emb, context, context_mask)
+        h = run(self.middle, h, emb, context, context_mask)
         for stage in self.up:
-            h = stage(torch.cat([h, skips.pop()], dim=1), emb, context, context_mask)
+            h = run(stage, torch.cat([h, skips.pop()], dim=1), emb, context, context_mask)
         return self.out(h)
+
+    @staticmethod
+    def _checkpointed(block: nn.Module, *args: torch.Tensor | None) -> torch.Tensor:
+        return torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
+
+
+def _call(block: nn.Module, *args: torch.Tensor | None) -> torch.Tensor:
+    return block(*args)

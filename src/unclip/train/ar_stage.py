@@ -20,6 +20,7 @@ from ..storage.checkpoint import save_component
 from ..data.embeddings import TrainingSet
 from ..prior.ar_prior import COMPONENT, ARPrior, ARPriorConfig
 from ..prior.pca import PCA
+from .distributed import take_rows
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,10 @@ class ARPriorStage:
     def loss(self, index: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, Any]]:
         device = self.model.pca_mean.device
         text = self.data.text
+        keep = torch.rand(index.shape[0], generator=generator) >= self.model.config.text_drop_prob
+        index, keep = take_rows(index, keep)  # the global batch's draws, then this rank's rows
+        keep = keep.to(device)
         cid = self.data.caption_ids[index]
-        keep = (torch.rand(index.shape[0], generator=generator) >= self.model.config.text_drop_prob).to(device)
         loss, acc = self.model.loss(
             text.text_embeds[cid].float().to(device), text.token_encodings[cid].float().to(device), text.token_mask[cid].to(device),
             keep, self.dot_codes[index].to(device), self.codes[index].to(device),

@@ -22,6 +22,7 @@ from ..clip.frozen import FrozenCLIP
 from ..clip.spec import ClipSpec, clip_record, load_clip_spec, load_recorded_clip, parse_clip_spec
 from ..errors import CheckpointError, ConfigError
 from ..model_dir import component_done, read_clip_record, read_model_json, record_clip, register_component
+from . import distributed
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +63,17 @@ def training_clip(
             pretrained CLIP that is missing or changed.
         ConfigError: ``spec`` names another CLIP than the one ``out`` already holds.
     """
-    out = Path(out)
+    with distributed.main_first():  # rank 0 copies or records the CLIP; the others then find it
+        return _training_clip(Path(out), spec, device, component=component, write=distributed.is_main())
+
+
+def _training_clip(out: Path, spec: Any, device: str, *, component: str, write: bool) -> tuple[Any, dict[str, Any]]:
     recorded = read_clip_record(out)
     own = component_done(out, "clip")
     if spec is None:
         if own:
-            if "clip" not in (read_model_json(out).get("components", {}) if (out / "model.json").is_file() else {}):
+            registered = read_model_json(out).get("components", {}) if (out / "model.json").is_file() else {}
+            if write and "clip" not in registered:
                 register_component(out, "clip")  # e.g. a clip/ trained before `train clip` registered itself
             return FrozenCLIP.load(out / "clip", device=device), clip_record(out / "clip")
         if recorded is not None:
@@ -86,13 +92,14 @@ def training_clip(
             "model uses one CLIP: pass the same --clip (or none), or train into a new --out"
         )
     if parsed.kind == "unclip":
-        if not own:
+        if not own and write:
             _copy_component(parsed.path, out / "clip")
             register_component(out, "clip")
         clip = FrozenCLIP.load(out / "clip", device=device)
     else:
         clip = load_clip_spec(parsed, device=device)
-    record_clip(out, record)
+    if write:
+        record_clip(out, record)
     log.info("%s: training on the frozen %s", component, _describe(record))
     return clip, record
 

@@ -43,6 +43,7 @@ from ..prior.diffusion_prior import DiffusionPrior, DiffusionPriorConfig
 from ..storage.checkpoint import atomic_write_json, load_component
 from ..upsampler.model import Upsampler, UpsamplerConfig
 from .ar_stage import ARPriorStage, build_ar_prior
+from . import distributed
 from .clip_choice import text_dims, training_clip
 from .config import TrainConfig
 from .loop import train
@@ -96,6 +97,10 @@ class Options:
     num_workers: int = 0  # DataLoader workers of a streamed decoder run
     # decoder: learn the variance (None: the preset's choice; ignored with init_from)
     learned_variance: bool | None = None
+    fsdp: bool = False
+    grad_checkpointing: bool = False
+    dist_backend: str | None = None
+    dist_timeout_s: float = distributed.DEFAULT_TIMEOUT_S
 
 
 @dataclass
@@ -125,7 +130,7 @@ def train_config(section: dict[str, Any], opts: Options) -> tuple[TrainConfig, f
     """
     kwargs = dict(section.get("train", {}))
     budget = kwargs.pop("time_limit_s", None)
-    kwargs.update(seed=opts.seed, device=opts.device)
+    kwargs.update(seed=opts.seed, device=opts.device, fsdp=opts.fsdp, grad_checkpointing=opts.grad_checkpointing)
     if opts.steps is not None:
         kwargs["steps"] = opts.steps
         kwargs["checkpoint_every"] = min(kwargs.get("checkpoint_every", opts.steps), opts.steps)
@@ -173,24 +178,27 @@ def run_stage(stage: Any, config: TrainConfig, budget: float | None, run_dir: Pa
 
 
 def prepare_training_set(data: str, spec: dict[str, Any], out: Path, *, seed: int, progress: bool) -> TrainingSet:
-    """Render (or reload from ``out/cache``) a run preset's training images."""
+    """Render (or reload from ``out/cache``) a run preset's training images (rank 0 renders)."""
     cache = out / "cache"
-    if (cache / "training_set.safetensors").is_file():
-        log.info("reusing the rendered training set in %s", cache)
-        return load_training_set(cache)
-    dataset = get_dataset(data, split="train", size=spec["image_size"], seed=seed, length=spec["num_images"])
-    training_set = render_training_set(dataset, spec["num_images"], progress=progress)
-    save_training_set(training_set, cache)
-    return training_set
+    with distributed.main_first():
+        if (cache / "training_set.safetensors").is_file():
+            log.info("reusing the rendered training set in %s", cache)
+            return load_training_set(cache)
+        dataset = get_dataset(data, split="train", size=spec["image_size"], seed=seed, length=spec["num_images"])
+        training_set = render_training_set(dataset, spec["num_images"], progress=progress)
+        save_training_set(training_set, cache)
+        return training_set
 
 
 def _encoded_training_set(data: str, preset: str, out: Path, clip: Any, opts: Options) -> TrainingSet:
-    """The run's training set with its CLIP embeddings (encoded once, cached in ``out/cache``)."""
-    training_set = prepare_training_set(data, get_run_preset(preset)["data"], out, seed=opts.seed, progress=opts.progress)
-    if training_set.image_embeds is None:
-        encode_training_set(training_set, clip, progress=opts.progress)
-        save_training_set(training_set, out / "cache")
-    return training_set
+    """The run's training set with its CLIP embeddings (encoded once by rank 0, cached in ``out/cache``)."""
+    with distributed.main_first():
+        spec = get_run_preset(preset)["data"]
+        training_set = prepare_training_set(data, spec, out, seed=opts.seed, progress=opts.progress)
+        if training_set.image_embeds is None:
+            encode_training_set(training_set, clip, progress=opts.progress)
+            save_training_set(training_set, out / "cache")
+        return training_set
 
 
 # ----------------------------------------------------------------------------- set-up per component
@@ -322,7 +330,9 @@ def setup_ar_prior(data: str, preset: str, out: Path, opts: Options) -> Plan:
         params = sum(p.numel() for p in stage.model.parameters())
         info.update(preset=preset, params=params, clip=record)
         return Plan(stage, *train_config(spec, opts), AR_COMPONENT, info, register=True)
-    ts = _ar_training_set(out, data, clip, n, seed=opts.seed, progress=opts.progress, use_model_cache=opts.num_images is None)
+    with distributed.main_first():
+        own_cache = opts.num_images is None
+        ts = _ar_training_set(out, data, clip, n, seed=opts.seed, progress=opts.progress, use_model_cache=own_cache)
     torch.manual_seed(opts.seed)
     model, _, pca_info = build_ar_prior(
         ts, embed_dim=clip.embed_dim, text_width=clip.text_width, context_length=clip.context_length,
@@ -379,9 +389,9 @@ def train_component(name: str, data: str, preset: str, out: str | Path, **option
     """
     if name not in SETUPS:
         raise ConfigError(f"unknown component '{name}'; choose one of {', '.join(COMPONENTS)}")
-    opts = Options(**options)
+    opts = _join_process_group(Options(**options))
     if name in ("clip", "upsampler") and (opts.clip or opts.embeddings or opts.stream):
-        raise ConfigError(f"`unclip train {name}` takes no --clip, --embeddings or --stream (they are for the priors and decoder)")
+        raise ConfigError(f"`unclip train {name}` takes no --clip, --embeddings or --stream (for the priors, decoder)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -389,12 +399,27 @@ def train_component(name: str, data: str, preset: str, out: str | Path, **option
     run_dir = out / "runs" / plan.component
     stats = run_stage(plan.stage, plan.config, plan.budget, run_dir, resume=opts.resume, progress=opts.progress)
     after = plan.after() if plan.after else {}
-    summary = {**stats, **plan.info, **after, "total_wall_time_s": time.perf_counter() - start}
-    atomic_write_json(run_dir / "summary.json", summary)
-    if plan.register and component_done(out, plan.component):
-        keys = plan.register_keys
-        register_component(out, plan.component, info=summary if keys is None else {k: summary[k] for k in keys if k in summary})
+    summary = {**stats, **plan.info, **after, "total_wall_time_s": time.perf_counter() - start, **_world()}
+    if distributed.is_main():
+        atomic_write_json(run_dir / "summary.json", summary)
+        if plan.register and component_done(out, plan.component):
+            keys = plan.register_keys
+            info = summary if keys is None else {k: summary[k] for k in keys if k in summary}
+            register_component(out, plan.component, info=info)
+    distributed.barrier()
     return summary
+
+
+def _join_process_group(opts: Options) -> Options:
+    """Join torchrun's process group (when launched by it) and use this rank's device."""
+    distributed.init_from_env(opts.device, opts.dist_backend, opts.dist_timeout_s)
+    return replace(opts, device=distributed.local_device(opts.device))
+
+
+def _world() -> dict[str, int]:
+    """The number of processes, for summaries of runs that used more than one."""
+    ctx = distributed.context()
+    return {"world_size": ctx.world_size} if ctx.enabled else {}
 
 
 def train_all(data: str, preset: str, out: str | Path, **options: Any) -> dict[str, Any]:
@@ -408,7 +433,7 @@ def train_all(data: str, preset: str, out: str | Path, **options: Any) -> dict[s
     """
     from ..eval.clip_retrieval import clip_retrieval_report
 
-    opts = Options(**options)
+    opts = _join_process_group(Options(**options))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     get_run_preset(preset)  # fail early on an unknown name
@@ -428,14 +453,16 @@ def train_all(data: str, preset: str, out: str | Path, **options: Any) -> dict[s
             train_component("clip", data, preset, out, **options)
         clip = FrozenCLIP.load(out / "clip", device=opts.device)
     timings["clip_s"] = time.perf_counter() - t0
-    # the acceptance figure of our own CLIP, measured when this run trained it
-    retrieval = clip_retrieval_report(clip, data=data, seed=opts.seed) if data == "shapes" and record is None else {}
+    retrieval = {}
+    if data == "shapes" and record is None and distributed.is_main():  # our own CLIP's figure, when trained here
+        retrieval = clip_retrieval_report(clip, data=data, seed=opts.seed)
     if retrieval:
         atomic_write_json(out / "clip_retrieval.json", retrieval)
     t0 = time.perf_counter()
-    if training_set.image_embeds is None or not opts.resume:
-        encode_training_set(training_set, clip, progress=opts.progress)
-        save_training_set(training_set, out / "cache")
+    with distributed.main_first():  # rank 0 encodes; the others read the cache in the stages
+        if distributed.is_main() and (training_set.image_embeds is None or not opts.resume):
+            encode_training_set(training_set, clip, progress=opts.progress)
+            save_training_set(training_set, out / "cache")
     timings["encode_s"] = time.perf_counter() - t0
     for name, component in (("prior", "prior_diffusion"), ("decoder", "decoder")):
         t0 = time.perf_counter()
@@ -456,7 +483,7 @@ def _finish_all(out: Path, data: str, preset: str, opts: Options, timings: dict[
     summary = {
         "stages": stage_stats, "data": data, "preset": preset, "seed": opts.seed, "device": opts.device,
         "steps_override": opts.steps, "timings_s": timings, "wall_time_s": time.perf_counter() - start,
-        "clip_retrieval": retrieval, **extra,
+        "clip_retrieval": retrieval, **extra, **_world(),
     }  # fmt: skip
     if record is not None:
         summary["clip"] = record
@@ -465,9 +492,11 @@ def _finish_all(out: Path, data: str, preset: str, opts: Options, timings: dict[
     skipped = {c: d["skipped"] for c, d in sources.items() if "skipped" in d}
     if skipped:
         summary["skipped"] = skipped
-    components = {"clip": "clip"} if component_done(out, "clip") else {}
-    write_model_json(out, {**components, "prior_diffusion": "prior_diffusion", "decoder": "decoder"}, info=summary)
-    if record is not None:
-        record_clip(out, record)
-    atomic_write_json(out / "train_summary.json", summary)
+    if distributed.is_main():
+        components = {"clip": "clip"} if component_done(out, "clip") else {}
+        write_model_json(out, {**components, "prior_diffusion": "prior_diffusion", "decoder": "decoder"}, info=summary)
+        if record is not None:
+            record_clip(out, record)
+        atomic_write_json(out / "train_summary.json", summary)
+    distributed.barrier()
     return summary

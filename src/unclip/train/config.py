@@ -18,6 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..nn.precision import default_precision
+from ..nn.precision import resolve_precision as resolve_bf16_or_fp32
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 LR_DECAYS = ("constant", "cosine")
@@ -46,8 +48,13 @@ class TrainConfig:
         eval_every: call ``stage.evaluate`` every this many steps; 0 means only at the end.
         seed: root of every random draw of the run.
         precision: "fp32", "bf16", "fp16" (loss scaling on CUDA) or "auto" (bf16 on a
-            CUDA device that supports it, else fp32). Weights stay fp32 in every mode.
-        device: where the model is trained ("cpu", "cuda", "cuda:1", ...).
+            CUDA device or CPU that runs it natively, else fp32). Weights, gradients,
+            optimizer state and the EMA stay fp32 in every mode.
+        device: where the model is trained ("cpu", "cuda", "cuda:1", ...); under torchrun
+            "cuda" means this process's GPU (``LOCAL_RANK``).
+        fsdp: with several processes, shard parameters, gradients and optimizer state
+            with FSDP2 instead of replicating them (DDP); checkpoints stay unsharded.
+        grad_checkpointing: recompute the UNet blocks' activations in backward.
     """
 
     steps: int = 1000
@@ -65,6 +72,8 @@ class TrainConfig:
     seed: int = 0
     precision: str = "fp32"
     device: str = "cpu"
+    fsdp: bool = False
+    grad_checkpointing: bool = False
 
     def validate(self) -> None:
         """Raise ConfigError naming the first impossible value."""
@@ -218,11 +227,16 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` on ``device`` (None: plain fp32)."""
-    if precision == "auto":
-        use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if use_bf16 else None
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    """The autocast dtype for ``precision`` on ``device`` (None: plain fp32).
+
+    A ``--precision`` given on the command line (:func:`unclip.nn.precision.default_precision`)
+    overrides the preset's; "auto" is bf16 where the hardware runs it natively (a CUDA GPU
+    with bf16, or a CPU with AVX512-BF16 / AMX), see :mod:`unclip.nn.precision`.
+    """
+    precision = default_precision(precision)
+    if precision == "fp16":
+        return torch.float16
+    return torch.bfloat16 if resolve_bf16_or_fp32(precision, device) == "bf16" else None
 
 
 # --------------------------------------------------------------------------- helpers

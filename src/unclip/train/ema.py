@@ -21,6 +21,8 @@ import copy
 import torch
 from torch import nn
 
+from .distributed import local_tensors
+
 
 class EMA:
     """An averaged copy of ``model``.
@@ -66,8 +68,9 @@ class EMA:
             else:
                 e.copy_(p)
         if avg_e:
-            # One fused kernel per dtype/device group instead of one per parameter.
-            torch._foreach_lerp_(avg_e, avg_p, weight)
+            # One fused kernel per dtype/device group instead of one per parameter; on the local
+            # shards when FSDP shards both copies alike (the update is element-wise).
+            torch._foreach_lerp_(local_tensors(avg_e), local_tensors(avg_p), weight)
         for e, b in zip(self.model.buffers(), model.buffers()):
             e.copy_(b)
 

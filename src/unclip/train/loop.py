@@ -12,6 +12,14 @@ RNG (used by dropout) is re-seeded from ``step_seed(config.seed, s, stream=1)`` 
 step. A run stopped after step k and resumed therefore replays exactly the batches, noise
 and dropout masks of an uninterrupted run, and ends with bit-identical weights (on CPU, or
 on CUDA with deterministic kernels).
+
+Several processes (``torchrun``; see ``distributed.py``): ``get_batch`` returns the global
+batch and the stage's ``loss`` keeps this rank's rows, so the random streams are the same
+for any number of ranks; gradients are averaged by DDP (or FSDP) before clipping, every
+rank applies the same update (so the weights and the EMA stay identical), the loss log is
+averaged over ranks, and rank 0 alone writes checkpoints, logs and the exported component
+while the others wait at a barrier. Only dropout masks (the global RNG) are drawn per rank
+(stream ``1 + rank``): a run with dropout > 0 matches a 1-rank run in distribution only.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from tqdm.auto import tqdm
 
 from ..storage.checkpoint import atomic_write_bytes, load_state_into
 from ..errors import CheckpointError, ConfigError, UnclipError
+from . import distributed
 from .config import (
     RESUME_MUST_MATCH,
     Stage,
@@ -127,6 +136,25 @@ def _seed_global_rng(seed: int, device: torch.device) -> None:
         torch.manual_seed(seed)
 
 
+def _average_over_ranks(pending: list[tuple[int, Tensor, Tensor, dict]]) -> None:
+    """Replace each pending step's loss and metrics by their mean over ranks (one all-reduce)."""
+    if not distributed.context().enabled or not pending:
+        return
+    keys = [list(p[3]) for p in pending]
+    device = pending[0][1].device
+    def row(p: tuple[int, Tensor, Tensor, dict], ks: list[str]) -> Tensor:
+        metrics = [torch.as_tensor(p[3][k], dtype=torch.float32, device=device).reshape(()) for k in ks]
+        return torch.stack([p[1].detach().float().reshape(()).to(device), *metrics])
+
+    rows = [row(p, ks) for p, ks in zip(pending, keys)]
+    flat = distributed.all_reduce_mean(torch.cat(rows))
+    at = 0
+    for i, (p, ks) in enumerate(zip(pending, keys)):
+        values = flat[at : at + 1 + len(ks)]
+        at += 1 + len(ks)
+        pending[i] = (p[0], values[0], p[2], {k: values[1 + j] for j, k in enumerate(ks)})
+
+
 def _sync_every_step(device: torch.device) -> bool:
     """Check each step's loss at once on CPU (free); on accelerators only at log/checkpoint steps, to keep the queue full."""
     return device.type == "cpu"
@@ -174,7 +202,10 @@ def train(
         raise ConfigError(f"stop_after={stop_after} is invalid; pass a step count >= 1 or None")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(config.device)
+    ctx = distributed.init_from_env(config.device)
+    main = ctx.is_main
+    distributed.check_global_batch(getattr(stage, "batch_size", None))
+    device = resolve_device(distributed.local_device(config.device))
     amp_dtype = resolve_precision(config.precision, device)
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")  # TF32 matmuls
@@ -186,31 +217,39 @@ def train(
     to(device) if callable(to) else stage.model.to(device)
     model = stage.model
     model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = _build_optimizer(model, config, device)
-    ema = EMA(model, config.ema_decay, config.ema_warmup) if config.ema_decay > 0 else None
+    if config.grad_checkpointing:
+        distributed.enable_grad_checkpointing(model)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 and device.type == "cuda" else None
     log_path, eval_path = out_dir / LOSS_LOG, out_dir / EVAL_LOG
 
     start, window, records = 0, [], 0
+    state = None
     if resume:
+        # Every rank reads the (unsharded) checkpoint: it fits any number of ranks.
         state = load_train_state(out_dir)
         _check_resume(state.step, state.stage, state.config, stage.name, config, state.directory or out_dir / STATE_DIR)
         load_state_into(model, state.model, stage.name)
-        if ema is not None:
-            load_state_into(ema.model, state.ema or {}, f"{stage.name} (EMA)")
+    distributed.broadcast_module(model)  # every rank starts from rank 0's weights
+    ema = EMA(model, config.ema_decay, config.ema_warmup) if config.ema_decay > 0 else None
+    if state is not None and ema is not None:
+        load_state_into(ema.model, state.ema or {}, f"{stage.name} (EMA)")
+    replicas = distributed.Replicas(stage, ema.model if ema is not None else None, fsdp=config.fsdp)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = _build_optimizer(model, config, device)
+    if state is not None:
         try:
-            optimizer.load_state_dict(state.optimizer)
+            replicas.load_optimizer_state(optimizer, state.optimizer)
         except (ValueError, KeyError) as exc:
             raise CheckpointError(f"optimizer state in {state.directory} does not fit the model's parameters ({exc})") from exc
         if scaler is not None and state.scaler:
             scaler.load_state_dict(state.scaler)
         restore_rng(state.rng)
         start, window = state.step, list(state.log.get("window", []))
-        records = _truncate_jsonl(log_path, start)
-        _truncate_jsonl(eval_path, start)
+        if main:
+            records = _truncate_jsonl(log_path, start)
+            _truncate_jsonl(eval_path, start)
         logger.info("resuming %s from step %d of %d", stage.name, start, config.steps)
-    else:
+    elif main:
         # A fresh run starts over: drop an older run's state now, so that a crash before
         # this run's first checkpoint cannot later be "resumed" from the other run.
         if find_train_state(out_dir) is not None:
@@ -218,16 +257,20 @@ def train(
         remove_train_state(out_dir)
         log_path.unlink(missing_ok=True)
         eval_path.unlink(missing_ok=True)
+    distributed.barrier()
 
     n_params = sum(p.numel() for p in params)
-    logger.info("training %s: %d parameters, steps %d -> %d on %s (%s)", stage.name, n_params, start, config.steps, device, config.precision)
+    logger.info(
+        "training %s: %d parameters, steps %d -> %d on %s (%s), rank %d of %d",
+        stage.name, n_params, start, config.steps, device, config.precision, ctx.rank, ctx.world_size,
+    )  # fmt: skip
     end = config.steps if stop_after is None else min(config.steps, max(stop_after, start))
     evaluate = getattr(stage, "evaluate", None)
     export_model = ema.model if ema is not None else model
     max_norm = config.grad_clip if config.grad_clip > 0 else math.inf
     sync_each = _sync_every_step(device)
     pending: list[tuple[int, Tensor, Tensor, dict]] = []
-    last_ckpt, last_loss, last_eval = start, math.nan, {}
+    last_ckpt, last_loss, last_eval, done = start, math.nan, {}, start
     t_start = t_window = time.perf_counter()
     timed = 0
 
@@ -235,6 +278,7 @@ def train(
         """Move pending per-step values to the window as floats; stop on a non-finite one."""
         if not pending:
             return
+        _average_over_ranks(pending)
         losses = torch.stack([p[1].detach().float().reshape(()) for p in pending]).tolist()
         norms = torch.stack([p[2].detach().float().reshape(()) for p in pending]).tolist()
         for (step, _, _, metrics), loss_value, norm in zip(pending, losses, norms):
@@ -252,19 +296,20 @@ def train(
             window.append(entry)
         pending.clear()
 
-    bar = tqdm(total=config.steps, initial=start, disable=not progress, desc=f"train {stage.name}", unit="step", dynamic_ncols=True)
+    show = progress and main
+    bar = tqdm(total=config.steps, initial=start, disable=not show, desc=f"train {stage.name}", unit="step", dynamic_ncols=True)
     try:
-        with open(log_path, "a") as log_file:
+        with open(log_path, "a") if main else contextlib.nullcontext() as log_file:
             for step in range(start, end):
                 lr = lr_at(step, config)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 generator = step_generator(config.seed, step)
-                _seed_global_rng(step_seed(config.seed, step, 1), device)
+                _seed_global_rng(step_seed(config.seed, step, 1 + ctx.rank), device)
 
                 batch = stage.get_batch(step, generator)
                 with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext():
-                    out = stage.loss(batch, generator)
+                    out = replicas.loss(batch, generator)
                 loss, metrics = out if isinstance(out, tuple) else (out, {})
                 if not isinstance(loss, Tensor) or loss.numel() != 1:
                     raise UnclipError(f"stage '{stage.name}'.loss must return (scalar tensor, metrics), got {type(loss).__name__} {getattr(loss, 'shape', '')}")
@@ -277,7 +322,7 @@ def train(
                     scaler.unscale_(optimizer)
                 else:
                     loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+                grad_norm = replicas.clip_grad_norm(params, max_norm)  # of the gradients averaged over ranks
                 if scaler is not None:
                     scaler.step(optimizer)
                     scaler.update()
@@ -306,8 +351,9 @@ def train(
                     for key in dict.fromkeys(k for w in window for k in w["metrics"]):
                         name = key if key not in _RESERVED else f"metric/{key}"
                         record[name] = _mean([w["metrics"][key] for w in window if key in w["metrics"]])
-                    log_file.write(json.dumps(record) + "\n")
-                    log_file.flush()
+                    if main:
+                        log_file.write(json.dumps(record) + "\n")
+                        log_file.flush()
                     records += 1
                     window, t_window, timed = [], now, 0
                     last_loss = record["loss"]
@@ -316,32 +362,48 @@ def train(
                     if on_log is not None:
                         on_log(dict(record))
                 if is_eval:
-                    last_eval = _run_eval(evaluate, export_model, done, eval_path, stage.name)
+                    last_eval = _run_eval(evaluate, export_model, done, eval_path if main else None, stage.name)
                     if on_log is not None:
                         on_log({"step": done, "eval": dict(last_eval)})
                 if is_ckpt:
-                    save_train_state(
-                        out_dir,
-                        stage=stage.name,
-                        step=done,
-                        config=_config_json(config),
-                        model_state=model.state_dict(),
-                        optimizer_state=optimizer.state_dict(),
-                        ema_state=ema.state_dict() if ema is not None else None,
-                        scaler_state=scaler.state_dict() if scaler is not None else None,
-                        rng=capture_rng(),
-                        log={"records": records, "window": window},
-                    )
+                    # Full state gathered on every rank (a collective under FSDP), written by rank 0.
+                    model_state, ema_state = replicas.model_state(), replicas.ema_state()
+                    optimizer_state = replicas.optimizer_state(optimizer)
+                    if main:
+                        save_train_state(
+                            out_dir,
+                            stage=stage.name,
+                            step=done,
+                            config=_config_json(config),
+                            model_state=model_state,
+                            optimizer_state=optimizer_state,
+                            ema_state=ema_state,
+                            scaler_state=scaler.state_dict() if scaler is not None else None,
+                            rng=capture_rng(),
+                            log={"records": records, "window": window},
+                        )
+                    distributed.barrier()  # nobody goes on while the checkpoint is half-written
                     last_ckpt = done
+    except Exception as exc:
+        if distributed.is_collective_failure(exc):
+            hint = f"The last complete checkpoint ({out_dir / STATE_DIR}) is at step {last_ckpt}; "
+            hint += "rerun the same command with --resume. "
+            raise distributed.rank_failure(exc, f"training {stage.name} after step {done}", hint) from exc
+        raise
     finally:
         bar.close()
 
     finished = end == config.steps
     if finished:
+        export_model = replicas.export_module(export_model)  # gathered under FSDP (every rank)
         export_model.eval()
-        stage.export(export_model, out_dir)
-        logger.info("%s: exported the %s weights to %s", stage.name, "EMA" if ema is not None else "trained", out_dir / stage.name)
-    wall = time.perf_counter() - t_start
+        if main:
+            stage.export(export_model, out_dir)
+            kind = "EMA" if ema is not None else "trained"
+            logger.info("%s: exported the %s weights to %s", stage.name, kind, out_dir / stage.name)
+        distributed.barrier()
+    # Rank 0's timings on every rank: callers that size a run from them (a time budget) agree.
+    wall = distributed.broadcast_floats([time.perf_counter() - t_start], device)[0]
     return TrainResult(
         steps=end,
         final_loss=last_loss if math.isfinite(last_loss) else _last_logged_loss(log_path),
@@ -355,7 +417,7 @@ def train(
     )
 
 
-def _run_eval(evaluate: Callable, model: nn.Module, step: int, path: Path, name: str) -> dict[str, float]:
+def _run_eval(evaluate: Callable, model: nn.Module, step: int, path: Path | None, name: str) -> dict[str, float]:
     """Call ``stage.evaluate`` in eval mode without gradients; append the result to ``eval_log.jsonl``."""
     was_training = model.training
     model.eval()
@@ -365,7 +427,8 @@ def _run_eval(evaluate: Callable, model: nn.Module, step: int, path: Path, name:
     finally:
         model.train(was_training)
     result = {k: float(v) for k, v in result.items()}
-    with open(path, "a") as f:
-        f.write(json.dumps({"step": step, **result}) + "\n")
+    if path is not None:  # rank 0 only
+        with open(path, "a") as f:
+            f.write(json.dumps({"step": step, **result}) + "\n")
     logger.info("%s step %d eval %s", name, step, result)
     return result

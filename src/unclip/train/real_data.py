@@ -25,11 +25,12 @@ from ..data.streaming import open_source
 from ..errors import ConfigError
 from ..model_dir import component_done
 from ..prior.diffusion_prior import DiffusionPrior, DiffusionPriorConfig
+from . import distributed
 from .ar_stage import build_ar_prior
 from .clip_choice import training_clip
 from .presets import get_run_preset
 from .step_batches import EmbeddingSteps, StreamSteps
-from .stream_stages import EmbeddingARPriorStage, EmbeddingPriorStage, StreamDecoderStage
+from .stream_stages import EmbeddingARPriorStage, EmbeddingPriorStage, StreamDecoderStage, local_batch
 
 if TYPE_CHECKING:
     from .components import Options
@@ -141,9 +142,10 @@ def stream_decoder_stage(
     identity = {"data": str(data), "size": size, "seed": opts.seed, "length": length}
     run_dir = out / "runs" / name
     run_dir.mkdir(parents=True, exist_ok=True)
-    steps = StreamSteps(
-        source, batch_size, num_workers=opts.num_workers, state_path=run_dir / STREAM_STATE, identity=identity
-    )
+    ctx = distributed.context()  # under torchrun each rank reads its own part of the stream
+    state = run_dir / (STREAM_STATE if not ctx.enabled else f"stream_state.rank{ctx.rank}.json")
+    local = local_batch(batch_size)
+    steps = StreamSteps(source, local, num_workers=opts.num_workers, state_path=state, identity=identity)
     return StreamDecoderStage(model, steps, clip, settings, folder=folder, export_root=out, name=name, **drops)
 
 
@@ -173,9 +175,10 @@ def train_all_streamed(
         embeddings = str(out / "embeddings")
         length = get_run_preset(preset)["data"]["num_images"] if str(data) == "shapes" else opts.num_images
         t0 = time.perf_counter()
-        extra["embed"] = embed_data(
-            data, clip, embeddings, seed=opts.seed, length=length, clip_record=record, progress=opts.progress
-        )
+        with distributed.main_first():  # rank 0 embeds; the others find every part finished
+            extra["embed"] = embed_data(
+                data, clip, embeddings, seed=opts.seed, length=length, clip_record=record, progress=opts.progress
+            )
         timings["embed_s"] = time.perf_counter() - t0
     del clip  # each stage loads its own
     for name, component in (("prior", "prior_diffusion"), ("decoder", "decoder")):

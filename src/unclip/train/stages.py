@@ -3,6 +3,11 @@
 Each stage holds its trainable ``model``, draws a batch from a :class:`TrainingSet` with the
 step's generator (so a resumed run replays the same batches), computes its loss, and
 exports its inference component (EMA weights) into ``out_dir/<name>/``.
+
+``batch_size`` is the global batch. ``get_batch`` draws all of it, and ``loss`` draws the
+randomness of all of it (timesteps, noise, dropped conditions) before keeping this rank's
+rows with :func:`~unclip.train.distributed.take_rows`, so any number of ranks trains on
+the same samples with the same noise (see ``distributed.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from ..data.embeddings import TrainingSet
 from ..decoder.model import Decoder
 from ..diffusion import DiffusionSettings, sample_timesteps, training_loss
 from ..prior.diffusion_prior import DiffusionPrior
+from .distributed import gather_rows, take_rows
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -32,49 +38,6 @@ def _device(model: nn.Module) -> torch.device:
 
 def _random_index(n: int, batch: int, generator: torch.Generator) -> torch.Tensor:
     return torch.randint(0, n, (batch,), generator=generator)
-
-
-def prior_loss(
-    model: DiffusionPrior, diffusion, z_i: torch.Tensor, z_t: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor,
-    generator: torch.Generator,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The diffusion prior's loss on one batch: MSE between the predicted and the true clean
-    ``sqrt(E) * z_i`` (unCLIP section 2.2 predicts z_i directly), caption dropped with
-    ``text_drop_prob``. Draws t, the noise and the drop mask from ``generator``, in that order."""
-    device = _device(model)
-    b = z_i.shape[0]
-    z0 = (z_i.float() * model.scale).to(device)
-    t = sample_timesteps(b, diffusion.num_timesteps, generator=generator).to(device)
-    noise = torch.randn(z0.shape, generator=generator).to(device)
-    keep = (torch.rand(b, generator=generator) >= model.config.text_drop_prob).to(device)
-    x_t = diffusion.q_sample(z0, t, noise)
-    pred = model(x_t, t, z_t.float().to(device), tokens.float().to(device), mask.to(device), keep)
-    loss = F.mse_loss(pred.float(), z0)
-    cos = F.cosine_similarity(pred.detach().float(), z0, dim=-1).mean()
-    return loss, {"cos": cos}  # 0-d tensors: the loop syncs them only at log steps
-
-
-def decoder_loss(
-    stage, x0: torch.Tensor, z_i: torch.Tensor, tokens: torch.Tensor, generator: torch.Generator
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The decoder's loss on one batch (``stage``: its ``model``, ``diffusion`` and drop rates):
-    z_i dropped with ``image_drop_prob``, the caption with ``text_drop_prob`` (unCLIP section 2.1).
-    Draws the two drop masks, t and the noise from ``generator``, in that order."""
-    model = stage.model
-    device = _device(model)
-    b = x0.shape[0]
-    x0, z_i, tokens = x0.to(device), z_i.float().to(device), tokens.to(device)
-    image_keep = (torch.rand(b, generator=generator) >= stage.image_drop_prob).to(device)
-    text_keep = (torch.rand(b, generator=generator) >= stage.text_drop_prob).to(device)
-    t = sample_timesteps(b, stage.diffusion.num_timesteps, generator=generator).to(device)
-    noise = torch.randn(x0.shape, generator=generator).to(device)
-    x_t = stage.diffusion.q_sample(x0, t, noise)
-    out = model(x_t, t, z_i, tokens, image_keep, text_keep)
-    terms = training_loss(stage.diffusion, out.float(), x0, x_t, t, noise)
-    metrics = {"mse": terms["mse"].mean().detach()}
-    if "vb" in terms:
-        metrics["vb"] = terms["vb"].mean().detach()
-    return terms["loss"].mean(), metrics
 
 
 class CLIPStage:
@@ -92,10 +55,13 @@ class CLIPStage:
 
     def loss(self, index: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         device = _device(self.model)
-        images = self.data.images_float(index, self.model.config.image_size).to(device)
         caption_ids = self.data.caption_ids[index]
-        tokens = self.caption_tokens[caption_ids].to(device)
+        local = take_rows(index)
+        images = self.data.images_float(local, self.model.config.image_size).to(device)
+        tokens = self.caption_tokens[self.data.caption_ids[local]].to(device)
         image_embed, text_embed, logit_scale = self.model(images, tokens)
+        # Negatives are the whole global batch: gather every rank's embeddings (with gradients).
+        image_embed, text_embed = gather_rows(image_embed), gather_rows(text_embed)
         loss = contrastive_loss(image_embed, text_embed, logit_scale, caption_ids=caption_ids.to(device))
         return loss, {"logit_scale": float(logit_scale.detach())}
 
@@ -119,10 +85,21 @@ class PriorStage:
         return _random_index(len(self.data), self.batch_size, generator)
 
     def loss(self, index: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        device = _device(self.model)
         text = self.data.text
+        b = index.shape[0]
+        t = sample_timesteps(b, self.diffusion.num_timesteps, generator=generator)
+        noise = torch.randn((b, self.data.image_embeds.shape[1]), generator=generator)
+        keep = torch.rand(b, generator=generator) >= self.model.config.text_drop_prob
+        index, t, noise, keep = take_rows(index, t, noise, keep)
+        t, noise, keep = t.to(device), noise.to(device), keep.to(device)
         cid = self.data.caption_ids[index]
-        z_i = self.data.image_embeds[index]
-        return prior_loss(self.model, self.diffusion, z_i, text.text_embeds[cid], text.token_encodings[cid], text.token_mask[cid], generator)
+        z0 = (self.data.image_embeds[index].float() * self.model.scale).to(device)
+        x_t = self.diffusion.q_sample(z0, t, noise)
+        pred = self.model(x_t, t, text.text_embeds[cid].float().to(device), text.token_encodings[cid].float().to(device), text.token_mask[cid].to(device), keep)
+        loss = F.mse_loss(pred.float(), z0)
+        cos = F.cosine_similarity(pred.detach().float(), z0, dim=-1).mean()
+        return loss, {"cos": cos}  # 0-d tensors: the loop syncs them only at log steps
 
     def export(self, model: nn.Module, out_dir: Path) -> None:
         save_component(Path(self.export_root or out_dir) / self.name, self.name, model.config, model.state_dict())
@@ -146,9 +123,24 @@ class DecoderStage:
         return _random_index(len(self.data), self.batch_size, generator)
 
     def loss(self, index: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-        x0 = self.data.images_float(index, self.model.config.image_size)
-        tokens = self.data.text.token_ids[self.data.caption_ids[index]]
-        return decoder_loss(self, x0, self.data.image_embeds[index], tokens, generator)
+        device = _device(self.model)
+        b, size = index.shape[0], self.model.config.image_size
+        image_keep = torch.rand(b, generator=generator) >= self.image_drop_prob
+        text_keep = torch.rand(b, generator=generator) >= self.text_drop_prob
+        t = sample_timesteps(b, self.diffusion.num_timesteps, generator=generator)
+        noise = torch.randn((b, 3, size, size), generator=generator)
+        index, image_keep, text_keep, t, noise = take_rows(index, image_keep, text_keep, t, noise)
+        image_keep, text_keep, t, noise = image_keep.to(device), text_keep.to(device), t.to(device), noise.to(device)
+        x0 = self.data.images_float(index, size).to(device)
+        z_i = self.data.image_embeds[index].float().to(device)
+        tokens = self.data.text.token_ids[self.data.caption_ids[index]].to(device)
+        x_t = self.diffusion.q_sample(x0, t, noise)
+        out = self.model(x_t, t, z_i, tokens, image_keep, text_keep)
+        terms = training_loss(self.diffusion, out.float(), x0, x_t, t, noise)
+        metrics = {"mse": terms["mse"].mean().detach()}
+        if "vb" in terms:
+            metrics["vb"] = terms["vb"].mean().detach()
+        return terms["loss"].mean(), metrics
 
     def export(self, model: nn.Module, out_dir: Path) -> None:
         save_component(Path(self.export_root or out_dir) / self.name, "decoder", model.config, model.state_dict(), extra={"diffusion": asdict(self.settings)})

@@ -23,15 +23,82 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.embedding_folder import EmbeddingFolder
+from ..diffusion import sample_timesteps, training_loss
 from ..errors import ConfigError
 from ..prior.ar_prior import COMPONENT as AR_COMPONENT
 from ..prior.ar_prior import ARPrior
 from ..prior.diffusion_prior import DiffusionPrior
 from ..storage.checkpoint import save_component
-from .stages import DecoderStage, PriorStage, decoder_loss, prior_loss
+from . import distributed
+from .stages import DecoderStage, PriorStage
 from .step_batches import EmbeddingSteps, StreamSteps
 
 log = logging.getLogger(__name__)
+
+
+def local_batch(batch_size: int) -> int:
+    """This rank's share of the global ``batch_size`` (ConfigError when it does not split evenly)."""
+    distributed.check_global_batch(batch_size)
+    return batch_size // distributed.context().world_size
+
+
+def _global_rows(b: int) -> int:
+    """Rows of the global batch of which this rank holds ``b`` (under torchrun each rank reads its own part)."""
+    return b * distributed.context().world_size
+
+
+def prior_loss(
+    model: DiffusionPrior,
+    diffusion: Any,
+    z_i: torch.Tensor,
+    z_t: torch.Tensor,
+    tokens: torch.Tensor,
+    mask: torch.Tensor,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``PriorStage``'s loss on rows given (this rank's): MSE between the predicted and the true
+    clean ``sqrt(E) * z_i`` (unCLIP section 2.2 predicts z_i itself), caption dropped with
+    ``text_drop_prob``. Draws t, the noise and the drop mask of the global batch from
+    ``generator``, in that order, and keeps this rank's rows, as the in-memory stages do."""
+    device = next(model.parameters()).device
+    b = _global_rows(z_i.shape[0])
+    t = sample_timesteps(b, diffusion.num_timesteps, generator=generator)
+    noise = torch.randn((b, z_i.shape[1]), generator=generator)
+    keep = torch.rand(b, generator=generator) >= model.config.text_drop_prob
+    t, noise, keep = (x.to(device) for x in distributed.take_rows(t, noise, keep))
+    z0 = (z_i.float() * model.scale).to(device)
+    x_t = diffusion.q_sample(z0, t, noise)
+    pred = model(x_t, t, z_t.float().to(device), tokens.float().to(device), mask.to(device), keep)
+    loss = F.mse_loss(pred.float(), z0)
+    cos = F.cosine_similarity(pred.detach().float(), z0, dim=-1).mean()
+    return loss, {"cos": cos}  # 0-d tensors: the loop syncs them only at log steps
+
+
+def decoder_loss(
+    stage: Any, x0: torch.Tensor, z_i: torch.Tensor, tokens: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``DecoderStage``'s loss on rows given (this rank's; ``stage``: its ``model``, ``diffusion``
+    and drop rates): z_i dropped with ``image_drop_prob``, the caption with ``text_drop_prob``
+    (unCLIP section 2.1). Draws the two drop masks, t and the noise of the global batch, in
+    that order, and keeps this rank's rows."""
+    model = stage.model
+    device = next(model.parameters()).device
+    b = _global_rows(x0.shape[0])
+    image_keep = torch.rand(b, generator=generator) >= stage.image_drop_prob
+    text_keep = torch.rand(b, generator=generator) >= stage.text_drop_prob
+    t = sample_timesteps(b, stage.diffusion.num_timesteps, generator=generator)
+    noise = torch.randn((b, *x0.shape[1:]), generator=generator)
+    drawn = distributed.take_rows(image_keep, text_keep, t, noise)
+    image_keep, text_keep, t, noise = (x.to(device) for x in drawn)
+    x0, z_i, tokens = x0.to(device), z_i.float().to(device), tokens.to(device)
+    x_t = stage.diffusion.q_sample(x0, t, noise)
+    out = model(x_t, t, z_i, tokens, image_keep, text_keep)
+    terms = training_loss(stage.diffusion, out.float(), x0, x_t, t, noise)
+    metrics = {"mse": terms["mse"].mean().detach()}
+    if "vb" in terms:
+        metrics["vb"] = terms["vb"].mean().detach()
+    return terms["loss"].mean(), metrics
+
 
 # The stored z_t and the CLIP's own encoding of the stored caption agree to float16
 # rounding (cosine ~0.9999) when the folder was made by this CLIP; another CLIP gives
@@ -81,7 +148,7 @@ class EmbeddingPriorStage(_FrozenClipUser):
         export_root: Path | None = None,
     ) -> None:
         self.model, self.clip, self.folder, self.batch_size = model, clip, folder, batch_size
-        self.steps = EmbeddingSteps(folder, batch_size, seed)
+        self.steps = EmbeddingSteps(folder, local_batch(batch_size), seed)
         self.diffusion = model.make_diffusion()
         self.export_root = export_root
 
@@ -113,7 +180,7 @@ class EmbeddingARPriorStage(_FrozenClipUser):
         extra: dict[str, Any] | None = None,
     ) -> None:
         self.model, self.clip, self.folder, self.batch_size = model, clip, folder, batch_size
-        self.steps = EmbeddingSteps(folder, batch_size, seed)
+        self.steps = EmbeddingSteps(folder, local_batch(batch_size), seed)
         self.export_root, self.extra = export_root, extra
 
     def get_batch(self, step: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
@@ -168,7 +235,7 @@ class StreamDecoderStage(_FrozenClipUser):
         self.settings, self.diffusion = settings, settings.make()
         self.image_drop_prob, self.text_drop_prob = image_drop_prob, text_drop_prob
         self.export_root, self.name = export_root, name
-        self.batch_size = steps.batch_size
+        self.batch_size = _global_rows(steps.batch_size)  # the loop checks the global batch
         self.lookups = {"found": 0, "encoded": 0}
 
     def _image_embeds(self, images: torch.Tensor, keys: list[str]) -> torch.Tensor:

@@ -31,6 +31,7 @@ from ..upsampler.corruption import degrade
 from ..upsampler.degradations import DEGRADATIONS, resize
 from ..upsampler.model import Upsampler, check_prediction
 from ..data.shapes import render_batch
+from .distributed import take_rows
 
 
 
@@ -111,10 +112,12 @@ class UpsamplerStage:
 
     def loss(self, batch: tuple[torch.Tensor, torch.Tensor], generator: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         device = next(self.model.parameters()).device
-        x0, cond = batch[0].to(device), batch[1].to(device)
-        b = x0.shape[0]
-        t = sample_timesteps(b, self.diffusion.num_timesteps, generator=generator).to(device)
-        noise = torch.randn(x0.shape, generator=generator).to(device)
+        # ``batch`` is the global batch (every rank builds it); draw its noise, keep this rank's rows.
+        b = batch[0].shape[0]
+        t = sample_timesteps(b, self.diffusion.num_timesteps, generator=generator)
+        noise = torch.randn(batch[0].shape, generator=generator)
+        x0, cond, t, noise = take_rows(batch[0], batch[1], t, noise)
+        x0, cond, t, noise = x0.to(device), cond.to(device), t.to(device), noise.to(device)
         x_t = self.diffusion.q_sample(x0, t, noise)
         out = self.model(x_t, t, cond)
         terms = training_loss(self.diffusion, out.float(), x0, x_t, t, noise)

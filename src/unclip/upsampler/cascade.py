@@ -40,8 +40,8 @@ class CascadeStage:
 
 
 @torch.no_grad()
-def upsample(upsampler: Upsampler, settings: DiffusionSettings, low_res_images: torch.Tensor, *, steps: int = 27, eta: float = 0.0, generator: torch.Generator | None = None, noise: torch.Tensor | None = None, progress: bool = False) -> torch.Tensor:
-    """Upsample images with one diffusion upsampler and DDIM.
+def upsample(upsampler: Upsampler, settings: DiffusionSettings, low_res_images: torch.Tensor, *, steps: int = 27, eta: float = 0.0, generator: torch.Generator | None = None, noise: torch.Tensor | None = None, progress: bool = False, method: str = "ddim") -> torch.Tensor:
+    """Upsample images with one diffusion upsampler and DDIM (or ``method="dpmpp2m"``).
 
     Args:
         upsampler: the network (its config's ``high_res / low_res`` is the ratio).
@@ -72,7 +72,7 @@ def upsample(upsampler: Upsampler, settings: DiffusionSettings, low_res_images: 
     elif tuple(noise.shape) != (b, 3, int(out_h), int(out_w)):
         raise InputError(f"noise must have shape {(b, 3, int(out_h), int(out_w))}, got {tuple(noise.shape)}")
     model_fn = bind(upsampler, low_res=low_res_images.to(device).clamp(-1, 1))
-    out = sample("ddim", model_fn, settings.make(), noise.to(device), steps=steps, eta=eta, generator=generator, clip_x0=1.0, progress=progress)
+    out = sample(method, model_fn, settings.make(), noise.to(device), steps=steps, eta=eta, generator=generator, clip_x0=1.0, progress=progress)
     return out.clamp(-1, 1)
 
 
@@ -92,7 +92,7 @@ def steps_per_stage(stages: Sequence[CascadeStage], steps: int | Sequence[int | 
 
 
 @torch.no_grad()
-def run_cascade(stages: Sequence[CascadeStage], images: torch.Tensor, *, steps: Sequence[int | None] | int | None = None, eta: float = 0.0, generator: torch.Generator | None = None, progress: bool = False) -> torch.Tensor:
+def run_cascade(stages: Sequence[CascadeStage], images: torch.Tensor, *, steps: Sequence[int | None] | int | None = None, eta: float = 0.0, generator: torch.Generator | None = None, progress: bool = False, method: str = "ddim") -> torch.Tensor:
     """Apply ``stages`` in order (e.g. 32 -> 128 -> 512): (B, 3, h, w) -> (B, 3, H, W).
 
     Args:
@@ -104,5 +104,5 @@ def run_cascade(stages: Sequence[CascadeStage], images: torch.Tensor, *, steps: 
     """
     x = images
     for stage, n in zip(stages, steps_per_stage(stages, steps)):
-        x = upsample(stage.model, stage.settings, x, steps=n, eta=eta, generator=generator, progress=progress)
+        x = upsample(stage.model, stage.settings, x, steps=n, eta=eta, generator=generator, progress=progress, method=method)
     return x

@@ -12,6 +12,7 @@ import logging
 import sys
 
 from ...errors import UnclipError
+from .model_options import add_image_encoder_from, load_kwargs
 
 DATA_HELP = "dataset: 'shapes' (built in), 'emoji' (needs fonts), or a folder of images with same-named .txt captions"
 TRAIN_DATA_HELP = DATA_HELP + ", or WebDataset shards (a .tar, a folder of .tar files, a brace pattern; streamed)"
@@ -35,6 +36,38 @@ PRIOR_HELP = "conditioning: diffusion prior z_i (default), the autoregressive pr
 
 def _add_size(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=None, help="output side in pixels: the decoder's (default) or a larger one reached by the model's upsampler stages, e.g. 128")
+
+
+def _add_precision(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", default=None, choices=["fp32", "bf16", "auto"], help="network arithmetic: fp32, bf16 autocast (fp32 weights, norms and diffusion maths), or auto: bf16 where the CPU/GPU runs it natively (default: fp32, or the training preset's)")
+
+
+def _add_sampler(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sampler", default=None, choices=["ddim", "dpmpp2m"], help="sampler of the prior, decoder and upsamplers: DDIM or DPM-Solver++(2M) (default: the model's, ddim)")
+
+
+def _add_distributed(p: argparse.ArgumentParser) -> None:
+    """Options of runs on several processes (torchrun -m unclip train ...)."""
+    from ...train.distributed import BACKENDS, DEFAULT_TIMEOUT_S
+
+    p.add_argument(
+        "--dist-backend", default=None, choices=BACKENDS,
+        help="torch.distributed backend under torchrun (default: nccl on cuda, gloo on cpu)",
+    )
+    p.add_argument(
+        "--dist-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+        help="under torchrun: fail the run when a rank does not answer a collective within this time, "
+        f"e.g. because it died (default: {DEFAULT_TIMEOUT_S:.0f})",
+    )
+    p.add_argument(
+        "--fsdp", action="store_true",
+        help="decoder and upsampler under torchrun: shard parameters, gradients and optimizer state over the "
+        "processes (FSDP2) instead of replicating them (DDP); checkpoints stay whole",
+    )
+    p.add_argument(
+        "--grad-checkpointing", action="store_true",
+        help="decoder and upsampler: recompute the UNet blocks' activations in backward (less memory, more compute)",
+    )  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,15 +102,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--high-res", type=int, default=128, help="upsampler only: output side (default: 128)")
     p.add_argument("--degradation", default="blur", choices=["blur", "bsr", "none"], help="upsampler only: corruption of the low-res training inputs: blur (first stage), bsr (second stage) (default: blur)")
     p.add_argument("--time-limit", type=float, default=None, help="wall-clock budget in seconds for the stage; the step count (at most --steps or the preset's) is fitted to it after a short probe")
-    p.add_argument("--batch-size", type=int, default=None, help="override the preset's batch size (not for clip)")
+    p.add_argument(
+        "--batch-size", type=int, default=None,
+        help="prior, ar-prior, decoder, upsampler: override the preset's batch size. It is the global batch: under "
+        "torchrun each of the N processes trains on batch-size / N samples per step (batch-size must divide by N)",
+    )  # fmt: skip
     p.add_argument("--learned-variance", action=argparse.BooleanOptionalAction, default=None, help="decoder only: learn the variance with the iDDPM hybrid loss (every preset's default) or, with --no-learned-variance, keep it fixed")
     p.add_argument("--init-from", default=None, metavar="DIR", help="decoder only: start from the weights (and network) of this decoder component, e.g. MODEL/decoder; with --text-only the z_i pathway is left out")
     _add_device(p)
+    _add_precision(p)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_distributed(p)
 
     p = sub.add_parser("generate", help="text to image", description="Generate images for one or more prompts and write NNN.png, grid.png and manifest.json to --out.")
     p.add_argument("prompts", nargs="+", metavar="PROMPT", help="captions, e.g. 'a red circle'")
     _add_model(p)
+    add_image_encoder_from(p)
     p.add_argument("-n", type=int, default=4, help="images per prompt (default: 4)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--prior", default="diffusion", choices=PRIOR_CHOICES, help=PRIOR_HELP)
@@ -88,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decoder-guidance", type=float, default=None, help="decoder classifier-free guidance scale")
     p.add_argument("--steps", type=int, default=None, help="decoder DDIM steps")
     p.add_argument("--prior-steps", type=int, default=None, help="prior sampling steps (default 64)")
+    _add_precision(p)
+    _add_sampler(p)
     p.add_argument("--best-of", type=int, default=None, help="prior candidates per caption, best by dot product with z_t (default 2)")
     p.add_argument("--out", required=True, help="output folder")
     _add_device(p)
@@ -104,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", default=None, help="also write the scored images here")
     _add_device(p)
+    _add_precision(p)
+    _add_sampler(p)
 
     p = sub.add_parser("report", help="reproduce the paper's comparisons as an HTML report", description="Run the paper's comparisons on a model with both priors and the GLIDE-style baseline decoder (diffusion vs AR prior; Figure 8's conditioning modes; Figures 9-11: Frechet distance, accuracy and diversity against decoder guidance) and write index.html with plots, tables and sample grids to --out.")
     _add_model(p)
@@ -116,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
     p.add_argument("--quick", action="store_true", help="fewer repetitions (rougher figures)")
+    p.add_argument("--precision", default="both", choices=["fp32", "bf16", "auto", "both"], help="time fp32, bf16 autocast, auto (bf16 where native) or both (default: both)")
+    p.add_argument("--compare-peers", action="store_true", help="also run the shared peer harness (dalle2-pytorch, diffusers; about 7 min) and print our figures over theirs")
     _add_device(p)
 
     p = sub.add_parser("data", help="dump dataset samples as PNGs + manifest.json", description="Write samples of a dataset as NNN.png, grid.png and manifest.json (caption and ground-truth attributes per image).")
@@ -149,29 +195,36 @@ def _run(args: argparse.Namespace) -> int:
         print(f"wrote {args.n} samples to {path}")
         return 0
     if args.command == "train":
+        from ...train import distributed
         from ...train.components import train_all, train_component
 
         options = dict(seed=args.seed, device=args.device, steps=args.steps, resume=args.resume, progress=not args.no_progress)
         options.update(clip=args.clip, embeddings=args.embeddings, stream=args.stream, num_workers=args.workers)
+        options.update(fsdp=args.fsdp, grad_checkpointing=args.grad_checkpointing)
+        options.update(dist_backend=args.dist_backend, dist_timeout_s=args.dist_timeout)
         if args.stage in ("all", "decoder"):
             options["learned_variance"] = args.learned_variance
-        if args.stage == "all":
-            summary = train_all(args.data, args.preset, args.out, **options)
-        else:
-            extra = dict(time_limit_s=args.time_limit, batch_size=args.batch_size)
-            if args.stage == "decoder":
-                extra.update(text_only=args.text_only, init_from=args.init_from)
-            if args.stage == "upsampler":
-                extra.update(low_res=args.low_res, high_res=args.high_res, degradation=args.degradation)
-            summary = train_component(args.stage, args.data, args.preset, args.out, **options, **extra)
-        print(json.dumps(summary, indent=2))
+        try:
+            if args.stage == "all":
+                summary = train_all(args.data, args.preset, args.out, **options)
+            else:
+                extra = dict(time_limit_s=args.time_limit, batch_size=args.batch_size)
+                if args.stage == "decoder":
+                    extra.update(text_only=args.text_only, init_from=args.init_from)
+                if args.stage == "upsampler":
+                    extra.update(low_res=args.low_res, high_res=args.high_res, degradation=args.degradation)
+                summary = train_component(args.stage, args.data, args.preset, args.out, **options, **extra)
+            if distributed.is_main():
+                print(json.dumps(summary, indent=2))
+        finally:
+            distributed.shutdown()
         return 0
     if args.command == "generate":
         from ...storage.imageio import write_image_set
         from ...pipeline import UnCLIP
 
-        pipe = UnCLIP.load(args.model, device=args.device, decoder=args.decoder)
-        images = pipe.generate(args.prompts, num_images=args.n, seed=args.seed, prior=args.prior, prior_guidance=args.prior_guidance, decoder_guidance=args.decoder_guidance, steps=args.steps, prior_steps=args.prior_steps, best_of=args.best_of, size=args.size, upsampler_steps=args.upsampler_steps, progress=True)
+        pipe = UnCLIP.load(args.model, device=args.device, decoder=args.decoder, **load_kwargs(args))
+        images = pipe.generate(args.prompts, num_images=args.n, seed=args.seed, prior=args.prior, prior_guidance=args.prior_guidance, decoder_guidance=args.decoder_guidance, steps=args.steps, prior_steps=args.prior_steps, best_of=args.best_of, size=args.size, upsampler_steps=args.upsampler_steps, progress=True, sampler=args.sampler)
         entries = [{"prompt": p, "seed": args.seed, "index": k} for p in args.prompts for k in range(args.n)]
         meta = {"command": "generate", "model": str(args.model), "settings": {k: getattr(args, k) for k in ("prior", "decoder", "prior_guidance", "decoder_guidance", "steps", "prior_steps", "best_of", "size", "upsampler_steps", "n", "seed")}}
         path = write_image_set(args.out, images, entries, meta)
@@ -186,7 +239,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "eval":
         from ...eval.text_to_image import evaluate_model
 
-        report = evaluate_model(args.model, data=args.data, seeds=args.seeds, steps=args.steps, prior=args.prior, out=args.out, device=args.device, decoder=args.decoder, guidance=args.guidance, size=args.size)
+        report = evaluate_model(args.model, data=args.data, seeds=args.seeds, steps=args.steps, prior=args.prior, out=args.out, device=args.device, decoder=args.decoder, guidance=args.guidance, size=args.size, sampler=args.sampler)
         print(json.dumps(report, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in report.items()))
         return 0
     if args.command == "report":
@@ -196,11 +249,9 @@ def _run(args: argparse.Namespace) -> int:
         print(f"report written to {path}")
         return 0
     if args.command == "bench":
-        from ..bench import run_benchmarks
+        from ..bench_efficiency import run_bench_command
 
-        report = run_benchmarks(threads=args.threads, device=args.device, quick=args.quick)
-        print(json.dumps(report, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in report.items()))
-        return 0
+        return run_bench_command(args)
     from . import manipulate as cli_manipulate
 
     if args.command in cli_manipulate.COMMANDS:
@@ -217,6 +268,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        if args.command != "bench":  # bench times each precision itself
+            from ...nn.precision import set_default_precision
+
+            set_default_precision(getattr(args, "precision", None))
         return _run(args)
     except UnclipError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import InputError
+from .model_options import add_image_encoder_from, load_kwargs
 
 COMMANDS = {"invert", "vary", "interpolate", "textdiff", "probe-pca"}
 
@@ -25,7 +26,8 @@ def _add_size(p: argparse.ArgumentParser) -> None:
 
 
 def _common(p: argparse.ArgumentParser, *, steps: bool = True) -> None:
-    p.add_argument("--model", default="shapes", help="a shipped model name ('shapes') or a model directory written by `unclip train all` (default: shapes)")
+    p.add_argument("--model", default="shapes", help="a shipped model name ('shapes'), a model directory written by `unclip train all`, or a diffusers unCLIP directory (Karlo; docs/karlo.md) (default: shapes)")
+    add_image_encoder_from(p)
     if steps:
         p.add_argument("--steps", type=int, default=50, help="DDIM steps for inversion and decoding (default: 50)")
         p.add_argument("--guidance", type=float, default=1.0, help="decoder classifier-free guidance scale for inversion and decoding (default: 1.0 = none)")
@@ -125,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.command not in COMMANDS:
         raise InputError(f"unknown manipulation command {args.command!r}")
-    pipe = UnCLIP.load(args.model, device=args.device)
+    pipe = UnCLIP.load(args.model, device=args.device, **load_kwargs(args))
     inv = dict(steps=args.steps, guidance=args.guidance, refine=args.refine) if args.command != "probe-pca" else {}
     meta: dict[str, Any] = {"command": args.command, "model": str(args.model)}
     if args.command == "invert":

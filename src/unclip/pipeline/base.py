@@ -1,4 +1,4 @@
-"""``UnCLIP``: composes CLIP, a prior and the decoder into text-to-image generation.
+"""``UnCLIPBase``: composes CLIP, a prior and the decoder into text-to-image generation.
 
 The pipeline holds frozen components and calls the shared samplers in
 ``unclip.diffusion``; it never trains and has no sampling loop of its own
@@ -23,17 +23,18 @@ import os
 import torch
 from PIL import Image
 
-from .clip.frozen import FrozenCLIP
-from .decoder.conditioning import decoder_model_fn
-from .decoder.model import Decoder
-from .diffusion import DiffusionSettings, randn_like, sample
-from .errors import InputError
-from .manipulate import BipartiteLatent, ImageInput
-from .manipulate import interpolate as _interpolate
-from .manipulate import invert as _invert
-from .manipulate import text_diff as _text_diff
-from .manipulate import vary as _vary
-from .model_dir import (
+from ..clip.frozen import FrozenCLIP
+from ..decoder.conditioning import decoder_model_fn
+from ..decoder.model import Decoder
+from ..diffusion import DiffusionSettings, randn_like, sample
+from ..errors import InputError
+from ..manipulate import BipartiteLatent, ImageInput
+from ..manipulate import interpolate as _interpolate
+from ..manipulate import invert as _invert
+from ..manipulate import text_diff as _text_diff
+from ..manipulate import vary as _vary
+from ..nn.precision import autocast, check_precision, default_precision
+from ..model_dir import (
     DECODERS,
     SHIPPED_MODELS,
     UPSAMPLER_PREFIX,
@@ -42,22 +43,22 @@ from .model_dir import (
     resolve_model_path,
     write_model_json,
 )
-from .prior.ar_prior import ARPrior, sample_ar_image_embeds
-from .prior.diffusion_prior import DiffusionPrior, sample_image_embeds
-from .storage.imageio import tensor_to_pil
-from .upsampler.cascade import CascadeStage, run_cascade, steps_per_stage, upsample
+from ..prior.ar_prior import ARPrior, sample_ar_image_embeds
+from ..prior.diffusion_prior import DiffusionPrior, sample_image_embeds
+from ..storage.imageio import tensor_to_pil
+from ..upsampler.cascade import CascadeStage, run_cascade, steps_per_stage, upsample
 
 log = logging.getLogger(__name__)
 
 PRIOR_MODES = ("diffusion", "ar", "text-embed", "none")
 
 __all__ = [
-    "DECODERS", "PRIOR_MODES", "SHIPPED_MODELS", "UPSAMPLER_PREFIX", "SamplingDefaults", "UnCLIP",
+    "DECODERS", "PRIOR_MODES", "SHIPPED_MODELS", "UPSAMPLER_PREFIX", "SamplingDefaults", "UnCLIPBase",
     "resolve_model_path", "write_model_json",
 ]  # fmt: skip
 
 
-class UnCLIP:
+class UnCLIPBase:
     """Text-to-image with CLIP latents (see the module docstring for the modes)."""
 
     def __init__(self, clip: FrozenCLIP, decoder: Decoder, decoder_diffusion: DiffusionSettings, prior: DiffusionPrior | None = None, defaults: SamplingDefaults | None = None, *, ar_prior: ARPrior | None = None, upsamplers: list[CascadeStage] | None = None) -> None:
@@ -69,20 +70,18 @@ class UnCLIP:
         self.ar_prior = ar_prior
         self.upsamplers = sorted(upsamplers or [], key=lambda st: st.low_res)
         self.defaults = defaults or SamplingDefaults()
+        #: "fp32", "bf16" or "auto" for every network call while sampling (see unclip.nn.precision)
+        self.precision = check_precision(default_precision())
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, name_or_path: str | os.PathLike, device: str | torch.device = "cpu", *, decoder: str = "decoder") -> "UnCLIP":
-        """Load a shipped model by name (``"shapes"``) or a model directory.
-
-        ``decoder`` picks the decoder component: ``"decoder"`` (unCLIP) or
-        ``"decoder_text_only"`` (the GLIDE-style baseline, sampled with ``prior="none"``).
-        The priors and upsamplers the directory holds are loaded too.
-        """
+    def from_model_dir(cls, name_or_path: str | os.PathLike, device: str | torch.device = "cpu", *, decoder: str = "decoder"):
+        """Load an unclip model directory (a shipped name or a path); ``decoder`` picks the
+        decoder component: ``"decoder"`` (unCLIP) or ``"decoder_text_only"`` (the GLIDE-style
+        baseline, sampled with ``prior="none"``). The priors and upsamplers it holds are loaded too."""
         m = load_model(name_or_path, device, decoder=decoder)
         pipe = cls(m.clip, m.decoder, m.decoder_settings, m.prior, m.defaults, ar_prior=m.ar_prior, upsamplers=m.upsamplers)
-        root = m.root
-        pipe.path = root
+        pipe.path = m.root
         pipe.decoder_name = decoder
         return pipe
 
@@ -92,8 +91,9 @@ class UnCLIP:
 
     # ------------------------------------------------------------------ stages
     @torch.no_grad()
-    def image_embeds_for(self, prompts: list[str], mode: str = "diffusion", *, generator: torch.Generator | None = None, steps: int | None = None, guidance: float | None = None, best_of: int | None = None, progress: bool = False) -> torch.Tensor:
-        """z_i for each prompt under a conditioning mode: (B, E) unit vectors."""
+    def image_embeds_for(self, prompts: list[str], mode: str = "diffusion", *, generator: torch.Generator | None = None, steps: int | None = None, guidance: float | None = None, best_of: int | None = None, progress: bool = False, method: str | None = None) -> torch.Tensor:
+        """z_i for each prompt under a conditioning mode: (B, E) unit vectors (``method``: the
+        diffusion prior's sampler, default ``defaults.sampler``)."""
         if mode not in PRIOR_MODES:
             raise InputError(f"unknown prior mode '{mode}'; choose one of {', '.join(PRIOR_MODES)}")
         if mode != "none" and not self.decoder.config.use_image_embed:
@@ -112,11 +112,12 @@ class UnCLIP:
             return sample_ar_image_embeds(self.ar_prior, text.embed.float(), text.tokens.float(), text.mask, guidance_scale=d.prior_guidance if guidance is None else guidance, generator=generator)
         if self.prior is None:
             raise InputError("this model has no diffusion prior; use --prior text-embed or --prior none")
-        return sample_image_embeds(
-            self.prior, text.embed.float(), text.tokens.float(), text.mask,
-            steps=steps or d.prior_steps, guidance_scale=d.prior_guidance if guidance is None else guidance,
-            best_of=best_of or d.best_of, generator=generator, progress=progress,
-        )
+        with autocast(self.precision, self.device):
+            return sample_image_embeds(
+                self.prior, text.embed.float(), text.tokens.float(), text.mask,
+                steps=steps or d.prior_steps, guidance_scale=d.prior_guidance if guidance is None else guidance,
+                best_of=best_of or d.best_of, generator=generator, progress=progress, method=method or d.sampler,
+            )
 
     def decoder_model_fn(self, image_embed: torch.Tensor, prompts: list[str], *, guidance: float, use_image: bool = True):
         """The decoder as a guided ``model_fn(x, t)`` conditioned on z_i and the prompts
@@ -125,16 +126,21 @@ class UnCLIP:
         return decoder_model_fn(self.decoder, tokens, image_embed, guidance=guidance, use_image=use_image)
 
     @torch.no_grad()
-    def decode(self, image_embed: torch.Tensor, prompts: list[str], *, noise: torch.Tensor | None = None, steps: int | None = None, guidance: float | None = None, eta: float | None = None, generator: torch.Generator | None = None, use_image: bool = True, method: str = "ddim", progress: bool = False) -> torch.Tensor:
-        """Decode image embeddings (and captions) to images in [-1, 1], (B, 3, S, S)."""
+    def decode(self, image_embed: torch.Tensor, prompts: list[str], *, noise: torch.Tensor | None = None, steps: int | None = None, guidance: float | None = None, eta: float | None = None, generator: torch.Generator | None = None, use_image: bool = True, method: str | None = None, progress: bool = False) -> torch.Tensor:
+        """Decode image embeddings (and captions) to images in [-1, 1], (B, 3, S, S).
+
+        ``method``: "ddim" / "dpmpp2m" (both take ``eta``) or "ddpm"; default ``defaults.sampler``."""
         d = self.defaults
         size = self.decoder.config.image_size
         b = image_embed.shape[0]
         if noise is None:
             noise = randn_like(torch.empty(b, 3, size, size, device=self.device), generator)
         model_fn = self.decoder_model_fn(image_embed, prompts, guidance=d.decoder_guidance if guidance is None else guidance, use_image=use_image)
-        kwargs = {"eta": d.eta if eta is None else eta} if method == "ddim" else {}
-        return sample(method, model_fn, self.decoder_diffusion, noise.to(self.device), steps=steps or d.decoder_steps, generator=generator, clip_x0=1.0, progress=progress, **kwargs).clamp(-1, 1)
+        method = method or d.sampler
+        kwargs = {"eta": d.eta if eta is None else eta} if method != "ddpm" else {}
+        with autocast(self.precision, self.device):
+            x = sample(method, model_fn, self.decoder_diffusion, noise.to(self.device), steps=steps or d.decoder_steps, generator=generator, clip_x0=1.0, progress=progress, **kwargs)
+        return x.clamp(-1, 1)
 
     @property
     def output_sizes(self) -> list[int]:
@@ -167,34 +173,38 @@ class UnCLIP:
         return chain
 
     @torch.no_grad()
-    def upsample_to(self, images: torch.Tensor, size: int | None = None, *, seed: int = 0, steps: int | list[int | None] | None = None, shared_noise: bool = False, progress: bool = False) -> torch.Tensor:
+    def upsample_to(self, images: torch.Tensor, size: int | None = None, *, seed: int = 0, steps: int | list[int | None] | None = None, shared_noise: bool = False, progress: bool = False, sampler: str | None = None) -> torch.Tensor:
         """Run the upsampler stages from the images' side up to ``size`` (None: the model's default).
 
         ``images``: (B, 3, s, s) decoder outputs in [-1, 1]. Each stage samples DDIM with
         eta 0 from noise drawn from ``seed``; ``shared_noise`` gives every image the same
         noise (frames of an interpolation or text diff then change only where their
         low-res inputs do). ``steps``: per-stage DDIM steps (None: each stage's default).
+        ``sampler``: "ddim" or "dpmpp2m" (default ``defaults.sampler``), eta 0 either way.
         """
         stages = self.stage_chain(size, images.shape[-1])
         if not stages:
             return images
         generator = torch.Generator(device="cpu").manual_seed(int(seed))
-        if not shared_noise:
-            return run_cascade(stages, images, steps=steps, generator=generator, progress=progress)
-        x = images
-        for stage, n in zip(stages, steps_per_stage(stages, steps)):
-            side = x.shape[-1] * stage.high_res // stage.low_res
-            noise = torch.randn(1, 3, side, side, generator=generator).expand(x.shape[0], -1, -1, -1)
-            x = upsample(stage.model, stage.settings, x, steps=n, noise=noise, progress=progress)
-        return x
+        method = sampler or self.defaults.sampler
+        with autocast(self.precision, self.device):
+            if not shared_noise:
+                return run_cascade(stages, images, steps=steps, generator=generator, progress=progress, method=method)
+            x = images
+            for stage, n in zip(stages, steps_per_stage(stages, steps)):
+                side = x.shape[-1] * stage.high_res // stage.low_res
+                noise = torch.randn(1, 3, side, side, generator=generator).expand(x.shape[0], -1, -1, -1)
+                x = upsample(stage.model, stage.settings, x, steps=n, noise=noise, progress=progress, method=method)
+            return x
 
     # ------------------------------------------------------------------ public API
     @torch.no_grad()
-    def generate_tensors(self, prompts: list[str] | str, num_images: int = 1, seed: int = 0, *, prior: str = "diffusion", prior_guidance: float | None = None, decoder_guidance: float | None = None, prior_steps: int | None = None, steps: int | None = None, best_of: int | None = None, eta: float | None = None, size: int | None = None, upsampler_steps: int | list[int | None] | None = None, image_embeds: torch.Tensor | None = None, progress: bool = False) -> tuple[torch.Tensor, list[str]]:
+    def generate_tensors(self, prompts: list[str] | str, num_images: int = 1, seed: int = 0, *, prior: str = "diffusion", prior_guidance: float | None = None, decoder_guidance: float | None = None, prior_steps: int | None = None, steps: int | None = None, best_of: int | None = None, eta: float | None = None, size: int | None = None, upsampler_steps: int | list[int | None] | None = None, image_embeds: torch.Tensor | None = None, progress: bool = False, sampler: str | None = None) -> tuple[torch.Tensor, list[str]]:
         """Like :meth:`generate` but returns ((B*num_images, 3, S, S) in [-1, 1], prompts per image).
 
         ``image_embeds`` (B*num_images, E) skips the prior and decodes these z_i (e.g. to
-        compare decoder settings with the prior's samples held fixed).
+        compare decoder settings with the prior's samples held fixed). ``sampler`` ("ddim" or
+        "dpmpp2m"; default ``defaults.sampler``) is used by the prior, the decoder and the upsamplers.
         """
         if isinstance(prompts, str):
             prompts = [prompts]
@@ -206,15 +216,15 @@ class UnCLIP:
         out_size = self.resolve_size(size)
         generator = torch.Generator(device="cpu").manual_seed(seed)
         if image_embeds is None:
-            z_i = self.image_embeds_for(expanded, prior, generator=generator, steps=prior_steps, guidance=prior_guidance, best_of=best_of, progress=progress)
+            z_i = self.image_embeds_for(expanded, prior, generator=generator, steps=prior_steps, guidance=prior_guidance, best_of=best_of, progress=progress, method=sampler)
         elif tuple(image_embeds.shape) != (len(expanded), self.clip.embed_dim):
             raise InputError(f"image_embeds must have shape {(len(expanded), self.clip.embed_dim)}, got {tuple(image_embeds.shape)}")
         else:
             z_i = image_embeds.float().to(self.device)
         side = self.decoder.config.image_size
         noise = torch.randn(len(expanded), 3, side, side, generator=generator)
-        images = self.decode(z_i, expanded, noise=noise, steps=steps, guidance=decoder_guidance, eta=eta, generator=generator, use_image=prior != "none", progress=progress)
-        images = self.upsample_to(images, out_size, seed=seed, steps=upsampler_steps, progress=progress)
+        images = self.decode(z_i, expanded, noise=noise, steps=steps, guidance=decoder_guidance, eta=eta, generator=generator, use_image=prior != "none", progress=progress, method=sampler)
+        images = self.upsample_to(images, out_size, seed=seed, steps=upsampler_steps, progress=progress, sampler=sampler)
         return images, expanded
 
     def generate(self, prompts: list[str] | str, num_images: int = 1, seed: int = 0, **kwargs) -> list[Image.Image]:
@@ -222,7 +232,8 @@ class UnCLIP:
 
         Keyword arguments: ``prior`` ("diffusion", "ar", "text-embed", "none"), ``prior_guidance``,
         ``decoder_guidance``, ``prior_steps``, ``steps`` (decoder DDIM steps), ``best_of``, ``eta``,
-        ``size`` (output side; larger than the decoder's runs the upsamplers), ``upsampler_steps``.
+        ``size`` (output side; larger than the decoder's runs the upsamplers), ``upsampler_steps``,
+        ``sampler`` ("ddim" or "dpmpp2m").
         """
         images, _ = self.generate_tensors(prompts, num_images, seed, **kwargs)
         return tensor_to_pil(images)
