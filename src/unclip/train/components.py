@@ -19,7 +19,6 @@ stream the decoder's images. The run summary then holds the sources' skip counts
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field, fields, replace
@@ -37,13 +36,14 @@ from ..data.embeddings import TrainingSet, encode_training_set, load_training_se
 from ..decoder.model import Decoder, DecoderConfig
 from ..diffusion import DiffusionSettings
 from ..errors import ConfigError
-from ..model_dir import component_done, record_clip, register_component, write_model_json
+from ..model_dir import component_done, register_component
 from ..prior.ar_prior import COMPONENT as AR_COMPONENT
 from ..prior.diffusion_prior import DiffusionPrior, DiffusionPriorConfig
 from ..storage.checkpoint import atomic_write_json, load_component
 from ..upsampler.model import Upsampler, UpsamplerConfig
-from .ar_stage import ARPriorStage, build_ar_prior
 from . import distributed
+from .all_summary import finish_all
+from .ar_stage import ARPriorStage, build_ar_prior
 from .clip_choice import text_dims, training_clip
 from .config import TrainConfig
 from .loop import train
@@ -441,7 +441,7 @@ def train_all(data: str, preset: str, out: str | Path, **options: Any) -> dict[s
     start = time.perf_counter()
     if opts.embeddings is not None or opts.stream or is_shard_spec(data):
         record, extra = train_all_streamed(data, preset, out, opts, options, train_component, timings)
-        return _finish_all(out, data, preset, opts, timings, start, {}, record, extra)
+        return finish_all(out, data, preset, opts, timings, start, {}, record, extra, _world())
     training_set = prepare_training_set(data, get_run_preset(preset)["data"], out, seed=opts.seed, progress=opts.progress)
     timings["render_s"] = time.perf_counter() - start
     t0 = time.perf_counter()
@@ -469,34 +469,4 @@ def train_all(data: str, preset: str, out: str | Path, **options: Any) -> dict[s
         if not (opts.resume and component_done(out, component)):
             train_component(name, data, preset, out, **options)
         timings[f"{name}_s"] = time.perf_counter() - t0
-    return _finish_all(out, data, preset, opts, timings, start, retrieval, record, {})
-
-
-def _finish_all(out: Path, data: str, preset: str, opts: Options, timings: dict[str, float], start: float,
-                retrieval: dict[str, Any], record: dict[str, Any] | None, extra: dict[str, Any]) -> dict[str, Any]:
-    """Write ``model.json`` (and the CLIP record) and ``train_summary.json`` of a finished ``train all``."""
-    stage_stats = {}
-    for component in ("clip", "prior_diffusion", "decoder"):
-        path = out / "runs" / component / "summary.json"
-        if path.is_file() and (component != "clip" or opts.clip is None):
-            stage_stats[component] = json.loads(path.read_text())
-    summary = {
-        "stages": stage_stats, "data": data, "preset": preset, "seed": opts.seed, "device": opts.device,
-        "steps_override": opts.steps, "timings_s": timings, "wall_time_s": time.perf_counter() - start,
-        "clip_retrieval": retrieval, **extra, **_world(),
-    }  # fmt: skip
-    if record is not None:
-        summary["clip"] = record
-    sources = {c: s["source"] for c, s in stage_stats.items() if isinstance(s.get("source"), dict)}
-    sources.update({"embed": extra["embed"]} if "embed" in extra else {})
-    skipped = {c: d["skipped"] for c, d in sources.items() if "skipped" in d}
-    if skipped:
-        summary["skipped"] = skipped
-    if distributed.is_main():
-        components = {"clip": "clip"} if component_done(out, "clip") else {}
-        write_model_json(out, {**components, "prior_diffusion": "prior_diffusion", "decoder": "decoder"}, info=summary)
-        if record is not None:
-            record_clip(out, record)
-        atomic_write_json(out / "train_summary.json", summary)
-    distributed.barrier()
-    return summary
+    return finish_all(out, data, preset, opts, timings, start, retrieval, record, {}, _world())
