@@ -3,6 +3,10 @@
 A model directory holds one sub-directory per component (``clip``, ``prior_diffusion``,
 ``prior_ar``, ``decoder``, ``decoder_text_only``, ``upsampler_<side>``) and a
 ``model.json`` that names them, with the sampling defaults and training information.
+A model trained on a pretrained CLIP (``--clip open_clip:...`` or ``hf:...``) has no ``clip``
+component; ``model.json``'s ``clip_record`` (kind, name, spec, file, SHA-256; see
+:func:`unclip.clip.spec.clip_record`) says which CLIP it was trained with, and loading finds
+that CLIP again or says what is missing or changed.
 This module resolves a shipped name or a path to a directory, reads and writes
 ``model.json``, registers components that training adds to an existing directory, and
 loads every component kind; :meth:`unclip.pipeline.UnCLIP.load` composes what it loads.
@@ -20,6 +24,7 @@ from typing import Any
 import torch
 
 from .clip.frozen import FrozenCLIP
+from .clip.spec import check_clip_record, load_recorded_clip
 from .decoder.model import Decoder, DecoderConfig
 from .diffusion import UPSAMPLER_DEFAULT_STEPS, DiffusionSettings
 from .errors import CheckpointError
@@ -40,6 +45,7 @@ SHIPPED_MODELS = ("shapes",)
 DECODERS = ("decoder", "decoder_text_only")
 UPSAMPLER_PREFIX = "upsampler_"
 KNOWN_COMPONENTS = ("clip", "prior_diffusion", AR_COMPONENT, *DECODERS)
+CLIP_RECORD = "clip_record"
 
 
 @dataclass
@@ -145,6 +151,26 @@ def register_component(
     atomic_write_json(meta_path, meta)
 
 
+def read_clip_record(root: str | os.PathLike) -> dict[str, Any] | None:
+    """The ``clip_record`` of ``root/model.json`` (None when there is no model.json or no record)."""
+    if not (Path(root) / "model.json").is_file():
+        return None
+    return read_model_json(root).get(CLIP_RECORD)
+
+
+def record_clip(root: str | os.PathLike, record: dict[str, Any]) -> None:
+    """Store which CLIP the model is trained with (:func:`unclip.clip.spec.clip_record`) in ``root/model.json``.
+
+    Written atomically; a directory without ``model.json`` gets a minimal one.
+    """
+    meta_path = Path(root) / "model.json"
+    meta = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "components": {}}
+    if meta_path.is_file():
+        meta = read_model_json(root)
+    meta[CLIP_RECORD] = record
+    atomic_write_json(meta_path, meta)
+
+
 def component_done(root: str | os.PathLike, component: str) -> bool:
     """Whether ``root/component`` holds an exported component (config and weights)."""
     d = Path(root) / component
@@ -200,12 +226,35 @@ def load_upsampler(directory: str | os.PathLike, device: str | torch.device = "c
     return CascadeStage(model.to(device).eval().requires_grad_(False), settings, steps, degradation)
 
 
+def load_model_clip(root: Path, meta: dict[str, Any], device: str | torch.device = "cpu") -> Any:
+    """The model's frozen CLIP: its ``clip`` component, else the pretrained CLIP its ``clip_record`` names.
+
+    A pretrained CLIP comes back as an adapter with FrozenCLIP's interface (``tokenize``,
+    ``encode_text_full``, ``encode_image``, ``embed_dim``, ``image_size`` ...). Raises
+    CheckpointError saying what is missing or changed when the recorded CLIP cannot be used.
+    """
+    comps = meta.get("components", {})
+    if "clip" in comps:
+        return load_clip(root / comps["clip"], device)
+    record = meta.get(CLIP_RECORD)
+    if record is None:
+        raise CheckpointError(
+            f"{root / 'model.json'}: the model has no 'clip' component and no '{CLIP_RECORD}' naming the pretrained "
+            "CLIP it was trained with; train it with `unclip train ... --clip CLIP`"
+        )
+    problems = check_clip_record(record)
+    if problems:
+        where = f"{root}: cannot load the CLIP this model was trained with ({record.get('spec')}): "
+        raise CheckpointError(where + "; ".join(problems))
+    return load_recorded_clip(record, device=device)
+
+
 @dataclass
 class LoadedModel:
     """Every component of a model directory, loaded (what :class:`~unclip.pipeline.UnCLIP` composes)."""
 
     root: Path
-    clip: FrozenCLIP
+    clip: Any  # FrozenCLIP, or a pretrained CLIP's adapter with the same interface
     decoder: Decoder
     decoder_settings: DiffusionSettings
     prior: DiffusionPrior | None
@@ -224,7 +273,7 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cp
     if decoder not in DECODERS:
         raise InputError(f"unknown decoder '{decoder}'; choose one of {', '.join(DECODERS)}")
     for needed in ("clip", decoder):
-        if needed not in comps:
+        if needed not in comps and not (needed == "clip" and CLIP_RECORD in meta):
             hint = " (train it with `unclip train decoder --text-only --out DIR`)" if needed == "decoder_text_only" else ""
             raise CheckpointError(f"{root / 'model.json'}: the model has no '{needed}' component{hint}")
     unknown = [c for c in comps if c not in KNOWN_COMPONENTS and not c.startswith(UPSAMPLER_PREFIX)]
@@ -234,7 +283,7 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cp
     with loading(root, decoder):
         dec, settings = load_decoder(root / comps[decoder], device)
     with loading(root, "clip"):
-        clip = load_clip(root / comps["clip"], device)
+        clip = load_model_clip(root, meta, device)
     with loading(root, "prior_diffusion"):
         prior = load_diffusion_prior(root / comps["prior_diffusion"], device) if "prior_diffusion" in comps else None
     with loading(root, AR_COMPONENT):

@@ -273,6 +273,10 @@ class EmbeddingFolder:
             )
         return EmbeddingBatch(txt, img, [c or "" for c in captions], [str(k) for k in keys])
 
+    def read(self, part: Part, rows: np.ndarray) -> EmbeddingBatch:
+        """Rows ``rows`` (indices within ``part``, one of :attr:`parts`) as a batch, in that order."""
+        return self._rows(part, np.asarray(rows, dtype=np.int64))
+
     def __getitem__(self, index: int) -> EmbeddingRow:
         """Row ``index`` (0 <= index < len): random access through the memory maps."""
         index = range(self._length)[index]

@@ -10,14 +10,18 @@ CLIP embeddings, and writes a complete model directory (DESIGN.md section 4).
 Components (CLI names): ``clip``, ``prior`` (diffusion prior), ``decoder`` (``text_only``:
 the GLIDE-style baseline), ``ar-prior``, ``upsampler``. Each keeps resumable state in
 ``runs/<component>/``.
+
+Real data (issue 12, ``real_data.py``): ``clip`` picks a frozen CLIP (ours, OpenCLIP or
+transformers; ``clip_choice.py``) recorded in ``model.json``; ``embeddings`` trains the
+priors on an embedding folder and gives the decoder z_i by key; shards (or ``stream``)
+stream the decoder's images. The run summary then holds the sources' skip counts.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,30 +31,38 @@ from ..clip.frozen import FrozenCLIP
 from ..clip.model import CLIP, CLIPConfig
 from ..clip.tokenizer import Tokenizer
 from ..data import get_dataset
+from ..data.sources import is_shard_spec
 from ..data.embeddings import TrainingSet, encode_training_set, load_training_set, render_training_set, save_training_set
 from ..decoder.model import Decoder, DecoderConfig
 from ..diffusion import DiffusionSettings
-from ..errors import CheckpointError, ConfigError
-from ..model_dir import component_done, register_component, write_model_json
+from ..errors import ConfigError
+from ..model_dir import component_done, register_component
 from ..prior.ar_prior import COMPONENT as AR_COMPONENT
 from ..prior.diffusion_prior import DiffusionPrior, DiffusionPriorConfig
 from ..storage.checkpoint import atomic_write_json, load_component
 from ..upsampler.model import Upsampler, UpsamplerConfig
-from .ar_stage import ARPriorStage, build_ar_prior
 from . import distributed
+from .all_summary import finish_all
+from .ar_stage import ARPriorStage, build_ar_prior
+from .clip_choice import text_dims, training_clip
+from .budget import run_stage, train_config
 from .config import TrainConfig
 from .fingerprint import cache_fingerprint, check_cache, check_fingerprint, record_cache, stage_fingerprint
 from .guard import component_of
-from .loop import train
 from .presets import get_preset, get_run_preset
+from .real_data import (
+    ar_prior_from_embeddings,
+    prior_from_embeddings,
+    stream_decoder_stage,
+    train_all_streamed,
+    uses_stream,
+)
 from .stages import CLIPStage, DecoderStage, PriorStage
-from .state import has_train_state
 from .upsampler_stage import UpsamplerStage, component_name, render_training_images
 
 log = logging.getLogger(__name__)
 
 COMPONENTS = ("clip", "prior", "decoder", "ar-prior", "upsampler")
-PROBE_STEPS = 200
 # Caption drop rate of the text-only baseline: GLIDE drops the caption 20% of the time for
 # classifier-free guidance (Nichol et al. 2022, section 3.2); the unCLIP decoder drops it
 # 50% (unCLIP section 2.1), since z_i carries most of the conditioning there.
@@ -79,6 +91,10 @@ class Options:
     high_res: int = 128
     degradation: str = "blur"
     num_images: int | None = None
+    clip: str | None = None  # a --clip spec (clip/spec.py); None: the model directory's own CLIP
+    embeddings: str | None = None  # an embedding folder (clip-retrieval layout) for the priors and z_i lookups
+    stream: bool = False  # stream the decoder's data even when it is a built-in set or a folder
+    num_workers: int = 0  # DataLoader workers of a streamed decoder run
     # decoder: learn the variance (None: the preset's choice; ignored with init_from)
     learned_variance: bool | None = None
     fsdp: bool = False
@@ -99,64 +115,11 @@ class Plan:
     register: bool = False
     # the part of the summary recorded in model.json's info (None: the whole summary)
     register_keys: tuple[str, ...] | None = None
+    # called after training: more of the summary (a stream's skip counts, z_i lookups)
+    after: Callable[[], dict[str, Any]] | None = None
 
 
 # ----------------------------------------------------------------------------- shared pieces
-
-
-def train_config(section: dict[str, Any], opts: Options) -> tuple[TrainConfig, float | None]:
-    """The stage's TrainConfig and its wall-clock budget in seconds (None: no budget).
-
-    ``opts.steps`` overrides the preset's steps (and drops its budget); ``opts.time_limit_s``
-    sets a budget, capped by the step count, with the constant LR schedule a budget needs.
-    """
-    kwargs = dict(section.get("train", {}))
-    budget = kwargs.pop("time_limit_s", None)
-    kwargs.update(seed=opts.seed, device=opts.device, fsdp=opts.fsdp, grad_checkpointing=opts.grad_checkpointing)
-    if opts.steps is not None:
-        kwargs["steps"] = opts.steps
-        kwargs["checkpoint_every"] = min(kwargs.get("checkpoint_every", opts.steps), opts.steps)
-        kwargs["warmup_steps"] = min(kwargs.get("warmup_steps", 0), max(opts.steps // 10, 1))
-        budget = None
-    names = {f.name for f in fields(TrainConfig)}
-    config = TrainConfig(**{k: v for k, v in kwargs.items() if k in names})
-    if opts.time_limit_s is not None:
-        config, budget = replace(config, lr_decay="constant"), opts.time_limit_s
-    return config, budget
-
-
-def run_stage(stage: Any, config: TrainConfig, budget: float | None, run_dir: Path, *, resume: bool, progress: bool) -> dict[str, Any]:
-    """Train a stage; with a wall-clock budget, fit the number of steps to it.
-
-    A budgeted run first trains ``PROBE_STEPS`` steps, measures the step rate, then
-    resumes (exactly, from the probe's checkpoint) up to the number of steps the rest of
-    the budget allows, capped by ``config.steps``. The LR schedule must then be constant
-    after warm-up, since the final step count is not known in advance. On ``resume`` the
-    budget is ignored and the run continues to ``config.steps``.
-    """
-    resume = resume and has_train_state(run_dir)
-    if budget is None or resume:
-        result = train(stage, config, run_dir, resume=resume, progress=progress)
-        # A resumed run's wall time covers only the steps it trained: say which.
-        return {
-            "steps": result.steps, "wall_time_s": result.wall_time_s, "wall_time_steps": [result.start_step, result.steps],
-            "steps_per_s": result.steps_per_s, "final_loss": result.final_loss,
-        }  # fmt: skip
-    if config.lr_decay != "constant":
-        raise ConfigError(f"stage {stage.name}: a time budget needs lr_decay='constant' (got {config.lr_decay!r})")
-    probe_steps = min(config.steps, PROBE_STEPS)
-    probe = train(stage, replace(config, steps=probe_steps, checkpoint_every=probe_steps), run_dir, progress=progress)
-    target = min(config.steps, probe_steps + int(probe.steps_per_s * max(budget - probe.wall_time_s, 0.0)))
-    target -= target % 10
-    wall, result = probe.wall_time_s, probe
-    if target > probe_steps:
-        result = train(stage, replace(config, steps=target), run_dir, resume=True, progress=progress)
-        wall += result.wall_time_s
-    log.info("%s: %d steps in %.0f s (budget %.0f s)", stage.name, result.steps, wall, budget)
-    return {
-        "steps": result.steps, "wall_time_s": wall, "steps_per_s": result.steps / max(wall, 1e-9),
-        "final_loss": result.final_loss, "time_budget_s": budget,
-    }  # fmt: skip
 
 
 def prepare_training_set(data: str, spec: dict[str, Any], out: Path, *, seed: int, progress: bool) -> TrainingSet:
@@ -175,16 +138,7 @@ def prepare_training_set(data: str, spec: dict[str, Any], out: Path, *, seed: in
         return training_set
 
 
-def _frozen_clip(out: Path, component: str, device: str) -> FrozenCLIP:
-    if not component_done(out, "clip"):
-        raise CheckpointError(
-            f"training the {component} needs a CLIP in {out / 'clip'}; "
-            f"run `unclip train clip --out {out}` first (or `unclip train all`)"
-        )
-    return FrozenCLIP.load(out / "clip", device=device)
-
-
-def _encoded_training_set(data: str, preset: str, out: Path, clip: FrozenCLIP, opts: Options) -> TrainingSet:
+def _encoded_training_set(data: str, preset: str, out: Path, clip: Any, opts: Options) -> TrainingSet:
     """The run's training set with its CLIP embeddings (encoded once by rank 0, cached in ``out/cache``)."""
     with distributed.main_first():
         spec = get_run_preset(preset)["data"]
@@ -206,18 +160,31 @@ def setup_clip(data: str, preset: str, out: Path, opts: Options) -> Plan:
     config = CLIPConfig(**{**section["model"], "vocab_size": tokenizer.vocab_size})
     torch.manual_seed(opts.seed)
     stage = CLIPStage(CLIP(config), tokenizer, training_set, section["batch_size"], export_root=out)
-    return Plan(stage, *train_config(section, opts), "clip")
+    keys = ("steps", "wall_time_s", "final_loss")  # registered, so that `--clip DIR` and the later stages find it
+    return Plan(stage, *train_config(section, opts), "clip", register=True, register_keys=keys)
+
+
+REGISTER_KEYS = ("steps", "wall_time_s", "final_loss", "preset", "data", "embeddings", "clip", "source")
 
 
 def setup_prior(data: str, preset: str, out: Path, opts: Options) -> Plan:
-    """The diffusion prior, on the cached CLIP embeddings of the run's training set."""
+    """The diffusion prior, on the cached CLIP embeddings of the run's training set or on ``opts.embeddings``."""
     section = get_preset("prior_diffusion", preset)
-    clip = _frozen_clip(out, "prior", opts.device)
-    training_set = _encoded_training_set(data, preset, out, clip, opts)
-    dims = {"embed_dim": clip.embed_dim, "text_width": clip.text_width, "context_length": clip.context_length}
-    torch.manual_seed(opts.seed)
-    stage = PriorStage(DiffusionPrior(DiffusionPriorConfig(**{**section["model"], **dims})), training_set, section["batch_size"], export_root=out)
-    return Plan(stage, *train_config(section, opts), "prior_diffusion")
+    clip, record = training_clip(out, opts.clip, opts.device, component="prior")
+    batch = opts.batch_size or section["batch_size"]
+    info = {"preset": preset, "clip": record}
+    if opts.embeddings is not None:
+        stage, more = prior_from_embeddings(section, out, opts, clip, record, batch)
+        info.update(more)
+    else:
+        training_set = _encoded_training_set(data, preset, out, clip, opts)
+        dims = {"embed_dim": clip.embed_dim, "text_width": clip.text_width, "context_length": clip.context_length}
+        torch.manual_seed(opts.seed)
+        model = DiffusionPrior(DiffusionPriorConfig(**{**section["model"], **dims}))
+        stage = PriorStage(model, training_set, batch, export_root=out)
+        info["data"] = data
+    config, budget = train_config(section, opts)
+    return Plan(stage, config, budget, "prior_diffusion", info, register=True, register_keys=REGISTER_KEYS)
 
 
 def warm_start_decoder(init_dir: str | Path, *, text_only: bool) -> tuple[Decoder, DiffusionSettings]:
@@ -247,14 +214,14 @@ def setup_decoder(data: str, preset: str, out: Path, opts: Options) -> Plan:
     preset's), trained with the warm-start learning rate and EMA.
     """
     section = get_preset("decoder", preset)
-    clip = _frozen_clip(out, "decoder", opts.device)
-    training_set = _encoded_training_set(data, preset, out, clip, opts)
+    clip, record = training_clip(out, opts.clip, opts.device, component="decoder")
+    stream = uses_stream(data, opts)
+    training_set = None if stream else _encoded_training_set(data, preset, out, clip, opts)
     torch.manual_seed(opts.seed)
     if opts.init_from is not None:
         model, settings = warm_start_decoder(opts.init_from, text_only=opts.text_only)
     else:
-        dims = {"clip_embed_dim": clip.embed_dim, "vocab_size": clip.tokenizer.vocab_size, "context_length": clip.context_length}
-        model_kwargs = {**section["model"], **dims}
+        model_kwargs = {**section["model"], **text_dims(clip)}
         if opts.text_only:
             model_kwargs["use_image_embed"] = False
         diffusion = dict(section.get("diffusion", {}))
@@ -266,12 +233,20 @@ def setup_decoder(data: str, preset: str, out: Path, opts: Options) -> Plan:
     name = "decoder_text_only" if opts.text_only else "decoder"
     drops = {"text_drop_prob": TEXT_ONLY_CAPTION_DROP} if opts.text_only else {}
     batch = opts.batch_size or section["batch_size"]
-    stage = DecoderStage(model, training_set, batch, settings, export_root=out, name=name, **drops)
+    if stream:
+        stage = stream_decoder_stage(data, preset, out, opts, model, settings, clip, record, batch, name=name, **drops)
+    else:
+        stage = DecoderStage(model, training_set, batch, settings, export_root=out, name=name, **drops)
     config, budget = train_config(section, opts)
     if opts.init_from is not None:
         config = replace(config, lr=WARM_START_LR, ema_decay=WARM_START_EMA_DECAY)
     info = {"batch_size": batch, "init_from": str(opts.init_from) if opts.init_from else None, "caption_drop": stage.text_drop_prob}
-    return Plan(stage, config, budget, name, info, register=opts.text_only)
+    folder = getattr(stage, "folder", None)
+    embeddings = folder.describe() if folder else None
+    info.update(preset=preset, clip=record, data=str(data), embeddings=embeddings, streamed=stream)
+    after = (lambda: {"source": stage.describe()}) if stream else None
+    keys = None if opts.text_only else REGISTER_KEYS + ("streamed",)
+    return Plan(stage, config, budget, name, info, register=True, register_keys=keys, after=after)
 
 
 def _ar_training_set(out: Path, data: str, clip: FrozenCLIP, n: int, *, seed: int, progress: bool, use_model_cache: bool) -> TrainingSet:
@@ -296,8 +271,13 @@ def _ar_training_set(out: Path, data: str, clip: FrozenCLIP, n: int, *, seed: in
 def setup_ar_prior(data: str, preset: str, out: Path, opts: Options) -> Plan:
     """The AR prior: encode the training set with the model's CLIP, fit the PCA and code book."""
     spec = get_preset("prior_ar", preset)
-    clip = _frozen_clip(out, "AR prior", opts.device)
+    clip, record = training_clip(out, opts.clip, opts.device, component="AR prior")
     n = opts.num_images or spec["num_images"]
+    if opts.embeddings is not None:
+        stage, info = ar_prior_from_embeddings(spec, out, opts, clip, record, n)
+        params = sum(p.numel() for p in stage.model.parameters())
+        info.update(preset=preset, params=params, clip=record)
+        return Plan(stage, *train_config(spec, opts), AR_COMPONENT, info, register=True)
     with distributed.main_first():
         own_cache = opts.num_images is None
         ts = _ar_training_set(out, data, clip, n, seed=opts.seed, progress=opts.progress, use_model_cache=own_cache)
@@ -371,6 +351,8 @@ def train_component(name: str, data: str, preset: str, out: str | Path, **option
     if name not in SETUPS:
         raise ConfigError(f"unknown component '{name}'; choose one of {', '.join(COMPONENTS)}")
     opts = _join_process_group(Options(**options))
+    if name in ("clip", "upsampler") and (opts.clip or opts.embeddings or opts.stream):
+        raise ConfigError(f"`unclip train {name}` takes no --clip, --embeddings or --stream (for the priors, decoder)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _check_stage_fingerprint(name, data, preset, out, opts, resume=opts.resume)
@@ -378,7 +360,8 @@ def train_component(name: str, data: str, preset: str, out: str | Path, **option
     plan = SETUPS[name](data, preset, out, opts)
     run_dir = out / "runs" / plan.component
     stats = run_stage(plan.stage, plan.config, plan.budget, run_dir, resume=opts.resume, progress=opts.progress)
-    summary = {**stats, **plan.info, "total_wall_time_s": time.perf_counter() - start, **_world()}
+    after = plan.after() if plan.after else {}
+    summary = {**stats, **plan.info, **after, "total_wall_time_s": time.perf_counter() - start, **_world()}
     if distributed.is_main():
         atomic_write_json(run_dir / "summary.json", summary)
         if plan.register and component_done(out, plan.component):
@@ -404,8 +387,11 @@ def _world() -> dict[str, int]:
 def train_all(data: str, preset: str, out: str | Path, **options: Any) -> dict[str, Any]:
     """Train CLIP, then the prior and the decoder on its embeddings; write a model directory.
 
-    With ``resume``, finished components are kept and an interrupted stage continues
-    from its last checkpoint. Returns a summary (also written to ``out/train_summary.json``).
+    With ``clip`` (a ``--clip`` spec) no CLIP is trained: that frozen CLIP is used (ours is
+    copied to ``out/clip``, a pretrained one recorded in ``model.json``). Shards, ``stream``
+    or ``embeddings`` take the real-data path (:func:`~unclip.train.real_data.train_all_streamed`).
+    With ``resume``, finished components are kept and an interrupted stage continues from
+    its last checkpoint. Returns a summary (also written to ``out/train_summary.json``).
     """
     from ..eval.clip_retrieval import clip_retrieval_report
 
@@ -415,17 +401,24 @@ def train_all(data: str, preset: str, out: str | Path, **options: Any) -> dict[s
     get_run_preset(preset)  # fail early on an unknown name
     timings: dict[str, float] = {}
     start = time.perf_counter()
+    if opts.embeddings is not None or opts.stream or is_shard_spec(data):
+        record, extra = train_all_streamed(data, preset, out, opts, options, train_component, timings)
+        return finish_all(out, data, preset, opts, timings, start, {}, record, extra, _world())
     training_set = prepare_training_set(data, get_run_preset(preset)["data"], out, seed=opts.seed, progress=opts.progress)
     timings["render_s"] = time.perf_counter() - start
     t0 = time.perf_counter()
-    if not (opts.resume and component_done(out, "clip")):
-        train_component("clip", data, preset, out, **options)
+    record = None
+    if opts.clip is not None:
+        clip, record = training_clip(out, opts.clip, opts.device, component="model")
     else:
-        _check_stage_fingerprint("clip", data, preset, out, opts, resume=True)
-    clip = FrozenCLIP.load(out / "clip", device=opts.device)
+        if not (opts.resume and component_done(out, "clip")):
+            train_component("clip", data, preset, out, **options)
+        else:
+            _check_stage_fingerprint("clip", data, preset, out, opts, resume=True)
+        clip = FrozenCLIP.load(out / "clip", device=opts.device)
     timings["clip_s"] = time.perf_counter() - t0
     retrieval = {}
-    if data == "shapes" and distributed.is_main():
+    if data == "shapes" and record is None and distributed.is_main():  # our own CLIP's figure, when trained here
         retrieval = clip_retrieval_report(clip, data=data, seed=opts.seed)
     if retrieval:
         atomic_write_json(out / "clip_retrieval.json", retrieval)
@@ -442,20 +435,5 @@ def train_all(data: str, preset: str, out: str | Path, **options: Any) -> dict[s
         else:
             _check_stage_fingerprint(name, data, preset, out, opts, resume=True)
         timings[f"{name}_s"] = time.perf_counter() - t0
-    stage_stats = {}
-    for component in ("clip", "prior_diffusion", "decoder"):
-        path = out / "runs" / component / "summary.json"
-        if path.is_file():
-            stage_stats[component] = json.loads(path.read_text())
-    summary = {
-        "stages": stage_stats, "data": data, "preset": preset, "seed": opts.seed, "device": opts.device,
-        "steps_override": opts.steps, "timings_s": timings, "wall_time_s": time.perf_counter() - start,
-        "clip_retrieval": retrieval, **_world(),
-        "data_skipped": training_set.skipped or {"count": 0, "reasons": {}, "examples": []},
-    }  # fmt: skip
-    if distributed.is_main():
-        components = {"clip": "clip", "prior_diffusion": "prior_diffusion", "decoder": "decoder"}
-        write_model_json(out, components, info=summary)
-        atomic_write_json(out / "train_summary.json", summary)
-    distributed.barrier()
-    return summary
+    skipped = {"data_skipped": training_set.skipped or {"count": 0, "reasons": {}, "examples": []}}
+    return finish_all(out, data, preset, opts, timings, start, retrieval, record, skipped, _world())

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..storage.checkpoint import atomic_write_bytes, load_state_into
+from ..storage.checkpoint import load_state_into
 from ..errors import CheckpointError, ConfigError, UnclipError
 from . import distributed
 from .config import (
@@ -52,6 +52,7 @@ from .config import (
     step_seed,
 )
 from .ema import EMA
+from .logs import last_logged_loss, mean_or_none, truncate_jsonl
 from .state import STATE_DIR, STATE_FILE, capture_rng, find_train_state, load_train_state, remove_train_state, restore_rng, save_train_state
 
 logger = logging.getLogger(__name__)
@@ -93,33 +94,6 @@ def _check_resume(saved_step: int, saved_stage: str, saved: dict[str, Any], stag
         logger.warning("steps changed from %s to %d with cosine decay: the LR curve of the remaining steps changes", saved.get("steps"), config.steps)
     if saved.get("precision") != config.precision:
         logger.warning("precision changed from %s to %s: the resumed run will not match an uninterrupted one bit for bit", saved.get("precision"), config.precision)
-
-
-def _truncate_jsonl(path: Path, step: int) -> int:
-    """Drop records after ``step`` (and a torn last line) from a JSON-lines log; returns lines kept."""
-    if not path.exists():
-        return 0
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if record.get("step", 0) <= step:
-            kept.append(line)
-    atomic_write_bytes(path, "".join(line + "\n" for line in kept).encode())
-    return len(kept)
-
-
-def _last_logged_loss(path: Path) -> float:
-    if not path.exists():
-        return math.nan
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    return float(json.loads(lines[-1]).get("loss", math.nan)) if lines else math.nan
-
-
-def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
 
 
 def _seed_global_rng(seed: int, device: torch.device) -> None:
@@ -246,8 +220,8 @@ def train(
         restore_rng(state.rng)
         start, window = state.step, list(state.log.get("window", []))
         if main:
-            records = _truncate_jsonl(log_path, start)
-            _truncate_jsonl(eval_path, start)
+            records = truncate_jsonl(log_path, start)
+            truncate_jsonl(eval_path, start)
         logger.info("resuming %s from step %d of %d", stage.name, start, config.steps)
     elif main:
         # A fresh run starts over: drop an older run's state now, so that a crash before
@@ -343,14 +317,14 @@ def train(
                     now = time.perf_counter()
                     record: dict[str, Any] = {
                         "step": done,
-                        "loss": _mean([w["loss"] for w in window]),
+                        "loss": mean_or_none([w["loss"] for w in window]),
                         "lr": lr,
-                        "grad_norm": _mean([w["grad_norm"] for w in window if w["grad_norm"] is not None]),
+                        "grad_norm": mean_or_none([w["grad_norm"] for w in window if w["grad_norm"] is not None]),
                         "steps_per_s": timed / max(now - t_window, 1e-9),
                     }
                     for key in dict.fromkeys(k for w in window for k in w["metrics"]):
                         name = key if key not in _RESERVED else f"metric/{key}"
-                        record[name] = _mean([w["metrics"][key] for w in window if key in w["metrics"]])
+                        record[name] = mean_or_none([w["metrics"][key] for w in window if key in w["metrics"]])
                     if main:
                         log_file.write(json.dumps(record) + "\n")
                         log_file.flush()
@@ -406,7 +380,7 @@ def train(
     wall = distributed.broadcast_floats([time.perf_counter() - t_start], device)[0]
     return TrainResult(
         steps=end,
-        final_loss=last_loss if math.isfinite(last_loss) else _last_logged_loss(log_path),
+        final_loss=last_loss if math.isfinite(last_loss) else last_logged_loss(log_path),
         wall_time_s=wall,
         steps_per_s=(end - start) / wall if wall > 0 else 0.0,
         out_dir=out_dir,

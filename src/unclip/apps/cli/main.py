@@ -15,55 +15,9 @@ from ...errors import UnclipError
 from .model_options import add_image_encoder_from, load_kwargs
 from . import args as A
 
-DATA_HELP = "dataset: 'shapes' (built in), 'emoji' (needs fonts), or a folder of images with same-named .txt captions"
-
-
-def _add_model(p: argparse.ArgumentParser, required: bool = False) -> None:
-    p.add_argument("--model", default=None if required else "shapes", required=required, help="a shipped model name ('shapes') or a model directory written by `unclip train all` (default: shapes)")
-
-
-def _add_device(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="cpu", type=A.device, help="torch device, e.g. cpu or cuda (default: cpu)")
-
-
-PRIOR_CHOICES = ["diffusion", "ar", "text-embed", "none"]
-PRIOR_HELP = "conditioning: diffusion prior z_i (default), the autoregressive prior's z_i, the text embedding as z_i, or caption only (the paper's Figure 8 modes)"
-
-
-def _add_size(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--size", type=A.SIZE, default=None, help="output side in pixels: the decoder's (default) or a larger one reached by the model's upsampler stages, e.g. 128")
-
-
-def _add_precision(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--precision", default=None, choices=["fp32", "bf16", "auto"], help="network arithmetic: fp32, bf16 autocast (fp32 weights, norms and diffusion maths), or auto: bf16 where the CPU/GPU runs it natively (default: fp32, or the training preset's)")
-
-
-def _add_sampler(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sampler", default=None, choices=["ddim", "dpmpp2m"], help="sampler of the prior, decoder and upsamplers: DDIM or DPM-Solver++(2M) (default: the model's, ddim)")
-
-
-def _add_distributed(p: argparse.ArgumentParser) -> None:
-    """Options of runs on several processes (torchrun -m unclip train ...)."""
-    from ...train.distributed import BACKENDS, DEFAULT_TIMEOUT_S
-
-    p.add_argument(
-        "--dist-backend", default=None, choices=BACKENDS,
-        help="torch.distributed backend under torchrun (default: nccl on cuda, gloo on cpu)",
-    )
-    p.add_argument(
-        "--dist-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
-        help="under torchrun: fail the run when a rank does not answer a collective within this time, "
-        f"e.g. because it died (default: {DEFAULT_TIMEOUT_S:.0f})",
-    )
-    p.add_argument(
-        "--fsdp", action="store_true",
-        help="decoder and upsampler under torchrun: shard parameters, gradients and optimizer state over the "
-        "processes (FSDP2) instead of replicating them (DDP); checkpoints stay whole",
-    )
-    p.add_argument(
-        "--grad-checkpointing", action="store_true",
-        help="decoder and upsampler: recompute the UNet blocks' activations in backward (less memory, more compute)",
-    )  # fmt: skip
+from .common import DATA_HELP, PRIOR_CHOICES, PRIOR_HELP, add_device as _add_device, add_model as _add_model
+from .common import add_precision as _add_precision, add_sampler as _add_sampler, add_size as _add_size
+from . import train as cli_train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,31 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=A.SIZE, default=None, help="side of the images shown (default: the model's default output; e.g. 128 runs the shipped upsampler)")
     _add_device(p)
 
-    p = sub.add_parser("train", help="train a stage (clip, prior, decoder, ar-prior, upsampler) or all of them", description="Train one stage or the whole system. `all` trains CLIP, then the prior and decoder on cached CLIP embeddings, and writes a complete model directory to --out. `ar-prior` and `upsampler` add a component to an existing model directory. Re-run with --resume to continue an interrupted run exactly.")
-    p.add_argument("stage", choices=["clip", "prior", "decoder", "all", "ar-prior", "upsampler"], help="what to train")
-    p.add_argument("--data", default="shapes", help=DATA_HELP)
-    p.add_argument("--preset", default="small", help="size preset: tiny (seconds, tests), small (2 CPU cores), gpu (default: small)")
-    p.add_argument("--out", required=True, help="model directory to write")
-    p.add_argument("--resume", action="store_true", help="continue the earlier run in --out from its checkpoints (its data, seed, preset and options must match)")
-    p.add_argument("--overwrite", action="store_true", help="start over in an --out that holds an earlier run, deleting that run's checkpoints, caches and the components this command trains (files unclip did not write are kept)")
-    p.add_argument("--steps", type=A.TRAIN_STEPS, default=None, help="override the preset's number of steps for every stage trained")
-    p.add_argument("--seed", type=A.seed, default=0, help="random seed (default: 0)")
-    p.add_argument("--text-only", action="store_true", help="decoder only: train the GLIDE-style baseline without the CLIP image embedding (component decoder_text_only)")
-    p.add_argument("--low-res", type=A.SIZE, default=32, help="upsampler only: input side (default: 32, the shipped decoder's)")
-    p.add_argument("--high-res", type=A.SIZE, default=128, help="upsampler only: output side (default: 128)")
-    p.add_argument("--degradation", default="blur", choices=["blur", "bsr", "none"], help="upsampler only: corruption of the low-res training inputs: blur (first stage), bsr (second stage) (default: blur)")
-    p.add_argument("--time-limit", type=A.TIME_LIMIT, default=None, help="wall-clock budget in seconds for the stage; the step count (at most --steps or the preset's) is fitted to it after a short probe")
-    p.add_argument(
-        "--batch-size", type=A.BATCH_SIZE, default=None,
-        help="decoder and upsampler: override the preset's batch size. It is the global batch: under torchrun "
-        "each of the N processes trains on batch-size / N samples per step (batch-size must divide by N)",
-    )  # fmt: skip
-    p.add_argument("--learned-variance", action=argparse.BooleanOptionalAction, default=None, help="decoder only: learn the variance with the iDDPM hybrid loss (every preset's default) or, with --no-learned-variance, keep it fixed")
-    p.add_argument("--init-from", default=None, metavar="DIR", help="decoder only: start from the weights (and network) of this decoder component, e.g. MODEL/decoder; with --text-only the z_i pathway is left out")
-    _add_device(p)
-    _add_precision(p)
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    _add_distributed(p)
+    cli_train.register(sub)
 
     p = sub.add_parser("generate", help="text to image", description="Generate images for one or more prompts and write NNN.png, grid.png and manifest.json to --out.")
     p.add_argument("prompts", nargs="+", metavar="PROMPT", help="captions, e.g. 'a red circle'")
@@ -186,30 +116,6 @@ def _run(args: argparse.Namespace) -> int:
         ds = get_dataset(args.dataset, split=args.split, size=args.size, seed=args.seed, length=max(args.n, 1))
         path = dump_samples(ds, args.n, args.out)
         print(f"wrote {args.n} samples to {path}")
-        return 0
-    if args.command == "train":
-        from ...train import distributed
-        from ...train.components import train_all, train_component
-
-        options = dict(seed=args.seed, device=args.device, steps=args.steps, resume=args.resume, progress=not args.no_progress)
-        options.update(fsdp=args.fsdp, grad_checkpointing=args.grad_checkpointing)
-        options.update(dist_backend=args.dist_backend, dist_timeout_s=args.dist_timeout)
-        if args.stage in ("all", "decoder"):
-            options["learned_variance"] = args.learned_variance
-        try:
-            if args.stage == "all":
-                summary = train_all(args.data, args.preset, args.out, **options)
-            else:
-                extra = dict(time_limit_s=args.time_limit, batch_size=args.batch_size)
-                if args.stage == "decoder":
-                    extra.update(text_only=args.text_only, init_from=args.init_from)
-                if args.stage == "upsampler":
-                    extra.update(low_res=args.low_res, high_res=args.high_res, degradation=args.degradation)
-                summary = train_component(args.stage, args.data, args.preset, args.out, **options, **extra)
-            if distributed.is_main():
-                print(json.dumps(summary, indent=2))
-        finally:
-            distributed.shutdown()
         return 0
     if args.command == "generate":
         from ...pipeline import UnCLIP
