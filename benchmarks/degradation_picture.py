@@ -45,12 +45,22 @@ def photo(side: int) -> torch.Tensor | None:
     except Exception:  # matplotlib or its sample data absent: draw the shapes row only
         return None
     s = min(im.size)
-    im = im.crop(((im.width - s) // 2, (im.height - s) // 2, (im.width + s) // 2, (im.height + s) // 2)).resize((side, side), Image.LANCZOS)
+    im = im.crop(((im.width - s) // 2, (im.height - s) // 2, (im.width + s) // 2, (im.height + s) // 2)).resize(
+        (side, side), Image.LANCZOS
+    )
     return torch.from_numpy(np.array(im)).permute(2, 0, 1).float().div(127.5).sub(1)[None]
 
 
-ABBREV = {"downsample1": "d1", "blur": "b", "downsample2": "d2", "downsample3": "d3", "noise": "n", "jpeg": "j",
-          "camera": "cam", "final_jpeg": "J"}
+ABBREV = {
+    "downsample1": "d1",
+    "blur": "b",
+    "downsample2": "d2",
+    "downsample3": "d3",
+    "noise": "n",
+    "jpeg": "j",
+    "camera": "cam",
+    "final_jpeg": "J",
+}
 
 
 def columns(x: torch.Tensor) -> list[tuple[str, torch.Tensor, str]]:
@@ -61,10 +71,21 @@ def columns(x: torch.Tensor) -> list[tuple[str, torch.Tensor, str]]:
     correlated = next(p for p in (B.draw_noise(draws, B.BSRConfig()) for _ in range(100)) if p["kind"] == "correlated")
     cam = C.draw_camera(g(7))
     cam.shot, cam.read = 0.012, math.exp(2.18 * math.log(0.012) + 1.20)
-    cols = [("original 128px", x, ""), ("stage 1: blur ->32px", D.blur_degradation(x, LOW, g(0), sigma_range=(0.8, 0.8)), "")]
+    cols = [
+        ("original 128px", x, ""),
+        ("stage 1: blur ->32px", D.blur_degradation(x, LOW, g(0), sigma_range=(0.8, 0.8)), ""),
+    ]
     cols += [
-        ("blur, isotropic", one(B.Step("blur", {"kind": "iso", "size": 15, "sigma_x": 2.5, "sigma_y": 2.5, "theta": 0.0})), ""),
-        ("blur, anisotropic", one(B.Step("blur", {"kind": "aniso", "size": 21, "sigma_x": 3.5, "sigma_y": 0.6, "theta": 0.7})), ""),
+        (
+            "blur, isotropic",
+            one(B.Step("blur", {"kind": "iso", "size": 15, "sigma_x": 2.5, "sigma_y": 2.5, "theta": 0.0})),
+            "",
+        ),
+        (
+            "blur, anisotropic",
+            one(B.Step("blur", {"kind": "aniso", "size": 21, "sigma_x": 3.5, "sigma_y": 0.6, "theta": 0.7})),
+            "",
+        ),
         ("down: nearest ->32", D.resize(x, LOW, "nearest"), ""),
         ("down: blur+stride ->32", B.blur_nearest_downsample(x, 1.2, 4), ""),
         ("noise, colour", one(B.Step("noise", {"kind": "colour", "sigma": 20 / 255})), "sigma 20/255"),
@@ -100,8 +121,10 @@ def main() -> None:
             top = label_h + r * row_h
             canvas.paste(pil, (pad + c * (SIDE + pad), top))
             draw.text((pad + c * (SIDE + pad), top + SIDE + 1), caption, fill="black")
-    legend = ("BSR step order under each seed: d1 halve first, b blur, d2 downsample (resize or blur+stride), "
-              "d3 resize to 32, n Gaussian noise, j JPEG, cam camera noise, J final JPEG")
+    legend = (
+        "BSR step order under each seed: d1 halve first, b blur, d2 downsample (resize or blur+stride), "
+        "d3 resize to 32, n Gaussian noise, j JPEG, cam camera noise, J final JPEG"
+    )
     draw.text((pad, canvas.height - caption_h - 2), legend, fill="black")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

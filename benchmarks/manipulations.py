@@ -22,7 +22,8 @@
 
 The lead's full run on the shipped model (CPU, slow):
 
-    PYTHONPATH=src python benchmarks/manipulations.py --model shapes --n 20 --steps 50 --size 128 --json-out benchmarks/results/manipulations.json
+    PYTHONPATH=src python benchmarks/manipulations.py --model shapes --n 20 --steps 50 --size 128 \\
+        --json-out benchmarks/results/manipulations.json
 """
 
 from __future__ import annotations
@@ -35,12 +36,12 @@ import time
 import torch
 import torch.nn.functional as F
 
-from unclip.storage.checkpoint import atomic_write_json
 from unclip.data.shapes import render_batch
 from unclip.errors import DataError
 from unclip.eval.shapes_scorer import score_images
 from unclip.manipulate import as_image_tensor, invert, reconstruct, text_diff, theta_schedule, vary
 from unclip.pipeline import UnCLIP
+from unclip.storage.checkpoint import atomic_write_json
 
 # matplotlib's sample pictures (mpl-data/sample_data); the benchmark uses every one present
 MPL_SAMPLE_IMAGES = ("grace_hopper.jpg", "Minduka_Present_Blue_Pack.png", "logo2.png")
@@ -59,14 +60,16 @@ def single_objects(size: int, count: int, want=None, limit: int = 4000) -> tuple
         for i, a in enumerate(at):
             objs = a["objects"]
             if len(objs) == 1 and (want is None or (objs[0]["color"], objs[0]["shape"]) == want):
-                images.append(x[i]); attrs.append(objs[0])
+                images.append(x[i])
+                attrs.append(objs[0])
                 if len(images) == count:
                     return torch.stack(images), attrs
     return torch.stack(images), attrs
 
 
 def matplotlib_images(size: int) -> tuple[torch.Tensor | None, list[str], str]:
-    """The sample pictures shipped with matplotlib, centre-cropped and resized to ``size``: ((B, 3, size, size), names, note)."""
+    """The sample pictures shipped with matplotlib, centre-cropped and resized to ``size``:
+    ((B, 3, size, size), names, note)."""
     try:
         from matplotlib import cbook
     except ImportError:
@@ -113,8 +116,16 @@ def cascade_figures(pipe: UnCLIP, x: torch.Tensor, args: argparse.Namespace, nam
     down = lambda im, side: as_image_tensor(im, side)  # noqa: E731 - antialiased bilinear
     rows: dict[str, list[torch.Tensor]] = {}
     for start in range(0, x.shape[0], args.batch):
-        xb = x[start:start + args.batch]
-        lat = invert(pipe, xb, size=size, steps=args.steps, upsampler_steps=args.upsampler_steps, refine=args.refine, condition=args.condition)
+        xb = x[start : start + args.batch]
+        lat = invert(
+            pipe,
+            xb,
+            size=size,
+            steps=args.steps,
+            upsampler_steps=args.upsampler_steps,
+            refine=args.refine,
+            condition=args.condition,
+        )
         levels = reconstruct(pipe, lat, return_levels=True)
         rec, dec = levels[-1].cpu(), levels[0]
         fresh = pipe.upsample_to(dec, size, seed=0).cpu()
@@ -127,13 +138,25 @@ def cascade_figures(pipe: UnCLIP, x: torch.Tensor, args: argparse.Namespace, nam
         }
         if cmp and cmp < size:
             ref = down(xb, cmp)
-            got.update({f"cascade_at_{cmp}px": psnr(down(rec, cmp), ref), f"upsample_to_fresh_noise_at_{cmp}px": psnr(down(fresh, cmp), ref), f"bicubic_at_{cmp}px": psnr(down(bicubic, cmp), ref)})
+            got.update(
+                {
+                    f"cascade_at_{cmp}px": psnr(down(rec, cmp), ref),
+                    f"upsample_to_fresh_noise_at_{cmp}px": psnr(down(fresh, cmp), ref),
+                    f"bicubic_at_{cmp}px": psnr(down(bicubic, cmp), ref),
+                }
+            )
         for k, v in got.items():
             rows.setdefault(k, []).append(v)
     cat = {k: torch.cat(v) for k, v in rows.items()}
-    out = {"images": int(x.shape[0]), "psnr_db": {k: _stats(v) for k, v in cat.items()}, "seconds": round(time.perf_counter() - t, 1)}
+    out = {
+        "images": int(x.shape[0]),
+        "psnr_db": {k: _stats(v) for k, v in cat.items()},
+        "seconds": round(time.perf_counter() - t, 1),
+    }
     if names is not None:
-        out["per_image_psnr_db"] = {f"{i:02d} {n}": {k: round(float(v[i]), 2) for k, v in cat.items()} for i, n in enumerate(names)}
+        out["per_image_psnr_db"] = {
+            f"{i:02d} {n}": {k: round(float(v[i]), 2) for k, v in cat.items()} for i, n in enumerate(names)
+        }
     return out
 
 
@@ -146,10 +169,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vary-images", type=int, default=6)
     ap.add_argument("--vary-n", type=int, default=4)
     ap.add_argument("--textdiff-images", type=int, default=4)
-    ap.add_argument("--size", type=int, default=None, help="top side of the cascade reconstruction (default: the model's largest output side)")
-    ap.add_argument("--compare-size", type=int, default=64, help="also compare cascade reconstructions downsampled to this side (default: 64)")
-    ap.add_argument("--upsampler-steps", type=int, default=None, help="DDIM steps per upsampler stage (default: each stage's own)")
-    ap.add_argument("--condition", default="decoded", choices=["decoded", "input"], help="what conditions each upsampler stage's inversion: the reconstruction one level down (default) or the resized input")
+    ap.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="top side of the cascade reconstruction (default: the model's largest output side)",
+    )
+    ap.add_argument(
+        "--compare-size",
+        type=int,
+        default=64,
+        help="also compare cascade reconstructions downsampled to this side (default: 64)",
+    )
+    ap.add_argument(
+        "--upsampler-steps", type=int, default=None, help="DDIM steps per upsampler stage (default: each stage's own)"
+    )
+    ap.add_argument(
+        "--condition",
+        default="decoded",
+        choices=["decoded", "input"],
+        help=(
+            "what conditions each upsampler stage's inversion: the reconstruction one level down (default) or the "
+            "resized input"
+        ),
+    )
     ap.add_argument("--emoji-n", type=int, default=10, help="emoji test images among the outside images (0: none)")
     ap.add_argument("--batch", type=int, default=10, help="images per inversion batch in the cascade part")
     ap.add_argument("--threads", type=int, default=2)
@@ -162,13 +205,24 @@ def main(argv: list[str] | None = None) -> int:
     pipe = UnCLIP.load(args.model, device=args.device)
     size = pipe.decoder.config.image_size
     args.size = args.size or max(pipe.output_sizes)
-    out: dict = {"model": args.model, "decoder_size_px": size, "steps": args.steps, "refine": args.refine, "guidance": 1.0}
+    out: dict = {
+        "model": args.model,
+        "decoder_size_px": size,
+        "steps": args.steps,
+        "refine": args.refine,
+        "guidance": 1.0,
+    }
     if "recon" not in skip:
         t = time.perf_counter()
         x, _, _ = render_batch("test", 0, args.n, size=size)
         lat = invert(pipe, x, steps=args.steps, refine=args.refine)
         p = psnr(reconstruct(pipe, lat), x)
-        out["reconstruction"] = {"images": args.n, "mean_psnr_db": round(float(p.mean()), 2), "min_psnr_db": round(float(p.min()), 2), "seconds": round(time.perf_counter() - t, 1)}
+        out["reconstruction"] = {
+            "images": args.n,
+            "mean_psnr_db": round(float(p.mean()), 2),
+            "min_psnr_db": round(float(p.min()), 2),
+            "seconds": round(time.perf_counter() - t, 1),
+        }
         print(json.dumps(out["reconstruction"]), file=sys.stderr, flush=True)
     if "vary" not in skip:
         x, truth = single_objects(size, args.vary_images)
@@ -183,37 +237,73 @@ def main(argv: list[str] | None = None) -> int:
                 o, m = truth[k // args.vary_n], s.main
                 if m is None:
                     continue
-                col += m.color == o["color"]; shp += m.shape == o["shape"]
+                col += m.color == o["color"]
+                shp += m.shape == o["shape"]
                 dc.append(((m.center[0] - o["center"][0]) ** 2 + (m.center[1] - o["center"][1]) ** 2) ** 0.5)
                 de.append(abs(m.extent - o["extent"]))
             total = len(scores)
-            rows[str(eta)] = {"colour_kept": round(col / total, 3), "shape_kept": round(shp / total, 3), "mean_centre_shift": round(sum(dc) / max(len(dc), 1), 4), "mean_extent_change": round(sum(de) / max(len(de), 1), 4), "images": total}
+            rows[str(eta)] = {
+                "colour_kept": round(col / total, 3),
+                "shape_kept": round(shp / total, 3),
+                "mean_centre_shift": round(sum(dc) / max(len(dc), 1), 4),
+                "mean_extent_change": round(sum(de) / max(len(de), 1), 4),
+                "images": total,
+            }
             print(eta, json.dumps(rows[str(eta)]), file=sys.stderr, flush=True)
         out["variations"] = rows
     if "textdiff" not in skip:
         x, _ = single_objects(size, args.textdiff_images, want=("red", "circle"))
         thetas = theta_schedule(5, 0.5).tolist()
-        blue = [0] * len(thetas); circle = [0] * len(thetas)
+        blue = [0] * len(thetas)
+        circle = [0] * len(thetas)
         for i in range(x.shape[0]):
-            frames = text_diff(pipe, x[i], "a red circle", "a blue circle", max_theta=0.5, frames=5, steps=args.steps, refine=args.refine)
+            frames = text_diff(
+                pipe,
+                x[i],
+                "a red circle",
+                "a blue circle",
+                max_theta=0.5,
+                frames=5,
+                steps=args.steps,
+                refine=args.refine,
+            )
             for j, s in enumerate(score_images(frames)):
                 blue[j] += bool(s.main and s.main.color == "blue")
                 circle[j] += bool(s.main and s.main.shape == "circle")
-        out["text_diff"] = {"from": "a red circle", "to": "a blue circle", "images": int(x.shape[0]), "per_theta": {f"{t:.3f}": {"fraction_blue": round(b / x.shape[0], 3), "fraction_circle": round(c / x.shape[0], 3)} for t, b, c in zip(thetas, blue, circle)}}
+        out["text_diff"] = {
+            "from": "a red circle",
+            "to": "a blue circle",
+            "images": int(x.shape[0]),
+            "per_theta": {
+                f"{t:.3f}": {"fraction_blue": round(b / x.shape[0], 3), "fraction_circle": round(c / x.shape[0], 3)}
+                for t, b, c in zip(thetas, blue, circle)
+            },
+        }
     if args.size > size and not {"cascade", "outside"} <= skip:
         chain = pipe.stage_chain(args.size)
-        info: dict = {"size_px": args.size, "compare_size_px": args.compare_size, "condition": args.condition, "upsampler_steps": args.upsampler_steps or [st.steps for st in chain], "sources": {}}
+        info: dict = {
+            "size_px": args.size,
+            "compare_size_px": args.compare_size,
+            "condition": args.condition,
+            "upsampler_steps": args.upsampler_steps or [st.steps for st in chain],
+            "sources": {},
+        }
         if "cascade" not in skip:
             x, _, _ = render_batch("test", 0, args.n, size=args.size)
             info["sources"]["shapes_test"] = cascade_figures(pipe, x, args)
             print("shapes_test", json.dumps(info["sources"]["shapes_test"]["psnr_db"]), file=sys.stderr, flush=True)
         if "outside" not in skip:
-            for source, (x, names, note) in (("matplotlib_sample_data", matplotlib_images(args.size)), ("emoji_test", emoji_images(args.size, args.emoji_n))):
+            for source, (x, names, note) in (
+                ("matplotlib_sample_data", matplotlib_images(args.size)),
+                ("emoji_test", emoji_images(args.size, args.emoji_n)),
+            ):
                 info["sources"][source] = cascade_figures(pipe, x, args, names) if x is not None else {"skipped": note}
                 print(source, json.dumps(info["sources"][source].get("psnr_db", note)), file=sys.stderr, flush=True)
         out["cascade_reconstruction"] = info
     elif args.size <= size:
-        out["cascade_reconstruction"] = {"skipped": f"--size {args.size} is the decoder's side; the model's sizes are {pipe.output_sizes}"}
+        out["cascade_reconstruction"] = {
+            "skipped": f"--size {args.size} is the decoder's side; the model's sizes are {pipe.output_sizes}"
+        }
     print(json.dumps(out, indent=2))
     if args.json_out:
         atomic_write_json(args.json_out, out)

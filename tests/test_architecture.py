@@ -14,8 +14,10 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "unclip"
-INFERENCE = ("unclip.pipeline", "unclip.adapters", "unclip.manipulate", "unclip.diffusion", "unclip.prior", "unclip.decoder",
-             "unclip.upsampler", "unclip.clip", "unclip.nn", "unclip.model_dir", "unclip.storage")  # fmt: skip
+INFERENCE = (
+    "unclip.pipeline", "unclip.adapters", "unclip.manipulate", "unclip.diffusion", "unclip.prior", "unclip.decoder",
+    "unclip.upsampler", "unclip.clip", "unclip.nn", "unclip.model_dir", "unclip.storage",
+)  # fmt: skip
 MAX_LINES = 500
 
 
@@ -84,7 +86,7 @@ def test_the_import_graph_has_no_cycle():
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                cycle = stack[stack.index(nxt):] + [nxt]
+                cycle = stack[stack.index(nxt) :] + [nxt]
                 raise AssertionError("import cycle: " + " -> ".join(cycle))
             if nxt not in state:
                 visit(nxt)
@@ -125,5 +127,7 @@ def test_the_graph_reader_sees_real_arrows():
 
 
 def test_no_file_is_over_the_size_limit():
-    over = {str(p.relative_to(SRC)): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    over = {
+        str(p.relative_to(SRC)): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > MAX_LINES
+    }
     assert not over, f"files over {MAX_LINES} lines: {over}"

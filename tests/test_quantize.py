@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from unclip.storage.checkpoint import load_component, save_component, save_tensors, WEIGHTS_NAME
 from unclip.decoder.model import Decoder, DecoderConfig
+from unclip.storage.checkpoint import WEIGHTS_NAME, load_component, save_component, save_tensors
 from unclip.storage.quantize import SCALE_SUFFIX, dequantize_state, quantize_state, quantize_tensor
 
 
@@ -21,7 +21,12 @@ def test_int8_error_is_within_half_a_step_per_channel():
 
 
 def test_small_and_non_float_tensors_are_not_quantised():
-    state = {"big": torch.randn(64, 64), "bias": torch.randn(64), "steps": torch.tensor([3]), "kept": torch.randn(64, 64)}
+    state = {
+        "big": torch.randn(64, 64),
+        "bias": torch.randn(64),
+        "steps": torch.tensor([3]),
+        "kept": torch.randn(64, 64),
+    }
     q = quantize_state(state, keep={"kept"})
     assert q["big"].dtype == torch.int8 and q["bias"].dtype == torch.float16
     assert q["steps"].dtype == torch.int64 and q["kept"].dtype == torch.float32
@@ -31,7 +36,20 @@ def test_small_and_non_float_tensors_are_not_quantised():
 
 
 def test_quantised_component_loads_into_its_model(tmp_path):
-    cfg = DecoderConfig(image_size=16, base_channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(8,), head_channels=16, text_width=32, text_depth=1, text_heads=2, clip_embed_dim=32, vocab_size=50, context_length=8)
+    cfg = DecoderConfig(
+        image_size=16,
+        base_channels=16,
+        channel_mults=(1, 2),
+        num_res_blocks=1,
+        attention_resolutions=(8,),
+        head_channels=16,
+        text_width=32,
+        text_depth=1,
+        text_heads=2,
+        clip_embed_dim=32,
+        vocab_size=50,
+        context_length=8,
+    )
     torch.manual_seed(0)
     model = Decoder(cfg).eval()
     with torch.no_grad():  # zero-initialised output layers would make the comparison vacuous

@@ -13,15 +13,31 @@ import pytest
 from PIL import Image
 
 from unclip.apps.cli.main import main
-from unclip.data.shapes import HELD_OUT_PAIRS, SHAPES
-from unclip.errors import InputError
 from unclip.apps.report import ReportSettings, balanced_prompts, run_report
 from unclip.apps.report.claims import claim_diversity, relative_drop
+from unclip.data.shapes import HELD_OUT_PAIRS, SHAPES
+from unclip.errors import InputError
 
-SECTIONS = ("Settings", "1. Diffusion prior vs autoregressive prior", "2. Conditioning the decoder (paper Figure 8)",
-            "3. Decoder guidance", "4. Samples at each guidance scale", "5. The paper's claims")
-TINY = ReportSettings(prompts=("a red circle", "a green star"), samples_per_prompt=2, sweep_prompts=("a red circle", "a green star"), sweep_samples_per_prompt=2,
-                      decoder_steps=2, guidance_scales=(1.0, 3.0), grid_samples=2, reference_images=8, cosine_captions=4, progress=False)
+SECTIONS = (
+    "Settings",
+    "1. Diffusion prior vs autoregressive prior",
+    "2. Conditioning the decoder (paper Figure 8)",
+    "3. Decoder guidance",
+    "4. Samples at each guidance scale",
+    "5. The paper's claims",
+)
+TINY = ReportSettings(
+    prompts=("a red circle", "a green star"),
+    samples_per_prompt=2,
+    sweep_prompts=("a red circle", "a green star"),
+    sweep_samples_per_prompt=2,
+    decoder_steps=2,
+    guidance_scales=(1.0, 3.0),
+    grid_samples=2,
+    reference_images=8,
+    cosine_captions=4,
+    progress=False,
+)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +78,19 @@ def test_page_and_results(full_report):
     for title in SECTIONS:
         assert title in html, title
     assert "skipped" not in html
-    for key in ("settings", "features", "reference", "prior_comparison", "conditioning", "guidance", "sample_grids", "claims", "plots", "timings_s", "wall_time_s"):
+    for key in (
+        "settings",
+        "features",
+        "reference",
+        "prior_comparison",
+        "conditioning",
+        "guidance",
+        "sample_grids",
+        "claims",
+        "plots",
+        "timings_s",
+        "wall_time_s",
+    ):
         assert key in res, key
     numbers = list(_numbers(res))
     assert len(numbers) > 100
@@ -91,7 +119,13 @@ def test_page_and_results(full_report):
 def test_plots_and_sample_sets(full_report):
     page, res = full_report
     out = page.parent
-    assert set(res["plots"]) == {"frechet_vs_guidance", "accuracy_vs_guidance", "diversity_vs_guidance", "conditioning_accuracy", "guidance_samples"}
+    assert set(res["plots"]) == {
+        "frechet_vs_guidance",
+        "accuracy_vs_guidance",
+        "diversity_vs_guidance",
+        "conditioning_accuracy",
+        "guidance_samples",
+    }
     for rel in res["plots"].values():
         with Image.open(out / rel) as im:
             im.load()
@@ -111,11 +145,17 @@ def test_claims_follow_the_numbers(full_report):
         assert isinstance(c["holds"], bool)
         assert c["verdict"] == ("agrees" if c["holds"] else "does not agree")
     d, a = res["prior_comparison"]["priors"]["diffusion"], res["prior_comparison"]["priors"]["ar"]
-    wins = [d["both_right_rate"] >= a["both_right_rate"], d["frechet"][space] <= a["frechet"][space], d["cosine_to_true_z_i"] >= a["cosine_to_true_z_i"]]
+    wins = [
+        d["both_right_rate"] >= a["both_right_rate"],
+        d["frechet"][space] <= a["frechet"][space],
+        d["cosine_to_true_z_i"] >= a["cosine_to_true_z_i"],
+    ]
     assert [c["favoured_wins"] for c in claims["a"]["comparisons"]] == wins
     assert claims["a"]["holds"] == (sum(wins) >= 2)
     p, n = res["conditioning"]["modes"]["prior"], res["conditioning"]["modes"]["none"]
-    assert claims["b"]["holds"] == (p["both_right_rate"] > n["both_right_rate"] and p["frechet"][space] < n["frechet"][space])
+    assert claims["b"]["holds"] == (
+        p["both_right_rate"] > n["both_right_rate"] and p["frechet"][space] < n["frechet"][space]
+    )
     u = [pt["diversity"]["clip"] for pt in res["guidance"]["unclip"]["points"]]
     b = [pt["diversity"]["clip"] for pt in res["guidance"]["baseline"]["points"]]
     du, db = (u[0] - u[-1]) / u[0], (b[0] - b[-1]) / b[0]
@@ -125,13 +165,21 @@ def test_claims_follow_the_numbers(full_report):
 
 def test_diversity_claim_rule():
     def sweep(u, b):
-        return {"guidance": {"scales": [1.0, 6.0], "unclip": {"points": [{"diversity": {"clip": v}} for v in u]}, "baseline": {"points": [{"diversity": {"clip": v}} for v in b]}}}
+        return {
+            "guidance": {
+                "scales": [1.0, 6.0],
+                "unclip": {"points": [{"diversity": {"clip": v}} for v in u]},
+                "baseline": {"points": [{"diversity": {"clip": v}} for v in b]},
+            }
+        }
 
     assert relative_drop([0.4, 0.1]) == pytest.approx(0.75) and relative_drop([0.0, 1.0]) is None
     assert claim_diversity(sweep([0.4, 0.38], [0.4, 0.1]))["holds"] is True  # baseline collapses, unCLIP keeps
     assert claim_diversity(sweep([0.4, 0.1], [0.4, 0.38]))["holds"] is False
     assert claim_diversity(sweep([0.4, 0.5], [0.4, 0.45]))["holds"] is False  # the baseline's does not fall
-    skipped = claim_diversity({"guidance": {"scales": [1.0, 6.0], "unclip": {"points": []}, "baseline": {"skipped": "no baseline"}}})
+    skipped = claim_diversity(
+        {"guidance": {"scales": [1.0, 6.0], "unclip": {"points": []}, "baseline": {"skipped": "no baseline"}}}
+    )
     assert skipped["holds"] is None and skipped["verdict"] == "not tested"
 
 

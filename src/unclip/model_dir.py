@@ -98,9 +98,7 @@ def read_model_json(root: str | os.PathLike) -> dict[str, Any]:
     """Read and validate ``root/model.json``."""
     path = Path(root) / "model.json"
     if not path.is_file():
-        raise CheckpointError(
-            f"{Path(root)} has no model.json; is it a model directory written by `unclip train all`?"
-        )
+        raise CheckpointError(f"{Path(root)} has no model.json; is it a model directory written by `unclip train all`?")
     meta = read_json(path)
     if not isinstance(meta, dict):
         raise json_type_error(meta, "a JSON object", str(path), "Restore model.json or re-export the model")
@@ -263,7 +261,9 @@ class LoadedModel:
     defaults: SamplingDefaults
 
 
-def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cpu", *, decoder: str = "decoder") -> LoadedModel:
+def load_model(
+    name_or_path: str | os.PathLike, device: str | torch.device = "cpu", *, decoder: str = "decoder"
+) -> LoadedModel:
     """Load a model directory's components; ``decoder`` picks the decoder component."""
     from .errors import InputError
 
@@ -274,7 +274,9 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cp
         raise InputError(f"unknown decoder '{decoder}'; choose one of {', '.join(DECODERS)}")
     for needed in ("clip", decoder):
         if needed not in comps and not (needed == "clip" and CLIP_RECORD in meta):
-            hint = " (train it with `unclip train decoder --text-only --out DIR`)" if needed == "decoder_text_only" else ""
+            hint = (
+                " (train it with `unclip train decoder --text-only --out DIR`)" if needed == "decoder_text_only" else ""
+            )
             raise CheckpointError(f"{root / 'model.json'}: the model has no '{needed}' component{hint}")
     unknown = [c for c in comps if c not in KNOWN_COMPONENTS and not c.startswith(UPSAMPLER_PREFIX)]
     if unknown:

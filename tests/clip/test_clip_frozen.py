@@ -4,11 +4,10 @@ import json
 
 import pytest
 import torch
+from clip_helpers import CAPTIONS, tiny_config
 
 from unclip.clip import CLIP, FrozenCLIP, TextEncoding, load_clip
 from unclip.errors import CheckpointError, InputError
-
-from clip_helpers import CAPTIONS, tiny_config
 
 
 @pytest.fixture

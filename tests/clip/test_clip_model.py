@@ -5,11 +5,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from clip_helpers import CAPTIONS, tiny_config
 
 from unclip.clip import CLIP, CLIPConfig
 from unclip.errors import ConfigError, InputError
-
-from clip_helpers import CAPTIONS, tiny_config
 
 
 def _images(n, size=16, seed=0):
@@ -82,11 +81,15 @@ def test_all_padding_row_is_finite(tiny_clip):
 
 def test_image_resize_path(tiny_clip):
     big = _images(3, size=40)
-    expected = tiny_clip.encode_image(F.interpolate(big, size=(16, 16), mode="bilinear", antialias=True, align_corners=False))
+    expected = tiny_clip.encode_image(
+        F.interpolate(big, size=(16, 16), mode="bilinear", antialias=True, align_corners=False)
+    )
     assert torch.allclose(tiny_clip.encode_image(big), expected, atol=1e-6)
     # A flat-colour image embeds the same at any size.
     flat = torch.full((1, 3, 16, 16), 0.3)
-    assert torch.allclose(tiny_clip.encode_image(flat), tiny_clip.encode_image(torch.full((1, 3, 64, 64), 0.3)), atol=1e-5)
+    assert torch.allclose(
+        tiny_clip.encode_image(flat), tiny_clip.encode_image(torch.full((1, 3, 64, 64), 0.3)), atol=1e-5
+    )
 
 
 def test_gradients_reach_both_towers_and_scale(tiny_clip, tokenizer):
@@ -95,7 +98,14 @@ def test_gradients_reach_both_towers_and_scale(tiny_clip, tokenizer):
     tiny_clip.train()
     img, txt, scale = tiny_clip(_images(4), tokenizer.encode(CAPTIONS, 12))
     contrastive_loss(img, txt, scale).backward()
-    for name in ["patch_embed.weight", "class_token", "token_embed.weight", "text_proj.weight", "image_proj.weight", "logit_scale"]:
+    for name in [
+        "patch_embed.weight",
+        "class_token",
+        "token_embed.weight",
+        "text_proj.weight",
+        "image_proj.weight",
+        "logit_scale",
+    ]:
         assert dict(tiny_clip.named_parameters())[name].grad.abs().sum() > 0, name
 
 

@@ -1,16 +1,31 @@
 """Zero-shot accuracy, retrieval reports, and a tiny CLIP that learns to name colours."""
 
-
 import pytest
 import torch
 import torch.nn.functional as F
-
-from unclip.clip import CLIP, FrozenCLIP, Tokenizer, caption_ids_from_tokens, contrastive_loss, retrieval_report, zero_shot_accuracy, zero_shot_predict
-from unclip.errors import InputError
-
 from clip_helpers import tiny_config
 
-COLOURS = {"red": (0.9, -0.7, -0.7), "green": (-0.6, 0.5, -0.5), "blue": (-0.7, -0.4, 0.8), "yellow": (0.9, 0.7, -0.7), "purple": (0.1, -0.5, 0.5), "white": (0.9, 0.9, 0.9), "black": (-0.9, -0.9, -0.9)}
+from unclip.clip import (
+    CLIP,
+    FrozenCLIP,
+    Tokenizer,
+    caption_ids_from_tokens,
+    contrastive_loss,
+    retrieval_report,
+    zero_shot_accuracy,
+    zero_shot_predict,
+)
+from unclip.errors import InputError
+
+COLOURS = {
+    "red": (0.9, -0.7, -0.7),
+    "green": (-0.6, 0.5, -0.5),
+    "blue": (-0.7, -0.4, 0.8),
+    "yellow": (0.9, 0.7, -0.7),
+    "purple": (0.1, -0.5, 0.5),
+    "white": (0.9, 0.9, 0.9),
+    "black": (-0.9, -0.9, -0.9),
+}
 NAMES = list(COLOURS)
 TEMPLATES = ["a {} image", "{}", "a photo that is {}", "the colour {}"]
 
@@ -55,7 +70,9 @@ def test_retrieval_report_groups_and_confusions():
     dataset = [{"image": im, "caption": c, "held_out": i >= 3} for i, (im, c) in enumerate(zip(images, captions))]
     dataset.append({"image": images[0], "caption": "not a prompt"})  # skipped by default
     prompts = ["a red", "a green", "a blue"]
-    report = retrieval_report(clip, dataset, prompts, group=lambda it: "held_out" if it.get("held_out") else "seen", batch_size=2)
+    report = retrieval_report(
+        clip, dataset, prompts, group=lambda it: "held_out" if it.get("held_out") else "seen", batch_size=2
+    )
     assert report["n"] == 5 and report["accuracy"] == pytest.approx(0.8)
     assert report["groups"] == {"held_out": {"accuracy": 0.5, "n": 2}, "seen": {"accuracy": 1.0, "n": 3}}
     assert report["per_prompt"]["a blue"] == {"accuracy": 0.5, "n": 2}
@@ -80,7 +97,9 @@ def test_tiny_clip_learns_colour_names_zero_shot(single_thread):
     for _ in range(150):
         labels = torch.randint(len(NAMES), (32,), generator=g)
         templates = torch.randint(len(TEMPLATES), (32,), generator=g)
-        tokens = tokenizer.encode([TEMPLATES[t].format(NAMES[c]) for c, t in zip(labels.tolist(), templates.tolist())], 8)
+        tokens = tokenizer.encode(
+            [TEMPLATES[t].format(NAMES[c]) for c, t in zip(labels.tolist(), templates.tolist())], 8
+        )
         img, txt, scale = model(solid(labels, 16, g), tokens)
         loss = contrastive_loss(img, txt, scale, caption_ids=caption_ids_from_tokens(tokens))
         opt.zero_grad(set_to_none=True)

@@ -11,10 +11,15 @@ from unclip.data import emoji as E
 from unclip.errors import DataError
 
 FAKE_DATA = {
-    "\U0001F600": {"en": ":grinning_face:", "status": 2, "E": 1, "alias": [":grinning:"]},
-    "\U0001F1FA\U0001F1F8": {"en": ":United_States:", "status": 2, "E": 0.6, "alias": [":flag_for_United_States:", ":us:"]},
-    "\U0001F44B\U0001F3FD": {"en": ":waving_hand_medium_skin_tone:", "status": 2, "E": 1},
-    "\U0001F44B": {"en": ":waving_hand:", "status": 2, "E": 0.6},
+    "\U0001f600": {"en": ":grinning_face:", "status": 2, "E": 1, "alias": [":grinning:"]},
+    "\U0001f1fa\U0001f1f8": {
+        "en": ":United_States:",
+        "status": 2,
+        "E": 0.6,
+        "alias": [":flag_for_United_States:", ":us:"],
+    },
+    "\U0001f44b\U0001f3fd": {"en": ":waving_hand_medium_skin_tone:", "status": 2, "E": 1},
+    "\U0001f44b": {"en": ":waving_hand:", "status": 2, "E": 0.6},
     "\u2764": {"en": ":red_heart:", "status": 4, "E": 0.6, "alias": [":heart:"]},
 }
 
@@ -36,8 +41,8 @@ def _private_cache(tmp_path, monkeypatch):
 def test_clean_name_and_names():
     assert E.clean_name(":grinning_face:") == "grinning face"
     assert E.clean_name(":AB_button_(blood_type):") == "ab button (blood type)"
-    assert E.emoji_names("\U0001F600", FAKE_DATA) == ["grinning face", "grinning"]
-    flag = E.emoji_names("\U0001F1FA\U0001F1F8", FAKE_DATA)
+    assert E.emoji_names("\U0001f600", FAKE_DATA) == ["grinning face", "grinning"]
+    flag = E.emoji_names("\U0001f1fa\U0001f1f8", FAKE_DATA)
     assert flag == ["flag: united states", "flag for united states"]  # short code "us" dropped
     with pytest.raises(DataError, match="not an emoji"):
         E.emoji_names("x", FAKE_DATA)
@@ -45,21 +50,21 @@ def test_clean_name_and_names():
 
 def test_real_package_names():
     pytest.importorskip("emoji")
-    assert E.emoji_names("\U0001F600")[0] == "grinning face"
-    assert E.emoji_names("\U0001F436")[0] == "dog face"
+    assert E.emoji_names("\U0001f600")[0] == "grinning face"
+    assert E.emoji_names("\U0001f436")[0] == "dog face"
 
 
 def test_is_flag():
-    assert E.is_flag("\U0001F1FA\U0001F1F8")
-    assert E.is_flag("\U0001F3F4\U000E0067\U000E0062\U000E0065\U000E006E\U000E0067\U000E007F")
-    assert not E.is_flag("\U0001F3F4") and not E.is_flag("\U0001F600")
+    assert E.is_flag("\U0001f1fa\U0001f1f8")
+    assert E.is_flag("\U0001f3f4\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007f")
+    assert not E.is_flag("\U0001f3f4") and not E.is_flag("\U0001f600")
 
 
 def test_candidates_skip_skin_tones_and_unqualified():
     pytest.importorskip("emoji")
     got = E.candidate_emojis(data=FAKE_DATA)
-    assert got == ["\U0001F1FA\U0001F1F8", "\U0001F44B", "\U0001F600"]
-    assert "\U0001F44B\U0001F3FD" in E.candidate_emojis(include_skin_tones=True, data=FAKE_DATA)
+    assert got == ["\U0001f1fa\U0001f1f8", "\U0001f44b", "\U0001f600"]
+    assert "\U0001f44b\U0001f3fd" in E.candidate_emojis(include_skin_tones=True, data=FAKE_DATA)
 
 
 def test_split_is_stable_and_roughly_90_5_5():
@@ -71,8 +76,8 @@ def test_split_is_stable_and_roughly_90_5_5():
     assert 0.86 < splits.count("train") / n < 0.94
     assert 0.02 < splits.count("val") / n < 0.08 and 0.02 < splits.count("test") / n < 0.08
     # pinned: the split depends on nothing but the emoji
-    assert E.emoji_split("\U0001F600") == E.emoji_split("\U0001F600")
-    assert {E.emoji_split(c) for c in ("\U0001F600", "\U0001F436", "\U0001F431", "\U0001F34E")} <= set(E.SPLITS)
+    assert E.emoji_split("\U0001f600") == E.emoji_split("\U0001f600")
+    assert {E.emoji_split(c) for c in ("\U0001f600", "\U0001f436", "\U0001f431", "\U0001f34e")} <= set(E.SPLITS)
 
 
 def test_pick_caption_deterministic_and_mixed():
@@ -119,9 +124,9 @@ def test_bad_arguments():
 def test_render_and_dataset(style):
     if not _has(style):
         pytest.skip(f"emoji style {style} not installed")
-    assert E.glyph_ok("\U0001F600", style)
-    assert not E.glyph_ok("\U0001F600\U0001F600\U0001F600", style)  # several glyphs
-    im = E.render_emoji("\U0001F600", style, 32)
+    assert E.glyph_ok("\U0001f600", style)
+    assert not E.glyph_ok("\U0001f600\U0001f600\U0001f600", style)  # several glyphs
+    im = E.render_emoji("\U0001f600", style, 32)
     assert im.size == (32, 32) and im.getpixel((0, 0)) == (255, 255, 255)
     ds = E.EmojiDataset("val", size=24, seed=0, styles=(style,))
     assert len(ds) > 50

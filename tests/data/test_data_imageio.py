@@ -9,7 +9,14 @@ import torch
 from PIL import Image
 
 from unclip.errors import InputError
-from unclip.storage.imageio import _file_names, center_crop_resize, make_grid, pil_to_tensor, tensor_to_pil, write_image_set
+from unclip.storage.imageio import (
+    _file_names,
+    center_crop_resize,
+    make_grid,
+    pil_to_tensor,
+    tensor_to_pil,
+    write_image_set,
+)
 
 
 def test_round_trip_is_exact():

@@ -302,7 +302,9 @@ def test_pixel_bounding_boxes_match_geometry():
 def test_shape_geometry():
     o = S.ObjectSpec("red", "triangle", "large", 0.4, (0.5, 0.5), "center")
     apex, right, left = S.shape_polygon(o, 1.0)
-    assert apex == pytest.approx((0.5, 0.3)) and left == pytest.approx((0.3, 0.7)) and right == pytest.approx((0.7, 0.7))
+    assert (
+        apex == pytest.approx((0.5, 0.3)) and left == pytest.approx((0.3, 0.7)) and right == pytest.approx((0.7, 0.7))
+    )
     assert right[0] - left[0] == pytest.approx(left[1] - apex[1])  # height == base
     star = S.ObjectSpec("red", "star", "large", 0.4, (0.5, 0.5), "center")
     pts = S.shape_polygon(star, 1.0)

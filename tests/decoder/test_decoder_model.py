@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from unclip.storage.checkpoint import config_from_dict, config_to_dict
 from unclip.decoder import Decoder, DecoderConfig
 from unclip.errors import ConfigError, InputError
+from unclip.storage.checkpoint import config_from_dict, config_to_dict
 
 TINY = dict(
     image_size=16,

@@ -38,9 +38,17 @@ def _images(split: str, n: int) -> torch.Tensor:
 
 def _train(learned_variance: bool, train: torch.Tensor) -> tuple[Decoder, GaussianDiffusion]:
     torch.manual_seed(0)
-    config = DecoderConfig(image_size=SIZE, base_channels=8, channel_mults=(1,), num_res_blocks=1,
-                           attention_resolutions=(), head_channels=8, use_text=False, use_image_embed=False,
-                           learned_variance=learned_variance)
+    config = DecoderConfig(
+        image_size=SIZE,
+        base_channels=8,
+        channel_mults=(1,),
+        num_res_blocks=1,
+        attention_resolutions=(),
+        head_channels=8,
+        use_text=False,
+        use_image_embed=False,
+        learned_variance=learned_variance,
+    )
     model = Decoder(config)
     diffusion = GaussianDiffusion.make("cosine", T, learned_variance=learned_variance)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)

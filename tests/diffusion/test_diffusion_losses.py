@@ -67,7 +67,13 @@ def test_hybrid_loss_terms_and_weight():
     d = GaussianDiffusion.make("cosine", T, learned_variance=True)
     x0, noise, t, xt = _batch(d, (5, 3, 4, 4), [0, 1, 50, 500, 999], grid=True)
     g = torch.Generator().manual_seed(9)
-    output = torch.cat([noise + 0.1 * torch.randn(noise.shape, generator=g, dtype=torch.float64), torch.rand(noise.shape, generator=g, dtype=torch.float64) * 2 - 1], 1)
+    output = torch.cat(
+        [
+            noise + 0.1 * torch.randn(noise.shape, generator=g, dtype=torch.float64),
+            torch.rand(noise.shape, generator=g, dtype=torch.float64) * 2 - 1,
+        ],
+        1,
+    )
     out = training_loss(d, output, x0, xt, t, noise)
     assert set(out) == {"loss", "mse", "vb"}
     assert all(v.shape == (5,) for v in out.values())
@@ -116,14 +122,18 @@ def test_decoder_nll_at_t0_discrete_and_continuous():
     good = training_loss(dv, torch.cat([x0, -torch.ones_like(x0)], 1), x0, xt, t, noise, discrete_decoder=False)
     bad = training_loss(dv, torch.cat([x0 + 0.1, -torch.ones_like(x0)], 1), x0, xt, t, noise, discrete_decoder=False)
     logvar = d.posterior_log_variance_clipped[1].item()
-    assert torch.allclose(good["vb"], torch.full((2,), 0.5 * (math.log(2 * math.pi) + logvar + 1 * 0) / math.log(2), dtype=torch.float64))
+    assert torch.allclose(
+        good["vb"], torch.full((2,), 0.5 * (math.log(2 * math.pi) + logvar + 1 * 0) / math.log(2), dtype=torch.float64)
+    )
     assert bool((bad["vb"] > good["vb"]).all())
 
 
 def test_normal_kl_matches_torch_distributions():
     g = torch.Generator().manual_seed(3)
     m1, m2, lv1, lv2 = (torch.randn(50, generator=g, dtype=torch.float64) for _ in range(4))
-    ref = torch.distributions.kl_divergence(torch.distributions.Normal(m1, (0.5 * lv1).exp()), torch.distributions.Normal(m2, (0.5 * lv2).exp()))
+    ref = torch.distributions.kl_divergence(
+        torch.distributions.Normal(m1, (0.5 * lv1).exp()), torch.distributions.Normal(m2, (0.5 * lv2).exp())
+    )
     assert torch.allclose(normal_kl(m1, lv1, m2, lv2), ref, atol=1e-12)
 
 

@@ -64,7 +64,10 @@ def mixture_model(base):
 
 def mixture_moments():
     mean = WEIGHTS @ MEANS
-    second = sum(WEIGHTS[k] * (STDS[k] ** 2 * torch.eye(2, dtype=torch.float64) + torch.outer(MEANS[k], MEANS[k])) for k in range(3))
+    second = sum(
+        WEIGHTS[k] * (STDS[k] ** 2 * torch.eye(2, dtype=torch.float64) + torch.outer(MEANS[k], MEANS[k]))
+        for k in range(3)
+    )
     return mean, second - torch.outer(mean, mean)
 
 
@@ -113,7 +116,14 @@ def test_model_is_called_with_original_timesteps_and_callback_runs_per_step():
     x_T = torch.randn(3, 2)
     for sampler in (ddpm_sample, ddim_sample):
         seen.clear(), steps_seen.clear()
-        sampler(fn, base, x_T, steps=10, generator=torch.Generator().manual_seed(0), callback=lambda n, t, x, x0: steps_seen.append((n, t, x.shape, x0.shape)))
+        sampler(
+            fn,
+            base,
+            x_T,
+            steps=10,
+            generator=torch.Generator().manual_seed(0),
+            callback=lambda n, t, x, x0: steps_seen.append((n, t, x.shape, x0.shape)),
+        )
         expected = list(reversed(spaced_timesteps(T, 10)))
         assert seen == [[t] * 3 for t in expected]
         assert [s[:2] for s in steps_seen] == list(enumerate(expected))
@@ -156,7 +166,9 @@ def test_ddpm_uses_learned_variance_channels():
     assert torch.allclose(lo, ref, atol=1e-10)  # v = -1 is the posterior variance
     assert (hi - ref).abs().max().item() > 1e-3
     # DDIM ignores the variance channels
-    assert torch.allclose(ddim_sample(with_v(1.0), learned, x_T, steps=25), ddim_sample(model, fixed, x_T, steps=25), atol=1e-10)
+    assert torch.allclose(
+        ddim_sample(with_v(1.0), learned, x_T, steps=25), ddim_sample(model, fixed, x_T, steps=25), atol=1e-10
+    )
 
 
 def test_clip_x0_bounds_the_output():
@@ -174,8 +186,14 @@ def test_sample_dispatch_and_errors():
     fn = gaussian_model(base, 0.0, 1.0)
     x_T = torch.randn(4, 2)
     g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
-    assert torch.equal(sample("ddpm", fn, base, x_T, steps=5, generator=g(), eta=None), ddpm_sample(fn, base, x_T, steps=5, generator=g()))
-    assert torch.equal(sample("ddim", fn, base, x_T, steps=5, eta=0.5, generator=g()), ddim_sample(fn, base, x_T, steps=5, eta=0.5, generator=g()))
+    assert torch.equal(
+        sample("ddpm", fn, base, x_T, steps=5, generator=g(), eta=None),
+        ddpm_sample(fn, base, x_T, steps=5, generator=g()),
+    )
+    assert torch.equal(
+        sample("ddim", fn, base, x_T, steps=5, eta=0.5, generator=g()),
+        ddim_sample(fn, base, x_T, steps=5, eta=0.5, generator=g()),
+    )
     with pytest.raises(InputError, match="method"):
         sample("euler", fn, base, x_T)
     with pytest.raises(InputError, match="eta"):
@@ -212,7 +230,13 @@ def test_plain_ddim_inversion_error_shrinks_like_one_over_steps():
     e1000, _ = _round_trip_error(base, steps=None)
     assert e200 < e50 / 3 and e1000 < e200 / 3 and e1000 < 5e-3
     # callback order: from the first timestep up to the last
-    ddim_invert(gaussian_model(base, 0.0, 1.0), base, torch.zeros(2, 2), steps=5, callback=lambda n, t, x, x0: seen.append((n, t)))
+    ddim_invert(
+        gaussian_model(base, 0.0, 1.0),
+        base,
+        torch.zeros(2, 2),
+        steps=5,
+        callback=lambda n, t, x, x0: seen.append((n, t)),
+    )
     assert seen == list(enumerate(spaced_timesteps(T, 5)))
     with pytest.raises(InputError, match="refine"):
         ddim_invert(gaussian_model(base, 0.0, 1.0), base, torch.zeros(2, 2), refine=-1)

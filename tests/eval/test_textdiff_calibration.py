@@ -61,8 +61,10 @@ def test_batched_frames_equal_the_text_diff_of_the_library(tiny_model: str) -> N
     pipe = UnCLIP.load(tiny_model)
     x, _, _ = render_batch("test", 0, 2, size=pipe.decoder.config.image_size)
     latent = invert(pipe, x, steps=3)
-    pairs = [DiffPair("colour", 1, "a red circle", "a blue circle", "blue", "circle"),
-             DiffPair("shape", 0, "a red circle", "a red star", "star", "red")]
+    pairs = [
+        DiffPair("colour", 1, "a red circle", "a blue circle", "blue", "circle"),
+        DiffPair("shape", 0, "a red circle", "a red star", "star", "red"),
+    ]
     thetas = [0.0, 0.3, 0.6]
     frames = text_diff_frames(pipe, latent, pairs, thetas, batch_size=4)
     assert frames.shape == (2, 3, 3, 16, 16)

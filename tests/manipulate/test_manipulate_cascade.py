@@ -1,4 +1,4 @@
-"""Inversion through the decoder and the upsampler stages (unclip.manipulate.invert with size) on the tiny 16 -> 64 model."""
+"""Inversion through the decoder and the upsampler stages (``invert`` with ``size``) on the tiny 16 -> 64 model."""
 
 import json
 from dataclasses import replace
@@ -10,9 +10,9 @@ from safetensors import safe_open
 from unclip.apps.cli.main import main
 from unclip.data.shapes import render_batch
 from unclip.errors import CheckpointError, InputError
-from unclip.storage.imageio import tensor_to_pil
 from unclip.manipulate import BipartiteLatent, as_image_tensor, invert, reconstruct
 from unclip.pipeline import UnCLIP
+from unclip.storage.imageio import tensor_to_pil
 
 STEPS = 10
 UP_STEPS = 10
@@ -72,7 +72,12 @@ def test_shapes_of_latent_and_reconstruction(pipe, latent, rec_levels):
     assert latent.noise.shape == (2, 3, s, s)
     assert [tuple(z.shape) for z in latent.stage_noises] == [(2, 3, TOP, TOP)]
     assert (latent.stage_steps, latent.stage_low_res, latent.size) == ([UP_STEPS], [s], TOP)
-    assert (latent.steps, latent.extra["refine"], latent.extra["size"], latent.extra["condition"]) == (STEPS, REFINE, TOP, "decoded")
+    assert (latent.steps, latent.extra["refine"], latent.extra["size"], latent.extra["condition"]) == (
+        STEPS,
+        REFINE,
+        TOP,
+        "decoded",
+    )
     assert all(torch.isfinite(z).all() for z in latent.stage_noises)
     assert [tuple(x.shape) for x in rec_levels] == [(2, 3, s, s), (2, 3, TOP, TOP)]
     assert all(float(x.abs().max()) <= 1.0 for x in rec_levels)
@@ -99,7 +104,10 @@ def test_inverted_stage_noise_beats_fresh_noise(eps_pipe, images, eps_latent):
     pipe, latent = eps_pipe, eps_latent
     rec_levels = reconstruct(pipe, latent, return_levels=True)
     top = psnr(rec_levels[-1], images)
-    fresh = replace(latent, stage_noises=[torch.randn(z.shape, generator=torch.Generator().manual_seed(1)) for z in latent.stage_noises])
+    fresh = replace(
+        latent,
+        stage_noises=[torch.randn(z.shape, generator=torch.Generator().manual_seed(1)) for z in latent.stage_noises],
+    )
     fresh_psnr = psnr(reconstruct(pipe, fresh), images)
     assert top.min() > 24, top  # measured 27-28.5 dB at these settings (the decoder level alone: 25-27 dB)
     assert top.mean() > fresh_psnr.mean() + 10, (top, fresh_psnr)
@@ -139,8 +147,15 @@ def test_save_load_round_trip(pipe, latent, rec_levels, tmp_path):
     path = latent.save(tmp_path / "lat.safetensors")
     back = BipartiteLatent.load(path)
     assert torch.equal(back.noise, latent.noise) and torch.equal(back.stage_noises[0], latent.stage_noises[0])
-    assert (back.stage_steps, back.stage_low_res, back.steps, back.extra) == (latent.stage_steps, latent.stage_low_res, latent.steps, latent.extra)
-    assert torch.allclose(reconstruct(pipe, back), rec_levels[-1], atol=1e-4)  # same tensors; memory layout may change the last bits
+    assert (back.stage_steps, back.stage_low_res, back.steps, back.extra) == (
+        latent.stage_steps,
+        latent.stage_low_res,
+        latent.steps,
+        latent.extra,
+    )
+    assert torch.allclose(
+        reconstruct(pipe, back), rec_levels[-1], atol=1e-4
+    )  # same tensors; memory layout may change the last bits
     # the decoder level alone decodes as the plain inversion does
     assert torch.allclose(reconstruct(pipe, back.decoder_level()), rec_levels[0], atol=1e-4)
 
@@ -167,7 +182,9 @@ def test_bad_inputs_name_the_problem(pipe, images, latent, tmp_path):
     meta = latent.metadata()
     from unclip.storage.checkpoint import save_tensors
 
-    save_tensors(path, {"image_embed": latent.image_embed, "noise": latent.noise}, metadata={"unclip": json.dumps(meta)})
+    save_tensors(
+        path, {"image_embed": latent.image_embed, "noise": latent.noise}, metadata={"unclip": json.dumps(meta)}
+    )
     with pytest.raises(CheckpointError, match="stage_noise_0"):
         BipartiteLatent.load(path)
 
@@ -176,7 +193,25 @@ def test_cli_invert_with_size(full_tiny_model, images, tmp_path, capsys):
     png = tmp_path / "in.png"
     tensor_to_pil(images[:1])[0].save(png)
     out = tmp_path / "lat.safetensors"
-    assert main(["invert", str(png), "--model", full_tiny_model, "--size", str(TOP), "--steps", "4", "--out", str(out), "--reconstruct", str(tmp_path / "rec")]) == 0
+    assert (
+        main(
+            [
+                "invert",
+                str(png),
+                "--model",
+                full_tiny_model,
+                "--size",
+                str(TOP),
+                "--steps",
+                "4",
+                "--out",
+                str(out),
+                "--reconstruct",
+                str(tmp_path / "rec"),
+            ]
+        )
+        == 0
+    )
     lat = BipartiteLatent.load(out)
     assert len(lat.stage_noises) == 1 and lat.size == TOP
     manifest = json.loads((tmp_path / "rec" / "manifest.json").read_text())

@@ -7,10 +7,10 @@ import torch
 
 from unclip.apps.cli.main import build_parser, main
 from unclip.apps.cli.manipulate import COMMANDS
-from unclip.data.shapes import render_batch
 from unclip.apps.gallery import GallerySection
-from unclip.storage.imageio import save_png, tensor_to_pil
+from unclip.data.shapes import render_batch
 from unclip.manipulate import BipartiteLatent
+from unclip.storage.imageio import save_png, tensor_to_pil
 
 
 @pytest.fixture(scope="module")
@@ -41,13 +41,34 @@ def test_help_lists_every_command(capsys):
 
 def test_invert_then_vary_from_the_latent(tiny_model, pngs, tmp_path):
     lat_path = tmp_path / "a.safetensors"
-    assert main(["invert", pngs[0], "--model", tiny_model, "--out", str(lat_path), "--steps", "4", "--reconstruct", str(tmp_path / "rec")]) == 0
+    assert (
+        main(
+            [
+                "invert",
+                pngs[0],
+                "--model",
+                tiny_model,
+                "--out",
+                str(lat_path),
+                "--steps",
+                "4",
+                "--reconstruct",
+                str(tmp_path / "rec"),
+            ]
+        )
+        == 0
+    )
     lat = BipartiteLatent.load(lat_path)
     assert lat.steps == 4 and lat.guidance == 1.0 and len(lat) == 1
     rec = _check_set(tmp_path / "rec", 1)
     assert rec["images"][0]["psnr_db"] > 0
     out = tmp_path / "vary"
-    assert main(["vary", str(lat_path), "--model", tiny_model, "--eta", "0.5", "-n", "3", "--seed", "2", "--out", str(out)]) == 0
+    assert (
+        main(
+            ["vary", str(lat_path), "--model", tiny_model, "--eta", "0.5", "-n", "3", "--seed", "2", "--out", str(out)]
+        )
+        == 0
+    )
     m = _check_set(out, 3)
     assert m["command"] == "vary" and m["settings"]["eta"] == 0.5 and m["images"][0]["seed"] == 2
 
@@ -60,16 +81,75 @@ def test_vary_is_seeded(tiny_model, pngs, tmp_path):
 
 
 def test_interpolate_and_textdiff(tiny_model, pngs, tmp_path):
-    assert main(["interpolate", pngs[0], pngs[1], "--model", tiny_model, "--frames", "3", "--noise", "fixed", "--steps", "3", "--out", str(tmp_path / "i")]) == 0
+    assert (
+        main(
+            [
+                "interpolate",
+                pngs[0],
+                pngs[1],
+                "--model",
+                tiny_model,
+                "--frames",
+                "3",
+                "--noise",
+                "fixed",
+                "--steps",
+                "3",
+                "--out",
+                str(tmp_path / "i"),
+            ]
+        )
+        == 0
+    )
     m = _check_set(tmp_path / "i", 3)
     assert [e["theta"] for e in m["images"]] == [0.0, 0.5, 1.0]
-    assert main(["textdiff", pngs[0], "--model", tiny_model, "--from", "a red circle", "--to", "a blue circle", "--frames", "3", "--max-theta", "0.4", "--steps", "3", "--out", str(tmp_path / "t")]) == 0
+    assert (
+        main(
+            [
+                "textdiff",
+                pngs[0],
+                "--model",
+                tiny_model,
+                "--from",
+                "a red circle",
+                "--to",
+                "a blue circle",
+                "--frames",
+                "3",
+                "--max-theta",
+                "0.4",
+                "--steps",
+                "3",
+                "--out",
+                str(tmp_path / "t"),
+            ]
+        )
+        == 0
+    )
     m = _check_set(tmp_path / "t", 3)
     assert m["images"][-1]["theta"] == pytest.approx(0.4) and m["images"][0]["prompt"] == "a blue circle"
 
 
 def test_probe_pca(tiny_model, pngs, tmp_path):
-    assert main(["probe-pca", pngs[0], "--model", tiny_model, "--dims", "1,3", "--fit-n", "40", "--steps", "3", "--out", str(tmp_path / "p")]) == 0
+    assert (
+        main(
+            [
+                "probe-pca",
+                pngs[0],
+                "--model",
+                tiny_model,
+                "--dims",
+                "1,3",
+                "--fit-n",
+                "40",
+                "--steps",
+                "3",
+                "--out",
+                str(tmp_path / "p"),
+            ]
+        )
+        == 0
+    )
     m = _check_set(tmp_path / "p", 3)
     assert [e["components"] for e in m["images"]] == [1, 3, "all"]
     assert isinstance(m["components_for_1pct"], int)
@@ -78,7 +158,21 @@ def test_probe_pca(tiny_model, pngs, tmp_path):
 def test_errors_name_the_input(tiny_model, tmp_path, capsys):
     assert main(["vary", str(tmp_path / "nope.png"), "--model", tiny_model, "--out", str(tmp_path / "o")]) == 1
     assert "nope.png" in capsys.readouterr().err
-    assert main(["probe-pca", str(tmp_path / "nope.png"), "--model", tiny_model, "--dims", "a,b", "--out", str(tmp_path / "o")]) == 1
+    assert (
+        main(
+            [
+                "probe-pca",
+                str(tmp_path / "nope.png"),
+                "--model",
+                tiny_model,
+                "--dims",
+                "a,b",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 1
+    )
 
 
 def test_demo_sections(tiny_model):
@@ -86,6 +180,8 @@ def test_demo_sections(tiny_model):
     from unclip.pipeline import UnCLIP
 
     torch.manual_seed(0)
-    secs = manipulation_sections(UnCLIP.load(tiny_model), seed=0, steps=3, variations=2, frames=3, pca_dims=(2, 4), pca_fit_n=40)
+    secs = manipulation_sections(
+        UnCLIP.load(tiny_model), seed=0, steps=3, variations=2, frames=3, pca_dims=(2, 4), pca_fit_n=40
+    )
     assert len(secs) == 4 and all(isinstance(s, GallerySection) for s in secs)
     assert [len(s.items) for s in secs] == [4, 5, 4, 3]

@@ -5,19 +5,20 @@ import torch
 
 from unclip.data.shapes import render_batch
 from unclip.errors import CheckpointError, InputError
-from unclip.storage.imageio import tensor_to_pil
 from unclip.manipulate import (
     BipartiteLatent,
+    image_relative_errors,
     interpolate,
     invert,
     manipulation_diffusion,
+    probe_pca,
     reconstruct,
     text_diff,
     vary,
 )
 from unclip.pipeline import UnCLIP
-from unclip.manipulate import image_relative_errors, probe_pca
 from unclip.prior.pca import PCA
+from unclip.storage.imageio import tensor_to_pil
 
 STEPS = 10
 REFINE = 2  # fixed-point refinements per inversion step: 18 dB without, ~30 dB with 2 on the tiny model
@@ -85,7 +86,13 @@ def test_save_load_round_trip(tmp_path, latent):
     path = latent.save(tmp_path / "lat.safetensors")
     back = BipartiteLatent.load(path)
     assert torch.equal(back.image_embed, latent.image_embed) and torch.equal(back.noise, latent.noise)
-    assert (back.steps, back.guidance, back.captions, back.min_alpha_bar, back.extra) == (latent.steps, latent.guidance, latent.captions, latent.min_alpha_bar, latent.extra)
+    assert (back.steps, back.guidance, back.captions, back.min_alpha_bar, back.extra) == (
+        latent.steps,
+        latent.guidance,
+        latent.captions,
+        latent.min_alpha_bar,
+        latent.extra,
+    )
     (tmp_path / "junk.safetensors").write_bytes(b"not a file")
     with pytest.raises(CheckpointError):
         BipartiteLatent.load(tmp_path / "junk.safetensors")
@@ -150,7 +157,12 @@ def test_manipulation_diffusion_avoids_the_singular_top_level(pipe):
 def test_pca_maths():
     g = torch.Generator().manual_seed(0)
     basis = torch.linalg.qr(torch.randn(16, 16, generator=g, dtype=torch.float64))[0][:, :3]
-    z = torch.randn(200, 3, generator=g, dtype=torch.float64) * torch.tensor([5.0, 2.0, 1.0], dtype=torch.float64) @ basis.T + 3.0
+    z = (
+        torch.randn(200, 3, generator=g, dtype=torch.float64)
+        * torch.tensor([5.0, 2.0, 1.0], dtype=torch.float64)
+        @ basis.T
+        + 3.0
+    )
     pca = PCA.fit(z)
     assert pca.components.shape == (16, 16)
     assert (pca.eigenvalues[:-1] >= pca.eigenvalues[1:] - 1e-12).all()

@@ -22,8 +22,9 @@ def _model(depth: int = 3) -> Transformer:
     return Transformer(TransformerConfig(width=32, depth=depth, heads=4)).eval()
 
 
-def _chunked(model: Transformer, x: torch.Tensor, prefix: int, chunk: int,
-             mask: torch.Tensor | None = None) -> torch.Tensor:
+def _chunked(
+    model: Transformer, x: torch.Tensor, prefix: int, chunk: int, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Run ``x`` as a prefix then chunks of ``chunk`` tokens through one cache; concatenate outputs."""
     cache = KVCache()
     outs, start = [], 0

@@ -8,12 +8,14 @@ import json
 import pytest
 import torch
 
-from unclip.storage.checkpoint import config_from_dict, config_to_dict
 from unclip.errors import ConfigError, InputError
 from unclip.nn.attention import MultiHeadAttention
 from unclip.nn.unet import AttentionBlock, ResBlock, UNet, UNetConfig, group_norm, timestep_embedding
+from unclip.storage.checkpoint import config_from_dict, config_to_dict
 
-TINY = dict(base_channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(8,), image_size=16, head_channels=8)
+TINY = dict(
+    base_channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(8,), image_size=16, head_channels=8
+)
 
 
 def perturb(model: torch.nn.Module, seed: int = 0, scale: float = 0.05) -> torch.nn.Module:
@@ -92,7 +94,9 @@ def test_context_influences_output_and_mask_hides_it() -> None:
     mask = torch.tensor([[True, True, False, False]] * 2)
     c3 = c1.clone()
     c3[:, 2:] = randn(2, 2, 12, seed=4)
-    torch.testing.assert_close(net(x, t, context=c1, context_mask=mask), net(x, t, context=c3, context_mask=mask), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        net(x, t, context=c1, context_mask=mask), net(x, t, context=c3, context_mask=mask), atol=1e-5, rtol=0
+    )
 
 
 def test_context_needs_context_dim() -> None:

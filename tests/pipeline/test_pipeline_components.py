@@ -113,7 +113,29 @@ def test_register_component_keeps_the_rest(tmp_path):
 
 def test_cli_generate_with_ar_prior_and_size(full_tiny_model, tmp_path, capsys):
     out = tmp_path / "gen"
-    assert main(["generate", "a red circle", "--model", full_tiny_model, "-n", "1", "--prior", "ar", "--steps", "2", "--size", "64", "--upsampler-steps", "2", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "a red circle",
+                "--model",
+                full_tiny_model,
+                "-n",
+                "1",
+                "--prior",
+                "ar",
+                "--steps",
+                "2",
+                "--size",
+                "64",
+                "--upsampler-steps",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["settings"]["size"] == 64 and manifest["settings"]["prior"] == "ar"
     from PIL import Image
@@ -123,7 +145,25 @@ def test_cli_generate_with_ar_prior_and_size(full_tiny_model, tmp_path, capsys):
 
 
 def test_cli_eval_scores_the_baseline(full_tiny_model, capsys):
-    assert main(["eval", "--model", full_tiny_model, "--decoder", "decoder_text_only", "--prior", "none", "--seeds", "1", "--steps", "2", "--json"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                full_tiny_model,
+                "--decoder",
+                "decoder_text_only",
+                "--prior",
+                "none",
+                "--seeds",
+                "1",
+                "--steps",
+                "2",
+                "--json",
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert report["decoder"] == "decoder_text_only" and report["images"] == 32
     assert "prior_cosine_to_true_image_embed" not in report

@@ -43,7 +43,9 @@ def test_generate_shapes_range_and_determinism(tiny_model: str) -> None:
 @pytest.mark.parametrize("mode", ["diffusion", "text-embed", "none"])
 def test_prior_modes(tiny_model: str, mode: str) -> None:
     pipe = UnCLIP.load(tiny_model)
-    z = pipe.image_embeds_for(["a red circle", "a blue star"], mode, generator=torch.Generator().manual_seed(0), steps=3)
+    z = pipe.image_embeds_for(
+        ["a red circle", "a blue star"], mode, generator=torch.Generator().manual_seed(0), steps=3
+    )
     assert z.shape == (2, pipe.clip.embed_dim)
     if mode == "none":
         assert torch.all(z == 0)
@@ -66,7 +68,26 @@ def test_bad_inputs_raise_clear_errors(tiny_model: str, tmp_path: Path) -> None:
 
 def test_cli_generate_writes_standard_outputs(tiny_model: str, tmp_path: Path) -> None:
     out = tmp_path / "gen"
-    assert main(["generate", "a red circle", "a green star", "-n", "2", "--model", tiny_model, "--steps", "2", "--prior-steps", "2", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "a red circle",
+                "a green star",
+                "-n",
+                "2",
+                "--model",
+                tiny_model,
+                "--steps",
+                "2",
+                "--prior-steps",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     manifest = json.loads((out / "manifest.json").read_text())
     assert [e["file"] for e in manifest["images"]] == ["000.png", "001.png", "002.png", "003.png"]
     assert manifest["images"][2]["prompt"] == "a green star"
@@ -76,10 +97,24 @@ def test_cli_generate_writes_standard_outputs(tiny_model: str, tmp_path: Path) -
 def test_cli_eval_reports_every_figure(tiny_model: str, capsys) -> None:
     assert main(["eval", "--model", tiny_model, "--seeds", "1", "--steps", "2", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    for key in ("color_accuracy", "shape_accuracy", "single_object_rate", "both_right_rate", "center_spread_x", "center_spread_y", "clip_score", "prior_cosine_to_true_image_embed"):
+    for key in (
+        "color_accuracy",
+        "shape_accuracy",
+        "single_object_rate",
+        "both_right_rate",
+        "center_spread_x",
+        "center_spread_y",
+        "clip_score",
+        "prior_cosine_to_true_image_embed",
+    ):
         assert key in report
     assert report["images"] == 32
-    assert set(report["held_out_pairs"]) == {"color_accuracy", "shape_accuracy", "single_object_rate", "both_right_rate"}
+    assert set(report["held_out_pairs"]) == {
+        "color_accuracy",
+        "shape_accuracy",
+        "single_object_rate",
+        "both_right_rate",
+    }
 
 
 def test_cli_demo_writes_gallery(tiny_model: str, tmp_path: Path) -> None:
@@ -107,5 +142,8 @@ def test_train_resume_keeps_finished_components(tiny_model: str, tmp_path: Path)
     copy = tmp_path / "copy"
     shutil.copytree(tiny_model, copy)
     before = (copy / "decoder" / "weights.safetensors").read_bytes()
-    assert main(["train", "all", "--data", "shapes", "--preset", "tiny", "--out", str(copy), "--resume", "--no-progress"]) == 0
+    assert (
+        main(["train", "all", "--data", "shapes", "--preset", "tiny", "--out", str(copy), "--resume", "--no-progress"])
+        == 0
+    )
     assert (copy / "decoder" / "weights.safetensors").read_bytes() == before

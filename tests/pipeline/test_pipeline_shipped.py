@@ -19,7 +19,9 @@ def test_shipped_model_loads_by_name_and_fits_the_weight_budget() -> None:
     assert pipe.prior is not None and pipe.ar_prior is not None
     side = pipe.decoder.config.image_size
     assert pipe.output_sizes == [side, 4 * side]
-    images, _ = pipe.generate_tensors(["a red circle"], num_images=1, seed=0, steps=2, prior_steps=2, size=4 * side, upsampler_steps=2)
+    images, _ = pipe.generate_tensors(
+        ["a red circle"], num_images=1, seed=0, steps=2, prior_steps=2, size=4 * side, upsampler_steps=2
+    )
     assert images.shape == (1, 3, 4 * side, 4 * side)
     images, _ = pipe.generate_tensors(["a red circle"], num_images=1, seed=0, prior="ar", steps=2, size=side)
     assert images.shape == (1, 3, side, side)

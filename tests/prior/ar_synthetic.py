@@ -30,7 +30,17 @@ def synthetic_training_set(n: int = 512, num_captions: int = 8, seed: int = 0) -
 
 def tiny_prior(data: TrainingSet, num_components: int = 6, seed: int = 0, **kwargs) -> ARPrior:
     torch.manual_seed(seed)
-    cfg = dict(embed_dim=E, text_width=W, context_length=L, num_components=num_components, num_buckets=32, num_dot_buckets=8, width=32, depth=2, heads=2)
+    cfg = dict(
+        embed_dim=E,
+        text_width=W,
+        context_length=L,
+        num_components=num_components,
+        num_buckets=32,
+        num_dot_buckets=8,
+        width=32,
+        depth=2,
+        heads=2,
+    )
     cfg.update(kwargs)
     model = ARPrior(ARPriorConfig(**cfg))
     model.fit_codebook(data.image_embeds, data.text.text_embeds[data.caption_ids], PCA.fit(data.image_embeds))

@@ -1,7 +1,6 @@
 """Fixtures of the prior tests."""
 
 import pytest
-
 from ar_synthetic import synthetic_training_set
 
 

@@ -33,8 +33,9 @@ E, W, L = 8, 12, 5  # embed dim, text width, context length
 
 def _prior(seed: int = 0, **kw) -> DiffusionPrior:
     torch.manual_seed(seed)
-    config = DiffusionPriorConfig(embed_dim=E, text_width=W, context_length=L, width=32, depth=2, heads=4,
-                                  num_timesteps=50, **kw)
+    config = DiffusionPriorConfig(
+        embed_dim=E, text_width=W, context_length=L, width=32, depth=2, heads=4, num_timesteps=50, **kw
+    )
     return DiffusionPrior(config).eval()
 
 
@@ -78,16 +79,19 @@ def test_sequence_is_text_tokens_then_zt_timestep_noised_zi_final_query() -> Non
     assert seq.shape == (2, L + 4, 32)
     pos = prior.positions[: L + 4]
     with torch.no_grad():
-        expected = torch.cat(
-            [
-                prior.text_token_proj(inp["text_tokens"]),
-                prior.text_embed_proj(inp["text_embed"] * math.sqrt(E))[:, None],
-                prior.time_mlp(timestep_embedding(inp["t"], 32))[:, None],
-                prior.image_embed_proj(inp["x_t"])[:, None],
-                prior.final_query.expand(2, 1, -1),
-            ],
-            dim=1,
-        ) + pos
+        expected = (
+            torch.cat(
+                [
+                    prior.text_token_proj(inp["text_tokens"]),
+                    prior.text_embed_proj(inp["text_embed"] * math.sqrt(E))[:, None],
+                    prior.time_mlp(timestep_embedding(inp["t"], 32))[:, None],
+                    prior.image_embed_proj(inp["x_t"])[:, None],
+                    prior.final_query.expand(2, 1, -1),
+                ],
+                dim=1,
+            )
+            + pos
+        )
     assert torch.allclose(seq, expected, atol=1e-6)
 
 
@@ -172,8 +176,12 @@ def test_dropped_caption_uses_the_null_values_only() -> None:
     prior, inp = _prior(), _inputs()
     drop = dict(inp, text_keep=torch.tensor([False, True]))
     out, _, _ = _run(prior, drop)
-    other = dict(drop, text_tokens=torch.randn(2, L, W), text_embed=nn.functional.normalize(torch.randn(2, E), dim=-1),
-                 text_mask=torch.ones(2, L, dtype=torch.bool))
+    other = dict(
+        drop,
+        text_tokens=torch.randn(2, L, W),
+        text_embed=nn.functional.normalize(torch.randn(2, E), dim=-1),
+        text_mask=torch.ones(2, L, dtype=torch.bool),
+    )
     out2, _, _ = _run(prior, other)
     assert torch.allclose(out[0], out2[0], atol=1e-5)  # the dropped row ignores its caption
     assert (out[1] - out2[1]).abs().max() > 1e-4  # the kept row does not
@@ -202,6 +210,7 @@ def test_guided_sampling_pairs_conditional_and_null_halves() -> None:
             return self.inner(x_t, t, text_embed, text_tokens, text_mask, torch.zeros_like(text_keep))
 
     kw = {"steps": 5, "best_of": 1}
+
     def run(model: nn.Module, scale: float) -> torch.Tensor:
         return sample_image_embeds(model, *args, guidance_scale=scale, generator=torch.Generator().manual_seed(0), **kw)
 
@@ -295,8 +304,17 @@ def test_sampling_reads_the_output_as_x0() -> None:
     inp = _inputs(b=1)
     for method in ("ddim", "ddpm"):
         eta = 0.0 if method == "ddim" else None
-        z = sample_image_embeds(_ConstantX0(c), inp["text_embed"], inp["text_tokens"], inp["text_mask"], steps=6,
-                                best_of=1, method=method, eta=eta, generator=torch.Generator().manual_seed(0))
+        z = sample_image_embeds(
+            _ConstantX0(c),
+            inp["text_embed"],
+            inp["text_tokens"],
+            inp["text_mask"],
+            steps=6,
+            best_of=1,
+            method=method,
+            eta=eta,
+            generator=torch.Generator().manual_seed(0),
+        )
         assert torch.allclose(z, nn.functional.normalize(c, dim=-1), atol=1e-5), method
 
 
@@ -322,8 +340,15 @@ def test_best_of_n_keeps_the_candidate_closest_to_zt(best_of: int) -> None:
     b = 3
     inp = _inputs(b=b, seed=4)
     z_t = inp["text_embed"]
-    z = sample_image_embeds(_Identity(), z_t, inp["text_tokens"], inp["text_mask"], steps=4, best_of=best_of,
-                            generator=torch.Generator().manual_seed(11))
+    z = sample_image_embeds(
+        _Identity(),
+        z_t,
+        inp["text_tokens"],
+        inp["text_mask"],
+        steps=4,
+        best_of=best_of,
+        generator=torch.Generator().manual_seed(11),
+    )
     # The candidates: x_T drawn from the same generator, b * best_of rows, caption-major.
     x_T = torch.randn(b * best_of, E, generator=torch.Generator().manual_seed(11))
     candidates = nn.functional.normalize(x_T, dim=-1).view(b, best_of, E)

@@ -3,11 +3,10 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from ar_synthetic import E, synthetic_training_set, text_batch, tiny_prior
 
 from unclip.prior.ar_prior import sample_ar_codes, sample_ar_image_embeds, sample_dot_codes
 from unclip.prior.pca import PCA
-
-from ar_synthetic import E, synthetic_training_set, text_batch, tiny_prior
 
 
 def test_value_features_add_a_gaussian_term_over_bucket_values(data):
@@ -19,7 +18,7 @@ def test_value_features_add_a_gaussian_term_over_bucket_values(data):
     values = model.bucket_values[1:4] / model.coeff_scale[1:4, None]
     expected = free - 0.5 * ((values - mu[..., None]) / log_sigma.exp()[..., None]) ** 2
     assert torch.allclose(model._logits(h, first=1), expected, atol=1e-5)
-    assert torch.allclose(model.coeff_scale ** 2, PCA.fit(data.image_embeds).eigenvalues[:6], rtol=1e-4)
+    assert torch.allclose(model.coeff_scale**2, PCA.fit(data.image_embeds).eigenvalues[:6], rtol=1e-4)
     plain = tiny_prior(data, value_features=False)
     assert not hasattr(plain, "value_out") and torch.equal(plain._logits(h), plain.head(h))
 
@@ -93,7 +92,9 @@ def test_kv_cached_sampling_matches_full_recomputation(data, guidance, value_fea
     te, tt, tm = text_batch(data, [0, 1, 2])
     dot = torch.tensor([4, 5, 7])
     g = torch.Generator().manual_seed(3)
-    codes, logits = sample_ar_codes(model, te, tt, tm, dot_codes=dot, guidance_scale=guidance, generator=g, return_logits=True)
+    codes, logits = sample_ar_codes(
+        model, te, tt, tm, dot_codes=dot, guidance_scale=guidance, generator=g, return_logits=True
+    )
     assert codes.shape == (3, 6) and logits.shape == (3, 6, 32)
     with torch.no_grad():
         ones = torch.ones(3, dtype=torch.bool)
@@ -143,4 +144,11 @@ def test_too_many_text_tokens_is_an_error():
     model = tiny_prior(data)
     te, tt, tm = text_batch(data, [0])
     with pytest.raises(Exception, match="context_length"):
-        model(te, torch.cat([tt, tt], 1), torch.cat([tm, tm], 1), torch.ones(1, dtype=torch.bool), torch.tensor([0]), torch.zeros(1, 2, dtype=torch.long))
+        model(
+            te,
+            torch.cat([tt, tt], 1),
+            torch.cat([tm, tm], 1),
+            torch.ones(1, dtype=torch.bool),
+            torch.tensor([0]),
+            torch.zeros(1, 2, dtype=torch.long),
+        )

@@ -3,14 +3,13 @@
 import json
 
 import torch
+from ar_synthetic import synthetic_training_set, text_batch
 
 from unclip.model_dir import load_ar_prior
 from unclip.prior.ar_prior import ARPrior, sample_ar_image_embeds
+from unclip.train import TrainConfig, train
 from unclip.train.ar_stage import ARPriorStage, build_ar_prior
 from unclip.train.components import train_component
-from unclip.train import TrainConfig, train
-
-from ar_synthetic import synthetic_training_set, text_batch
 
 MODEL = dict(width=32, depth=2, heads=2, num_buckets=32, num_dot_buckets=8)
 
@@ -19,14 +18,23 @@ def _eval_loss(model: ARPrior, stage: ARPriorStage) -> float:
     idx = torch.arange(256)
     t, cid = stage.data.text, stage.data.caption_ids[idx]
     with torch.no_grad():
-        loss, _ = model.eval().loss(t.text_embeds[cid].float(), t.token_encodings[cid].float(), t.token_mask[cid], torch.ones(256, dtype=torch.bool), stage.dot_codes[idx], stage.codes[idx])
+        loss, _ = model.eval().loss(
+            t.text_embeds[cid].float(),
+            t.token_encodings[cid].float(),
+            t.token_mask[cid],
+            torch.ones(256, dtype=torch.bool),
+            stage.dot_codes[idx],
+            stage.codes[idx],
+        )
     return float(loss)
 
 
 def test_tiny_training_lowers_loss_and_exports(tmp_path):
     data = synthetic_training_set(n=512)
     torch.manual_seed(0)
-    model, pca, info = build_ar_prior(data, embed_dim=16, text_width=8, context_length=5, model_kwargs=MODEL, rel_error=0.01)
+    model, pca, info = build_ar_prior(
+        data, embed_dim=16, text_width=8, context_length=5, model_kwargs=MODEL, rel_error=0.01
+    )
     # The synthetic embeddings live near a 4-d subspace: the 1% rule keeps few components.
     assert 3 <= info["num_components"] <= 6 and info["relative_mse"] < 0.01
     stage = ARPriorStage(model, data, batch_size=64, export_root=tmp_path, extra={"pca": info})
@@ -55,9 +63,25 @@ def test_train_ar_prior_adds_component_to_model_dir(tmp_path):
     captions = sorted({get_dataset("shapes", split="train", size=16, length=64)[i]["caption"] for i in range(64)})
     tokenizer = Tokenizer.train(captions)
     torch.manual_seed(0)
-    clip = CLIP(CLIPConfig(image_size=16, patch_size=4, vision_width=32, vision_depth=1, vision_heads=2, text_width=32, text_depth=1, text_heads=2, embed_dim=32, context_length=20, vocab_size=tokenizer.vocab_size))
+    clip = CLIP(
+        CLIPConfig(
+            image_size=16,
+            patch_size=4,
+            vision_width=32,
+            vision_depth=1,
+            vision_heads=2,
+            text_width=32,
+            text_depth=1,
+            text_heads=2,
+            embed_dim=32,
+            context_length=20,
+            vocab_size=tokenizer.vocab_size,
+        )
+    )
     FrozenCLIP.from_model(clip, tokenizer).save(tmp_path / "clip")
-    (tmp_path / "model.json").write_text(json.dumps({"format": "unclip-model", "version": 1, "components": {"clip": "clip"}}))
+    (tmp_path / "model.json").write_text(
+        json.dumps({"format": "unclip-model", "version": 1, "components": {"clip": "clip"}})
+    )
 
     summary = train_component("ar-prior", "shapes", "tiny", tmp_path, num_images=64, steps=4, progress=False)
     meta = json.loads((tmp_path / "model.json").read_text())

@@ -23,7 +23,13 @@ class TinyMLP(nn.Module):
     def __init__(self, config: TinyConfig) -> None:
         super().__init__()
         self.config = config
-        self.net = nn.Sequential(nn.Linear(4, config.width), nn.GELU(), nn.Dropout(config.dropout), nn.LayerNorm(config.width), nn.Linear(config.width, 2))
+        self.net = nn.Sequential(
+            nn.Linear(4, config.width),
+            nn.GELU(),
+            nn.Dropout(config.dropout),
+            nn.LayerNorm(config.width),
+            nn.Linear(config.width, 2),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -82,7 +88,9 @@ class TinyStage:
 def read_state_tensors(run_dir: Path) -> dict[str, dict[str, torch.Tensor]]:
     """Every tensor of a run's checkpoint, by file (safetensors only)."""
     state = Path(run_dir) / "train_state"
-    return {name: load_tensors(state / name) for name in ("model.safetensors", "ema.safetensors", "optimizer.safetensors")}
+    return {
+        name: load_tensors(state / name) for name in ("model.safetensors", "ema.safetensors", "optimizer.safetensors")
+    }
 
 
 @pytest.fixture(autouse=True)

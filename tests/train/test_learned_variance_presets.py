@@ -16,8 +16,9 @@ def test_every_preset_decoder_learns_its_variance(name: str) -> None:
     assert get_preset("decoder", name)["diffusion"]["learned_variance"] is True
 
 
-@pytest.mark.parametrize("argv, expected",
-                         [([], None), (["--learned-variance"], True), (["--no-learned-variance"], False)])
+@pytest.mark.parametrize(
+    "argv, expected", [([], None), (["--learned-variance"], True), (["--no-learned-variance"], False)]
+)
 def test_train_flag_parses(argv: list[str], expected: bool | None) -> None:
     args = build_parser().parse_args(["train", "decoder", "--out", "x", *argv])
     assert args.learned_variance is expected
@@ -32,8 +33,18 @@ def test_tiny_model_decoder_has_six_output_channels_and_flag_turns_it_off(tiny_m
     shutil.copytree(tiny_model, copy)
     shutil.rmtree(copy / "decoder")
     shutil.rmtree(copy / "runs" / "decoder", ignore_errors=True)
-    argv = ["train", "decoder", "--preset", "tiny", "--steps", "2", "--no-learned-variance",
-            "--out", str(copy), "--no-progress"]
+    argv = [
+        "train",
+        "decoder",
+        "--preset",
+        "tiny",
+        "--steps",
+        "2",
+        "--no-learned-variance",
+        "--out",
+        str(copy),
+        "--no-progress",
+    ]
     assert main(argv) == 0
     decoder, settings = load_decoder(copy / "decoder")
     assert not settings.learned_variance and decoder.config.out_channels == 3

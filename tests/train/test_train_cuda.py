@@ -15,7 +15,9 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 
 def _config(**kw) -> TrainConfig:
-    base = dict(steps=12, lr=1e-2, warmup_steps=2, checkpoint_every=4, log_every=3, ema_decay=0.9, seed=3, device="cuda")
+    base = dict(
+        steps=12, lr=1e-2, warmup_steps=2, checkpoint_every=4, log_every=3, ema_decay=0.9, seed=3, device="cuda"
+    )
     base.update(kw)
     return TrainConfig(**base)
 

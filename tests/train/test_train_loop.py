@@ -7,14 +7,16 @@ import json
 import pytest
 import torch
 
-from unclip.storage.checkpoint import load_component, load_tensors
 from unclip.errors import CheckpointError, UnclipError
+from unclip.storage.checkpoint import load_component, load_tensors
 from unclip.train import LOSS_LOG, TrainConfig, has_train_state, load_train_state, train
 from unclip.train import loop as loop_module
 
 
 def _config(**kw) -> TrainConfig:
-    base = dict(steps=20, lr=1e-2, warmup_steps=3, checkpoint_every=4, log_every=3, ema_decay=0.9, seed=7, weight_decay=0.01)
+    base = dict(
+        steps=20, lr=1e-2, warmup_steps=3, checkpoint_every=4, log_every=3, ema_decay=0.9, seed=7, weight_decay=0.01
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -157,7 +159,12 @@ def test_fp32_does_not_autocast(tmp_path, tiny_stage):
 
 
 def test_grad_clip_bounds_the_update(tmp_path, tiny_stage):
-    train(tiny_stage(), _config(steps=3, log_every=1, grad_clip=1e-3, lr=1.0, warmup_steps=0), tmp_path / "a", progress=False)
+    train(
+        tiny_stage(),
+        _config(steps=3, log_every=1, grad_clip=1e-3, lr=1.0, warmup_steps=0),
+        tmp_path / "a",
+        progress=False,
+    )
     norms = [r["grad_norm"] for r in _log(tmp_path / "a")]
     assert all(n > 1e-3 for n in norms)  # the norm is reported before clipping
 

@@ -43,7 +43,15 @@ def test_step_seed_is_deterministic_and_distinct():
 
 @pytest.mark.parametrize(
     "field, value",
-    [("precision", "fp8"), ("lr_decay", "linear"), ("ema_decay", 1.0), ("log_every", 0), ("lr", 0.0), ("steps", -1), ("betas", (0.9, 1.5))],
+    [
+        ("precision", "fp8"),
+        ("lr_decay", "linear"),
+        ("ema_decay", 1.0),
+        ("log_every", 0),
+        ("lr", 0.0),
+        ("steps", -1),
+        ("betas", (0.9, 1.5)),
+    ],
 )
 def test_invalid_config_is_named(field, value):
     config = TrainConfig(**{field: value})

@@ -23,8 +23,18 @@ def _config(**kw) -> TrainConfig:
 def test_checkpoint_files_are_safetensors_and_json(tmp_path, tiny_stage):
     train(tiny_stage(), _config(), tmp_path, progress=False)
     state_dir = tmp_path / "train_state"
-    assert sorted(os.listdir(state_dir)) == ["ema.safetensors", "model.safetensors", "optimizer.safetensors", "state.json"]
-    assert sorted(os.listdir(tmp_path)) == ["eval_log.jsonl", "loss_log.jsonl", "tiny", "train_state"]  # no temp or backup folders left
+    assert sorted(os.listdir(state_dir)) == [
+        "ema.safetensors",
+        "model.safetensors",
+        "optimizer.safetensors",
+        "state.json",
+    ]
+    assert sorted(os.listdir(tmp_path)) == [
+        "eval_log.jsonl",
+        "loss_log.jsonl",
+        "tiny",
+        "train_state",
+    ]  # no temp or backup folders left
     for name in ("ema.safetensors", "model.safetensors", "optimizer.safetensors"):
         raw = (state_dir / name).read_bytes()
         assert raw[:1] != b"\x80" and raw[:2] != b"PK"  # neither a pickle nor a torch.save zip
@@ -46,7 +56,13 @@ def test_checkpoint_files_are_safetensors_and_json(tmp_path, tiny_stage):
 def test_optimizer_state_roundtrip_is_exact():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 1))
-    opt = torch.optim.AdamW([{"params": [model[0].weight, model[1].weight], "weight_decay": 0.1}, {"params": [model[0].bias, model[1].bias], "weight_decay": 0.0}], lr=1e-2)
+    opt = torch.optim.AdamW(
+        [
+            {"params": [model[0].weight, model[1].weight], "weight_decay": 0.1},
+            {"params": [model[0].bias, model[1].bias], "weight_decay": 0.0},
+        ],
+        lr=1e-2,
+    )
     for _ in range(3):
         opt.zero_grad()
         model(torch.randn(5, 3)).pow(2).mean().backward()
@@ -63,7 +79,13 @@ def test_optimizer_state_roundtrip_is_exact():
     # a fresh optimizer loaded from it takes the same next step
     clone = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 1))
     clone.load_state_dict(model.state_dict())
-    opt2 = torch.optim.AdamW([{"params": [clone[0].weight, clone[1].weight], "weight_decay": 0.1}, {"params": [clone[0].bias, clone[1].bias], "weight_decay": 0.0}], lr=1e-2)
+    opt2 = torch.optim.AdamW(
+        [
+            {"params": [clone[0].weight, clone[1].weight], "weight_decay": 0.1},
+            {"params": [clone[0].bias, clone[1].bias], "weight_decay": 0.0},
+        ],
+        lr=1e-2,
+    )
     opt2.load_state_dict(restored)
     x = torch.randn(5, 3)
     for m, o in ((model, opt), (clone, opt2)):

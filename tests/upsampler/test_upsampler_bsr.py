@@ -60,7 +60,10 @@ def test_order_is_random_per_image_and_downsample3_follows_downsample2() -> None
 
 def test_step_probabilities_match_bsrgan() -> None:
     ps = plans(2000, seed=3)
-    frac = lambda pred: sum(map(pred, ps)) / len(ps)
+
+    def frac(pred):
+        return sum(map(pred, ps)) / len(ps)
+
     assert frac(lambda p: p[0].name == "downsample1") == pytest.approx(0.25, abs=0.03)
     assert frac(lambda p: any(s.name == "jpeg" for s in p)) == pytest.approx(0.9, abs=0.02)
     assert frac(lambda p: any(s.name == "camera" for s in p)) == pytest.approx(0.25, abs=0.03)
@@ -130,8 +133,10 @@ def test_strided_downsampling_keeps_block_centres() -> None:
 
 def test_resize_downsample2_then_downsample3_reaches_low_res() -> None:
     x = blocky(1, 64)
-    plan = [Step("downsample2", {"variant": "resize", "factor": 6.5, "mode": "bicubic"}),
-            Step("downsample3", {"mode": "nearest"})]
+    plan = [
+        Step("downsample2", {"variant": "resize", "factor": 6.5, "mode": "bicubic"}),
+        Step("downsample3", {"mode": "nearest"}),
+    ]
     out = apply_plan(x, plan, 16, gen(0))
     assert out.shape == (1, 3, 16, 16)
     mid = apply_plan(x, plan[:1], 64, gen(0))  # the plan's intermediate (resized back to 64 for the check)

@@ -15,7 +15,9 @@ SETTINGS = DiffusionSettings(num_timesteps=50)
 
 def stage(low: int, high: int, seed: int) -> CascadeStage:
     torch.manual_seed(seed)
-    net = Upsampler(UpsamplerConfig(low_res=low, high_res=high, base_channels=8, channel_mults=(1, 2), num_res_blocks=1))
+    net = Upsampler(
+        UpsamplerConfig(low_res=low, high_res=high, base_channels=8, channel_mults=(1, 2), num_res_blocks=1)
+    )
     return CascadeStage(net.eval(), SETTINGS, steps=2)
 
 

@@ -36,13 +36,16 @@ def high_freq_energy(x: torch.Tensor) -> float:
     return float(F.conv2d(x, lap, groups=3).square().mean())
 
 
-@pytest.mark.parametrize("fn", [
-    lambda x, g: blur_degradation(x, 8, g),
-    lambda x, g: bsr_degradation(x, 8, g),
-    lambda x, g: random_blur(x, g),
-    lambda x, g: gaussian_noise(x, g),
-    lambda x, g: jpeg_compress(x, g),
-])
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda x, g: blur_degradation(x, 8, g),
+        lambda x, g: bsr_degradation(x, 8, g),
+        lambda x, g: random_blur(x, g),
+        lambda x, g: gaussian_noise(x, g),
+        lambda x, g: jpeg_compress(x, g),
+    ],
+)
 def test_same_seed_same_output_other_seed_differs(fn) -> None:
     x = images()
     a, b, c = fn(x, gen(1)), fn(x, gen(1)), fn(x, gen(2))
@@ -68,7 +71,9 @@ def test_blur_lowers_high_frequency_energy() -> None:
     blurred = gaussian_blur(x, gen(0), sigma_range=(1.0, 1.5))
     assert blurred.shape == x.shape
     assert high_freq_energy(blurred) < 0.5 * high_freq_energy(x)
-    torch.testing.assert_close(blurred.mean(dim=(2, 3)), x.mean(dim=(2, 3)), atol=0.05, rtol=0)  # blur keeps the mean colour
+    torch.testing.assert_close(
+        blurred.mean(dim=(2, 3)), x.mean(dim=(2, 3)), atol=0.05, rtol=0
+    )  # blur keeps the mean colour
 
 
 def test_noise_raises_variance_of_flat_images() -> None:

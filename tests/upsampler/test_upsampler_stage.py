@@ -29,7 +29,9 @@ def uint8_images(n: int = 6, size: int = 64) -> torch.Tensor:
 
 def make_stage(degradation: str = "none") -> UpsamplerStage:
     torch.manual_seed(0)
-    return UpsamplerStage(Upsampler(UpsamplerConfig(**TINY)), uint8_images(), 3, DiffusionSettings(num_timesteps=50), degradation)
+    return UpsamplerStage(
+        Upsampler(UpsamplerConfig(**TINY)), uint8_images(), 3, DiffusionSettings(num_timesteps=50), degradation
+    )
 
 
 def test_crops_are_the_same_window_of_both_batches() -> None:
@@ -40,7 +42,7 @@ def test_crops_are_the_same_window_of_both_batches() -> None:
     for i in range(2):  # each crop is a contiguous window of its own image
         y0 = int(a[i, 0, 0, 0]) // 8 % 8
         x0 = int(a[i, 0, 0, 0]) % 8
-        torch.testing.assert_close(a[i], x[i, :, y0:y0 + 4, x0:x0 + 4])
+        torch.testing.assert_close(a[i], x[i, :, y0 : y0 + 4, x0 : x0 + 4])
 
 
 def test_batch_is_quarter_side_crops_matching_the_upsampled_low_res() -> None:
@@ -73,8 +75,21 @@ def test_crop_trained_weights_run_at_full_size() -> None:
 
 
 def test_tiny_training_writes_a_loadable_component(tmp_path) -> None:
-    (tmp_path / "model.json").write_text(json.dumps({"format": "unclip-model", "version": 1, "components": {"decoder": "decoder"}}))
-    summary = train_component("upsampler", "shapes", "tiny", tmp_path, low_res=8, high_res=32, degradation="blur", steps=4, num_images=8, progress=False)
+    (tmp_path / "model.json").write_text(
+        json.dumps({"format": "unclip-model", "version": 1, "components": {"decoder": "decoder"}})
+    )
+    summary = train_component(
+        "upsampler",
+        "shapes",
+        "tiny",
+        tmp_path,
+        low_res=8,
+        high_res=32,
+        degradation="blur",
+        steps=4,
+        num_images=8,
+        progress=False,
+    )
     assert summary["steps"] == 4 and summary["crop"] == 8
     components = json.loads((tmp_path / "model.json").read_text())["components"]
     assert components == {"decoder": "decoder", "upsampler_32": "upsampler_32"}

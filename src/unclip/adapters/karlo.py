@@ -26,8 +26,8 @@ from typing import Any
 import torch
 
 from ..clip.pretrained import CLIP_MEAN, CLIP_STD, _offline
-from ..errors import CheckpointError, UnclipError
 from ..diffusion import DiffusionSettings
+from ..errors import CheckpointError, UnclipError
 from ..upsampler.cascade import CascadeStage
 from .clip import KarloCLIP
 from .decoder import KarloDecoder

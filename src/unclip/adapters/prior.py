@@ -125,7 +125,10 @@ def sample_karlo_image_embeds(
     if best_of < 1:
         raise InputError(f"best_of must be >= 1, got {best_of}")
     b, n = text.embed.shape[0], int(best_of)
-    rep = lambda x: x.repeat_interleave(n, dim=0)
+
+    def rep(x):
+        return x.repeat_interleave(n, dim=0)
+
     keep = torch.ones(b * n, dtype=torch.bool, device=text.embed.device)
     cond = {
         "text_embed": rep(text.embed),

@@ -37,9 +37,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..diffusion import GaussianDiffusion
+from ..diffusion import DiffusionSettings, GaussianDiffusion
 from ..errors import ConfigError
-from ..diffusion import DiffusionSettings
 
 PREDICTIONS = {"epsilon": "eps", "sample": "x0"}
 VARIANCES = {"fixed_small_log": False, "learned_range": True}

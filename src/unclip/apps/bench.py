@@ -23,7 +23,20 @@ from ..nn.precision import autocast, resolve_precision
 from ..prior.diffusion_prior import DiffusionPrior, DiffusionPriorConfig
 
 PRIOR_SIZE = dict(embed_dim=256, text_width=256, context_length=77, width=256, depth=6, heads=8)
-DECODER_SIZE = dict(image_size=64, base_channels=64, channel_mults=(1, 2, 4), num_res_blocks=2, attention_resolutions=(16,), head_channels=64, clip_embed_dim=256, context_length=77, vocab_size=1000, text_width=256, text_depth=2, text_heads=4)
+DECODER_SIZE = dict(
+    image_size=64,
+    base_channels=64,
+    channel_mults=(1, 2, 4),
+    num_res_blocks=2,
+    attention_resolutions=(16,),
+    head_channels=64,
+    clip_embed_dim=256,
+    context_length=77,
+    vocab_size=1000,
+    text_width=256,
+    text_depth=2,
+    text_heads=4,
+)
 
 
 def _rate(fn: Callable[[], None], repeats: int, warmup: int = 1) -> float:
@@ -52,14 +65,25 @@ def run_benchmarks(threads: int = 2, device: str = "cpu", quick: bool = False, p
     dev = torch.device(device)
     reps = 2 if quick else 5
     precision = resolve_precision(precision, dev)
-    report: dict = {"device": device, "threads": threads, "dtype": "float32", "precision": precision, "torch": torch.__version__}
+    report: dict = {
+        "device": device,
+        "threads": threads,
+        "dtype": "float32",
+        "precision": precision,
+        "torch": torch.__version__,
+    }
 
     prior = DiffusionPrior(DiffusionPriorConfig(**PRIOR_SIZE, num_timesteps=1000)).to(dev)
     pdiff = prior.make_diffusion()
     opt = torch.optim.AdamW(prior.parameters(), lr=1e-4)
     b = 64
     z0 = torch.randn(b, 256, device=dev)
-    cond = dict(text_embed=torch.nn.functional.normalize(torch.randn(b, 256, device=dev), dim=-1), text_tokens=torch.randn(b, 77, 256, device=dev), text_mask=torch.ones(b, 77, dtype=torch.bool, device=dev), text_keep=torch.ones(b, dtype=torch.bool, device=dev))
+    cond = dict(
+        text_embed=torch.nn.functional.normalize(torch.randn(b, 256, device=dev), dim=-1),
+        text_tokens=torch.randn(b, 77, 256, device=dev),
+        text_mask=torch.ones(b, 77, dtype=torch.bool, device=dev),
+        text_keep=torch.ones(b, dtype=torch.bool, device=dev),
+    )
 
     def prior_step() -> None:
         t = sample_timesteps(b, pdiff.num_timesteps).to(dev)
@@ -87,7 +111,12 @@ def run_benchmarks(threads: int = 2, device: str = "cpu", quick: bool = False, p
     opt = torch.optim.AdamW(decoder.parameters(), lr=1e-4)
     b = 16
     x0 = torch.rand(b, 3, 64, 64, device=dev) * 2 - 1
-    dcond = dict(image_embed=torch.randn(b, 256, device=dev), text_tokens=torch.randint(1, 1000, (b, 77), device=dev), image_keep=torch.ones(b, dtype=torch.bool, device=dev), text_keep=torch.ones(b, dtype=torch.bool, device=dev))
+    dcond = dict(
+        image_embed=torch.randn(b, 256, device=dev),
+        text_tokens=torch.randint(1, 1000, (b, 77), device=dev),
+        image_keep=torch.ones(b, dtype=torch.bool, device=dev),
+        text_keep=torch.ones(b, dtype=torch.bool, device=dev),
+    )
 
     def decoder_step() -> None:
         t = sample_timesteps(b, ddiff.num_timesteps).to(dev)
@@ -111,5 +140,12 @@ def run_benchmarks(threads: int = 2, device: str = "cpu", quick: bool = False, p
     report["peak_rss_mb"] = _peak_rss_mb()
     if dev.type == "cuda":
         report["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    report["sizes"] = {"prior": PRIOR_SIZE, "prior_batch": 64, "decoder": {k: list(v) if isinstance(v, tuple) else v for k, v in DECODER_SIZE.items()}, "decoder_batch": 16, "prior_sampling": "16 chains x 64 DDIM steps", "decoder_sampling": "4 images x 50 DDIM steps"}
+    report["sizes"] = {
+        "prior": PRIOR_SIZE,
+        "prior_batch": 64,
+        "decoder": {k: list(v) if isinstance(v, tuple) else v for k, v in DECODER_SIZE.items()},
+        "decoder_batch": 16,
+        "prior_sampling": "16 chains x 64 DDIM steps",
+        "decoder_sampling": "4 images x 50 DDIM steps",
+    }
     return report

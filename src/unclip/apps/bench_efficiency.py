@@ -29,11 +29,11 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .bench import DECODER_SIZE, PRIOR_SIZE, run_benchmarks
 from ..decoder.model import Decoder, DecoderConfig
 from ..errors import ConfigError
 from ..nn.precision import resolve_precision
 from ..prior.diffusion_prior import DiffusionPrior, DiffusionPriorConfig
+from .bench import DECODER_SIZE, PRIOR_SIZE, run_benchmarks
 
 #: bench figure -> the unit of work its rate counts, whose FLOPs :func:`count_flops` returns
 FIGURES = {

@@ -14,11 +14,19 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..data.shapes import render_batch
-from .gallery import GallerySection
-from ..storage.imageio import tensor_to_pil
-from ..manipulate import BipartiteLatent, decode, embed_split, interpolation_latent, invert, pca_probe_latent
-from ..manipulate import text_diff_latent, theta_schedule
+from ..manipulate import (
+    BipartiteLatent,
+    decode,
+    embed_split,
+    interpolation_latent,
+    invert,
+    pca_probe_latent,
+    text_diff_latent,
+    theta_schedule,
+)
 from ..prior.pca import PCA
+from ..storage.imageio import tensor_to_pil
+from .gallery import GallerySection
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..pipeline import UnCLIP
@@ -41,7 +49,16 @@ def _single_object_images(size: int, count: int, seed: int) -> tuple[torch.Tenso
 
 
 @torch.no_grad()
-def manipulation_sections(pipe: "UnCLIP", seed: int = 0, *, steps: int = 25, variations: int = 4, frames: int = 5, pca_dims: tuple[int, ...] = (2, 8, 32), pca_fit_n: int = 512) -> list[GallerySection]:
+def manipulation_sections(
+    pipe: "UnCLIP",
+    seed: int = 0,
+    *,
+    steps: int = 25,
+    variations: int = 4,
+    frames: int = 5,
+    pca_dims: tuple[int, ...] = (2, 8, 32),
+    pca_fit_n: int = 512,
+) -> list[GallerySection]:
     """Sections for variations, interpolation, text diff and the PCA probe (paper Figures 3, 4, 5, 7).
 
     All decoding uses the caption-dropped decoder without guidance (the inversion's
@@ -79,12 +96,31 @@ def manipulation_sections(pipe: "UnCLIP", seed: int = 0, *, steps: int = 25, var
     secs = time.perf_counter() - start
     note = f"{size} px decoder, {steps} DDIM steps, no guidance, caption dropped; inversion with 1 refinement per step."
     return [
-        GallerySection("Variations (eta 1 from the inverted latent)", f"Input, its eta-0 reconstruction, then {variations} variations: z_i keeps colour and shape, the redrawn noise moves and resizes the object. {note}",
-                       [(originals[0], "input"), (recon[0], "reconstruction (eta 0)")] + [(im, f"variation {k + 1}") for k, im in enumerate(var)]),
-        GallerySection("Interpolation (slerp of z_i and of x_T)", "The end frames reconstruct the two inputs.",
-                       [(originals[0], "input A")] + [(im, f"theta {t:.2f}") for im, t in zip(interp, thetas.tolist())] + [(originals[1], "input B")]),
-        GallerySection(f"Text diff: '{src}' to '{dst}'", "z_theta = slerp(z_i, norm(z_t - z_t0), theta) decoded with the inverted x_T fixed; theta 0 is the reconstruction.",
-                       [(originals[0], "input")] + [(im, f"theta {t:.3f}") for im, t in zip(td, td_thetas.tolist())]),
-        GallerySection("PCA probe of the CLIP image embedding (Figure 7)", f"z_i rebuilt from its first k principal components (PCA of {pca_fit_n} training embeddings), decoded from one fixed noise; {k1} components keep the embeddings' mean relative error under 1%. Built in {secs:.0f} s.",
-                       [(im, f"{k} components") for im, k in zip(pca_imgs, list(pca_dims))] + [(pca_imgs[-1], "full z_i")]),
+        GallerySection(
+            "Variations (eta 1 from the inverted latent)",
+            f"Input, its eta-0 reconstruction, then {variations} variations: z_i keeps colour and shape, the redrawn "
+            f"noise moves and resizes the object. {note}",
+            [(originals[0], "input"), (recon[0], "reconstruction (eta 0)")]
+            + [(im, f"variation {k + 1}") for k, im in enumerate(var)],
+        ),
+        GallerySection(
+            "Interpolation (slerp of z_i and of x_T)",
+            "The end frames reconstruct the two inputs.",
+            [(originals[0], "input A")]
+            + [(im, f"theta {t:.2f}") for im, t in zip(interp, thetas.tolist())]
+            + [(originals[1], "input B")],
+        ),
+        GallerySection(
+            f"Text diff: '{src}' to '{dst}'",
+            "z_theta = slerp(z_i, norm(z_t - z_t0), theta) decoded with the inverted x_T fixed; theta 0 is the "
+            "reconstruction.",
+            [(originals[0], "input")] + [(im, f"theta {t:.3f}") for im, t in zip(td, td_thetas.tolist())],
+        ),
+        GallerySection(
+            "PCA probe of the CLIP image embedding (Figure 7)",
+            f"z_i rebuilt from its first k principal components (PCA of {pca_fit_n} training embeddings), decoded "
+            f"from one fixed noise; {k1} components keep the embeddings' mean relative error under 1%. Built in "
+            f"{secs:.0f} s.",
+            [(im, f"{k} components") for im, k in zip(pca_imgs, list(pca_dims))] + [(pca_imgs[-1], "full z_i")],
+        ),
     ]

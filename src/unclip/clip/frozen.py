@@ -20,8 +20,8 @@ from typing import Sequence
 
 import torch
 
-from ..storage.checkpoint import load_component, load_state_into, save_component
 from ..errors import CheckpointError, InputError
+from ..storage.checkpoint import load_component, load_state_into, save_component
 from .model import CLIP, CLIPConfig
 from .tokenizer import Tokenizer
 
@@ -44,7 +44,11 @@ class TextEncoding:
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "TextEncoding":
         """Move to ``device``; ``dtype`` applies to the float tensors only."""
-        return TextEncoding(self.embed.to(device=device, dtype=dtype), self.tokens.to(device=device, dtype=dtype), self.mask.to(device=device))
+        return TextEncoding(
+            self.embed.to(device=device, dtype=dtype),
+            self.tokens.to(device=device, dtype=dtype),
+            self.mask.to(device=device),
+        )
 
     def __len__(self) -> int:
         return self.embed.shape[0]
@@ -53,15 +57,23 @@ class TextEncoding:
 def save_clip(directory: str | os.PathLike, model: CLIP, tokenizer: Tokenizer) -> Path:
     """Write a ``clip`` component directory (config.json + weights.safetensors)."""
     if tokenizer.vocab_size > model.config.vocab_size:
-        raise InputError(f"tokenizer has {tokenizer.vocab_size} tokens but the CLIP embeds only {model.config.vocab_size}; build CLIPConfig(vocab_size=tokenizer.vocab_size)")
-    return save_component(directory, COMPONENT, model.config, model.state_dict(), extra={"tokenizer": tokenizer.to_dict()})
+        raise InputError(
+            f"tokenizer has {tokenizer.vocab_size} tokens but the CLIP embeds only {model.config.vocab_size}; build "
+            "CLIPConfig(vocab_size=tokenizer.vocab_size)"
+        )
+    return save_component(
+        directory, COMPONENT, model.config, model.state_dict(), extra={"tokenizer": tokenizer.to_dict()}
+    )
 
 
 def load_clip(directory: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[CLIP, Tokenizer]:
     """Read a ``clip`` component directory into a (trainable) CLIP and its tokenizer."""
     config, state, extra = load_component(directory, COMPONENT, CLIPConfig)
     if "tokenizer" not in extra:
-        raise CheckpointError(f"{COMPONENT}: {directory} has no tokenizer in its config.json 'extra'; re-save it with FrozenCLIP.save or save_clip")
+        raise CheckpointError(
+            f"{COMPONENT}: {directory} has no tokenizer in its config.json 'extra'; re-save it with FrozenCLIP.save "
+            "or save_clip"
+        )
     tokenizer = Tokenizer.from_dict(extra["tokenizer"])
     model = CLIP(config)
     load_state_into(model, state, COMPONENT)
@@ -79,7 +91,9 @@ class FrozenCLIP:
 
     def __init__(self, model: CLIP, tokenizer: Tokenizer, batch_size: int = 256) -> None:
         if tokenizer.vocab_size > model.config.vocab_size:
-            raise InputError(f"tokenizer has {tokenizer.vocab_size} tokens but the CLIP embeds only {model.config.vocab_size}")
+            raise InputError(
+                f"tokenizer has {tokenizer.vocab_size} tokens but the CLIP embeds only {model.config.vocab_size}"
+            )
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.batch_size = batch_size
@@ -160,14 +174,21 @@ class FrozenCLIP:
             masks.append(m)
         if not embeds:
             L = tokens.shape[1] if tokens.dim() == 2 else self.context_length
-            return TextEncoding(torch.zeros(0, self.embed_dim, device=self.device), torch.zeros(0, L, self.text_width, device=self.device), torch.zeros(0, L, dtype=torch.bool, device=self.device))
+            return TextEncoding(
+                torch.zeros(0, self.embed_dim, device=self.device),
+                torch.zeros(0, L, self.text_width, device=self.device),
+                torch.zeros(0, L, dtype=torch.bool, device=self.device),
+            )
         return TextEncoding(torch.cat(embeds), torch.cat(hidden), torch.cat(masks))
 
     @torch.no_grad()
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, H, W) in [-1, 1] (any size; resized) -> (B, E) unit-norm float32 z_i."""
         if not isinstance(images, torch.Tensor):
-            raise InputError(f"encode_image takes a (B, 3, H, W) tensor in [-1, 1], got {type(images).__name__}; convert PIL images first")
+            raise InputError(
+                f"encode_image takes a (B, 3, H, W) tensor in [-1, 1], got {type(images).__name__}; convert PIL "
+                "images first"
+            )
         parts = [self.model.encode_image(chunk.to(self.device)).float() for chunk in self._chunks(images)]
         return torch.cat(parts) if parts else torch.zeros(0, self.embed_dim, device=self.device)
 
@@ -177,11 +198,16 @@ class FrozenCLIP:
         return save_clip(directory, self.model, self.tokenizer)
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, device: str | torch.device = "cpu", batch_size: int = 256) -> "FrozenCLIP":
+    def load(
+        cls, directory: str | os.PathLike, device: str | torch.device = "cpu", batch_size: int = 256
+    ) -> "FrozenCLIP":
         """Read a ``clip`` component directory written by :meth:`save`."""
         model, tokenizer = load_clip(directory, device=device)
         return cls(model, tokenizer, batch_size=batch_size)
 
     def __repr__(self) -> str:
         c = self.config
-        return f"FrozenCLIP(image_size={c.image_size}, embed_dim={c.embed_dim}, vocab_size={self.tokenizer.vocab_size}, device={self.device})"
+        return (
+            f"FrozenCLIP(image_size={c.image_size}, embed_dim={c.embed_dim}, vocab_size={self.tokenizer.vocab_size}, "
+            f"device={self.device})"
+        )

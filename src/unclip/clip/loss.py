@@ -42,7 +42,10 @@ def contrastive_loss(
         embeddings and ``logit_scale`` 1 it is about log(B).
     """
     if image_embed.shape != text_embed.shape or image_embed.dim() != 2:
-        raise InputError(f"contrastive_loss needs two (B, E) embeddings of one shape, got {tuple(image_embed.shape)} and {tuple(text_embed.shape)}")
+        raise InputError(
+            f"contrastive_loss needs two (B, E) embeddings of one shape, got {tuple(image_embed.shape)} and "
+            f"{tuple(text_embed.shape)}"
+        )
     b = image_embed.shape[0]
     logits = logit_scale * image_embed.float() @ text_embed.float().t()  # (B_image, B_text)
     if caption_ids is None:

@@ -50,15 +50,23 @@ class CLIPConfig:
 
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size:
-            raise ConfigError(f"CLIPConfig: image_size={self.image_size} is not a multiple of patch_size={self.patch_size}")
+            raise ConfigError(
+                f"CLIPConfig: image_size={self.image_size} is not a multiple of patch_size={self.patch_size}"
+            )
         if self.vision_width % self.vision_heads:
-            raise ConfigError(f"CLIPConfig: vision_width={self.vision_width} is not divisible by vision_heads={self.vision_heads}")
+            raise ConfigError(
+                f"CLIPConfig: vision_width={self.vision_width} is not divisible by vision_heads={self.vision_heads}"
+            )
         if self.text_width % self.text_heads:
-            raise ConfigError(f"CLIPConfig: text_width={self.text_width} is not divisible by text_heads={self.text_heads}")
+            raise ConfigError(
+                f"CLIPConfig: text_width={self.text_width} is not divisible by text_heads={self.text_heads}"
+            )
         if self.context_length < 2:
             raise ConfigError(f"CLIPConfig: context_length must be >= 2 (bos + eos), got {self.context_length}")
         if self.vocab_size < 5:
-            raise ConfigError(f"CLIPConfig: vocab_size={self.vocab_size} is too small; set it to the tokenizer's vocab_size")
+            raise ConfigError(
+                f"CLIPConfig: vocab_size={self.vocab_size} is too small; set it to the tokenizer's vocab_size"
+            )
 
     @property
     def num_patches(self) -> int:
@@ -125,9 +133,15 @@ class CLIP(nn.Module):
             raise InputError(f"CLIP text tokens must be (B, L), got shape {tuple(tokens.shape)}")
         b, length = tokens.shape
         if length > self.config.context_length:
-            raise InputError(f"caption tokens have length {length}, more than this CLIP's context_length={self.config.context_length}")
+            raise InputError(
+                f"caption tokens have length {length}, more than this CLIP's "
+                f"context_length={self.config.context_length}"
+            )
         if b and (int(tokens.min()) < 0 or int(tokens.max()) >= self.config.vocab_size):
-            raise InputError(f"token ids must lie in [0, {self.config.vocab_size}); was the text tokenized with this CLIP's tokenizer?")
+            raise InputError(
+                f"token ids must lie in [0, {self.config.vocab_size}); was the text tokenized with this CLIP's "
+                "tokenizer?"
+            )
         mask = tokens != 0
         # Position 0 is always a key, so an all-padding row cannot produce an empty softmax.
         attn_mask = mask.clone()

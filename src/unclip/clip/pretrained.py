@@ -52,7 +52,13 @@ class PretrainedCLIP:
     context_length: int
     image_size: int
 
-    def __init__(self, model: torch.nn.Module, mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD, batch_size: int = 64) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        mean: Sequence[float] = CLIP_MEAN,
+        std: Sequence[float] = CLIP_STD,
+        batch_size: int = 64,
+    ) -> None:
         self.model = model.eval().requires_grad_(False)
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
@@ -87,7 +93,10 @@ class PretrainedCLIP:
         """[-1, 1] images (B, 3, H, W) -> the model's input: shorter side resized (bicubic),
         centre-cropped to ``image_size``, normalised with the model's mean and std."""
         if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
-            raise InputError(f"encode_image expects a (B, 3, H, W) tensor in [-1, 1], got {getattr(images, 'shape', type(images).__name__)}")
+            raise InputError(
+                "encode_image expects a (B, 3, H, W) tensor in [-1, 1], got "
+                f"{getattr(images, 'shape', type(images).__name__)}"
+            )
         s = self.image_size
         x = (images.float() + 1) / 2
         h, w = x.shape[-2:]
@@ -105,7 +114,11 @@ class PretrainedCLIP:
         ids = self._ids(texts)
         parts = [self._text(chunk) for chunk in ids.split(self.batch_size)] if len(ids) else []
         if not parts:
-            return TextEncoding(torch.zeros(0, self.embed_dim), torch.zeros(0, ids.shape[1], self.text_width), torch.zeros(0, ids.shape[1], dtype=torch.bool))
+            return TextEncoding(
+                torch.zeros(0, self.embed_dim),
+                torch.zeros(0, ids.shape[1], self.text_width),
+                torch.zeros(0, ids.shape[1], dtype=torch.bool),
+            )
         e, h, m = zip(*parts)
         return TextEncoding(F.normalize(torch.cat(e).float(), dim=-1), torch.cat(h).float(), torch.cat(m))
 
@@ -116,7 +129,11 @@ class PretrainedCLIP:
     @torch.no_grad()
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, H, W) in [-1, 1] -> (B, E) unit-norm float32 image embeddings."""
-        parts = [self._image(self.preprocess(chunk)).float() for chunk in images.split(self.batch_size)] if len(images) else []
+        parts = (
+            [self._image(self.preprocess(chunk)).float() for chunk in images.split(self.batch_size)]
+            if len(images)
+            else []
+        )
         return F.normalize(torch.cat(parts), dim=-1) if parts else torch.zeros(0, self.embed_dim)
 
 
@@ -147,15 +164,23 @@ class HFCLIP(PretrainedCLIP):
         try:
             from transformers import AutoTokenizer, CLIPModel
         except ImportError as exc:
-            raise UnclipError(f"loading the Hugging Face CLIP in {directory} needs the 'transformers' package: pip install transformers") from exc
+            raise UnclipError(
+                f"loading the Hugging Face CLIP in {directory} needs the 'transformers' package: pip install "
+                "transformers"
+            ) from exc
         try:
             model = CLIPModel.from_pretrained(str(directory), local_files_only=True, use_safetensors=True)
         except Exception as exc:
-            raise CheckpointError(f"could not load a CLIPModel from {directory} ({exc}); it needs config.json and model.safetensors") from exc
+            raise CheckpointError(
+                f"could not load a CLIPModel from {directory} ({exc}); it needs config.json and model.safetensors"
+            ) from exc
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
         except Exception as exc:
-            raise CheckpointError(f"no usable tokenizer files in {directory} ({exc}); copy the model's tokenizer files (vocab.json, merges.txt, tokenizer_config.json) there") from exc
+            raise CheckpointError(
+                f"no usable tokenizer files in {directory} ({exc}); copy the model's tokenizer files (vocab.json, "
+                "merges.txt, tokenizer_config.json) there"
+            ) from exc
         mean, std = CLIP_MEAN, CLIP_STD
         proc = directory / "preprocessor_config.json"
         if proc.is_file():
@@ -184,7 +209,9 @@ class HFCLIP(PretrainedCLIP):
     def tokenize(self, texts: str | Sequence[str]) -> torch.Tensor:
         if isinstance(texts, str):
             texts = [texts]
-        out = self.tokenizer(list(texts), padding="max_length", truncation=True, max_length=self.context_length, return_tensors="pt")
+        out = self.tokenizer(
+            list(texts), padding="max_length", truncation=True, max_length=self.context_length, return_tensors="pt"
+        )
         return out["input_ids"]
 
     def _text(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -201,7 +228,9 @@ class HFCLIP(PretrainedCLIP):
 OPENCLIP_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 
 
-def load_pretrained_clip(path: str | os.PathLike, *, model_name: str | None = None, device: str | torch.device = "cpu", batch_size: int = 64) -> PretrainedCLIP:
+def load_pretrained_clip(
+    path: str | os.PathLike, *, model_name: str | None = None, device: str | torch.device = "cpu", batch_size: int = 64
+) -> PretrainedCLIP:
     """Load pretrained CLIP weights from local files (never the network).
 
     Args:
@@ -218,7 +247,9 @@ def load_pretrained_clip(path: str | os.PathLike, *, model_name: str | None = No
     path = Path(path)
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise CheckpointError(f"{path} is a directory without config.json; expected a Hugging Face CLIPModel directory")
+            raise CheckpointError(
+                f"{path} is a directory without config.json; expected a Hugging Face CLIPModel directory"
+            )
         return HFCLIP.from_directory(path, device=device, batch_size=batch_size)
     if path.is_file():
         if path.suffix not in OPENCLIP_SUFFIXES:
@@ -227,7 +258,9 @@ def load_pretrained_clip(path: str | os.PathLike, *, model_name: str | None = No
                 "(or .pt/.pth/.bin, read with torch.load(weights_only=True))"
             )
         if not model_name:
-            raise ConfigError(f"{path}: an OpenCLIP weights file needs its architecture name, e.g. model_name='ViT-B-32'")
+            raise ConfigError(
+                f"{path}: an OpenCLIP weights file needs its architecture name, e.g. model_name='ViT-B-32'"
+            )
         return HFCLIP.from_openclip(path, model_name, device=device, batch_size=batch_size)
     raise CheckpointError(
         f"pretrained CLIP not found: {path} (pass a Hugging Face model directory or an OpenCLIP weights file)"

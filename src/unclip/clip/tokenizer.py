@@ -173,7 +173,10 @@ class Tokenizer:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ConfigError(f"not a saved unclip tokenizer (expected format '{FORMAT}'): {str(data)[:100]}")
         if data.get("version") != VERSION:
-            raise ConfigError(f"tokenizer version {data.get('version')} is not readable by this unclip (reads {VERSION}); upgrade unclip")
+            raise ConfigError(
+                f"tokenizer version {data.get('version')} is not readable by this unclip (reads {VERSION}); upgrade "
+                "unclip"
+            )
         return cls(data["words"])
 
     def __eq__(self, other: object) -> bool:

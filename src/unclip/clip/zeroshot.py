@@ -39,7 +39,9 @@ def zero_shot_predict(clip: ClipLike, images: torch.Tensor, prompts: Sequence[st
     return zero_shot_scores(clip, images, prompts).argmax(dim=1).cpu()
 
 
-def zero_shot_accuracy(clip: ClipLike, images: torch.Tensor, true_prompt_index: torch.Tensor | Sequence[int], prompts: Sequence[str]) -> float:
+def zero_shot_accuracy(
+    clip: ClipLike, images: torch.Tensor, true_prompt_index: torch.Tensor | Sequence[int], prompts: Sequence[str]
+) -> float:
     """Fraction of images (N, 3, H, W) whose top-1 prompt is ``true_prompt_index`` (N,)."""
     truth = torch.as_tensor(true_prompt_index).long().cpu()
     if truth.shape != (images.shape[0],):
@@ -58,7 +60,9 @@ def _item_image(item: Any) -> torch.Tensor:
     try:  # a PIL image at the edge: to [-1, 1] (3, H, W)
         arr = np.asarray(image.convert("RGB"), dtype=np.float32)
     except AttributeError as exc:
-        raise InputError(f"dataset items must carry an image tensor (3, H, W) or a PIL image, got {type(image).__name__}") from exc
+        raise InputError(
+            f"dataset items must carry an image tensor (3, H, W) or a PIL image, got {type(image).__name__}"
+        ) from exc
     return torch.from_numpy(arr).permute(2, 0, 1) / 127.5 - 1.0
 
 
@@ -129,7 +133,10 @@ def retrieval_report(
             flush()
     flush()
     if not truths:
-        raise InputError("retrieval_report scored no items: no item's target is among the prompts; pass target= to map items to prompts")
+        raise InputError(
+            "retrieval_report scored no items: no item's target is among the prompts; pass target= to map items to "
+            "prompts"
+        )
     truth = np.asarray(truths)
     pred = torch.cat(preds).numpy()
     correct = pred == truth
@@ -139,7 +146,14 @@ def retrieval_report(
     garr = np.asarray([g if g is not None else "" for g in groups], dtype=object)
     report["groups"] = {g: _summary(correct[garr == g]) for g in names}
     wrong = ~correct
-    pairs, counts = np.unique(np.stack([truth[wrong], pred[wrong]], axis=1), axis=0, return_counts=True) if wrong.any() else (np.zeros((0, 2), int), np.zeros(0, int))
+    pairs, counts = (
+        np.unique(np.stack([truth[wrong], pred[wrong]], axis=1), axis=0, return_counts=True)
+        if wrong.any()
+        else (np.zeros((0, 2), int), np.zeros(0, int))
+    )
     order = np.argsort(-counts, kind="stable")[:10]
-    report["confusions"] = [{"true": prompts[int(pairs[k, 0])], "predicted": prompts[int(pairs[k, 1])], "count": int(counts[k])} for k in order]
+    report["confusions"] = [
+        {"true": prompts[int(pairs[k, 0])], "predicted": prompts[int(pairs[k, 1])], "count": int(counts[k])}
+        for k in order
+    ]
     return report

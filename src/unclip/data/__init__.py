@@ -84,7 +84,9 @@ def get_dataset(
     else:
         path = Path(text).expanduser()
         if not path.is_dir():
-            raise DataError(f"unknown dataset {text!r}: it is neither a built-in name nor a folder; choose {DATASET_CHOICES}")
+            raise DataError(
+                f"unknown dataset {text!r}: it is neither a built-in name nor a folder; choose {DATASET_CHOICES}"
+            )
         if split not in ("train", "val", "test"):
             raise DataError(f"unknown split {split!r}; choose one of train, val, test")
         sub = path / split

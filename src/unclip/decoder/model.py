@@ -88,11 +88,18 @@ class DecoderConfig:
         if self.num_clip_tokens < 0:
             raise ConfigError(f"DecoderConfig.num_clip_tokens={self.num_clip_tokens} must be >= 0")
         if self.use_text and (self.vocab_size < 1 or self.context_length < 1):
-            raise ConfigError(f"DecoderConfig.vocab_size={self.vocab_size} and context_length={self.context_length} must be positive when use_text is True")
+            raise ConfigError(
+                f"DecoderConfig.vocab_size={self.vocab_size} and context_length={self.context_length} must be "
+                "positive when use_text is True"
+            )
         if self.use_text and not 0 <= self.pad_token_id < self.vocab_size:
-            raise ConfigError(f"DecoderConfig.pad_token_id={self.pad_token_id} must lie in [0, vocab_size={self.vocab_size})")
+            raise ConfigError(
+                f"DecoderConfig.pad_token_id={self.pad_token_id} must lie in [0, vocab_size={self.vocab_size})"
+            )
         if self.text_width % self.text_heads:
-            raise ConfigError(f"DecoderConfig.text_width={self.text_width} must be divisible by text_heads={self.text_heads}")
+            raise ConfigError(
+                f"DecoderConfig.text_width={self.text_width} must be divisible by text_heads={self.text_heads}"
+            )
 
     @property
     def out_channels(self) -> int:
@@ -140,7 +147,9 @@ class DecoderTextEncoder(nn.Module):
         self.config = config
         self.token_embedding = nn.Embedding(config.vocab_size, config.text_width)
         self.position_embedding = nn.Parameter(torch.randn(config.context_length, config.text_width) * 0.01)
-        self.transformer = Transformer(TransformerConfig(width=config.text_width, depth=config.text_depth, heads=config.text_heads))
+        self.transformer = Transformer(
+            TransformerConfig(width=config.text_width, depth=config.text_depth, heads=config.text_heads)
+        )
 
     def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         cfg = self.config
@@ -148,11 +157,21 @@ class DecoderTextEncoder(nn.Module):
             raise InputError(f"text_tokens must be a (B, L) integer tensor, got {tuple(tokens.shape)} {tokens.dtype}")
         b, length = tokens.shape
         if length > cfg.context_length:
-            raise InputError(f"text_tokens has length {length} but the decoder's context_length is {cfg.context_length}; truncate the tokens")
+            raise InputError(
+                f"text_tokens has length {length} but the decoder's context_length is {cfg.context_length}; truncate "
+                "the tokens"
+            )
         # Range check on CPU only: on an accelerator it would force a device sync every
         # step, and an out-of-range id fails loudly in the embedding there anyway.
-        if tokens.device.type == "cpu" and tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= cfg.vocab_size):
-            raise InputError(f"text_tokens ids must lie in [0, {cfg.vocab_size}); got range [{int(tokens.min())}, {int(tokens.max())}]; was the caption tokenized with the matching tokenizer?")
+        if (
+            tokens.device.type == "cpu"
+            and tokens.numel()
+            and (int(tokens.min()) < 0 or int(tokens.max()) >= cfg.vocab_size)
+        ):
+            raise InputError(
+                f"text_tokens ids must lie in [0, {cfg.vocab_size}); got range [{int(tokens.min())}, "
+                f"{int(tokens.max())}]; was the caption tokenized with the matching tokenizer?"
+            )
         mask = tokens != cfg.pad_token_id
         # The first position always counts as real: an empty caption still yields a
         # well-defined (all-pad) sequence instead of a fully masked attention row.
@@ -179,7 +198,9 @@ class Decoder(nn.Module):
         if cfg.use_image_embed:
             self.null_image_embed = nn.Parameter(torch.randn(cfg.clip_embed_dim) * cfg.clip_embed_dim**-0.5)
             self.image_to_emb = nn.Linear(cfg.clip_embed_dim, emb_dim)
-            self.image_to_tokens = nn.Linear(cfg.clip_embed_dim, cfg.num_clip_tokens * cfg.text_width) if cfg.num_clip_tokens else None
+            self.image_to_tokens = (
+                nn.Linear(cfg.clip_embed_dim, cfg.num_clip_tokens * cfg.text_width) if cfg.num_clip_tokens else None
+            )
         if cfg.use_text:
             self.text_encoder = DecoderTextEncoder(cfg)
             self.null_text_pooled = nn.Parameter(torch.randn(cfg.text_width) * 0.02)
@@ -215,7 +236,9 @@ class Decoder(nn.Module):
         masks: list[torch.Tensor] = []
         if cfg.use_text:
             if text_tokens is None:
-                raise InputError("this decoder uses text: pass text_tokens (B, L); to drop the caption pass text_keep=False")
+                raise InputError(
+                    "this decoder uses text: pass text_tokens (B, L); to drop the caption pass text_keep=False"
+                )
             if text_tokens.shape[0] != b:
                 raise InputError(f"text_tokens has batch {text_tokens.shape[0]}, x_t has batch {b}")
             keep = self._keep(text_keep, b, dev, "text_keep")
@@ -226,9 +249,14 @@ class Decoder(nn.Module):
             masks.append(mask & keep[:, None])
         if cfg.use_image_embed:
             if image_embed is None:
-                raise InputError("this decoder is conditioned on CLIP image embeddings: pass image_embed (B, E); to drop it pass image_keep=False")
+                raise InputError(
+                    "this decoder is conditioned on CLIP image embeddings: pass image_embed (B, E); to drop it pass "
+                    "image_keep=False"
+                )
             if image_embed.shape != (b, cfg.clip_embed_dim):
-                raise InputError(f"image_embed must have shape ({b}, {cfg.clip_embed_dim}), got {tuple(image_embed.shape)}")
+                raise InputError(
+                    f"image_embed must have shape ({b}, {cfg.clip_embed_dim}), got {tuple(image_embed.shape)}"
+                )
             keep = self._keep(image_keep, b, dev, "image_keep")
             z = image_embed.to(device=dev, dtype=self.null_image_embed.dtype)
             z = torch.where(keep[:, None], z, self.null_image_embed)

@@ -6,6 +6,7 @@ computes training losses (:mod:`.losses`), samples and inverts (:mod:`.sampling`
 (:mod:`.guidance`). It imports no network code.
 """
 
+from .dispatch import sample
 from .gaussian import PREDICTIONS, GaussianDiffusion, randn_like
 from .guidance import bind, classifier_free_guidance
 from .likelihood import prior_bpd, vlb_bpd
@@ -19,10 +20,9 @@ from .losses import (
     training_loss,
     vb_terms,
 )
-from .dispatch import sample
 from .sampling import ddim_invert, ddim_sample, ddpm_sample
-from .settings import UPSAMPLER_DEFAULT_STEPS, DiffusionSettings
 from .schedule import SCHEDULES, cosine_betas, linear_betas, make_betas, spaced_timesteps
+from .settings import UPSAMPLER_DEFAULT_STEPS, DiffusionSettings
 from .solvers import dpmpp_2m_sample
 
 __all__ = [

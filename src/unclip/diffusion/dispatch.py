@@ -26,5 +26,8 @@ def sample(method: str, model_fn: ModelFn, diffusion: GaussianDiffusion, x_T: to
         raise InputError(f"unknown sampling method {method!r}; choose one of {', '.join(methods)}")
     if method == "ddpm":
         if kwargs.pop("eta", None) is not None:
-            raise InputError("eta applies to the 'ddim' and 'dpmpp2m' samplers only; pass eta=None (or none at all) with method='ddpm'")
+            raise InputError(
+                "eta applies to the 'ddim' and 'dpmpp2m' samplers only; pass eta=None (or none at all) with "
+                "method='ddpm'"
+            )
     return methods[method](model_fn, diffusion, x_T, **kwargs)

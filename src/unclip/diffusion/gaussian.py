@@ -84,7 +84,13 @@ class GaussianDiffusion:
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def make(cls, schedule: str = "cosine", num_timesteps: int = 1000, prediction: str = "eps", learned_variance: bool = False) -> "GaussianDiffusion":
+    def make(
+        cls,
+        schedule: str = "cosine",
+        num_timesteps: int = 1000,
+        prediction: str = "eps",
+        learned_variance: bool = False,
+    ) -> "GaussianDiffusion":
         """A diffusion over the named schedule ("cosine" or "linear") with ``num_timesteps`` steps."""
         return cls(make_betas(schedule, num_timesteps), prediction=prediction, learned_variance=learned_variance)
 
@@ -105,14 +111,20 @@ class GaussianDiffusion:
         if ts.ndim != 1 or ts.numel() == 0:
             raise InputError("respace needs a non-empty list of timesteps; build one with spaced_timesteps(T, steps)")
         if int(ts.min()) < 0 or int(ts.max()) >= self.num_timesteps or not bool((ts[1:] > ts[:-1]).all()):
-            raise InputError(f"respace timesteps must be strictly increasing ints in [0, {self.num_timesteps - 1}], got {ts.tolist()[:8]}...")
+            raise InputError(
+                f"respace timesteps must be strictly increasing ints in [0, {self.num_timesteps - 1}], got "
+                f"{ts.tolist()[:8]}..."
+            )
         abar = self.alphas_cumprod[ts]
         abar_prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
         betas = 1.0 - abar / abar_prev
         return GaussianDiffusion(betas, self.prediction, self.learned_variance, timestep_map=self.timestep_map[ts])
 
     def __repr__(self) -> str:
-        return f"GaussianDiffusion(T={self.num_timesteps}, prediction={self.prediction!r}, learned_variance={self.learned_variance})"
+        return (
+            f"GaussianDiffusion(T={self.num_timesteps}, prediction={self.prediction!r}, "
+            f"learned_variance={self.learned_variance})"
+        )
 
     # ------------------------------------------------------------------ helpers
 
@@ -126,59 +138,102 @@ class GaussianDiffusion:
         if isinstance(t, int) or (isinstance(t, torch.Tensor) and t.ndim == 0):
             i = int(t)
             if not 0 <= i < self.num_timesteps:
-                raise InputError(f"t must lie in [0, {self.num_timesteps - 1}] for this {self.num_timesteps}-step diffusion, got {i}")
+                raise InputError(
+                    f"t must lie in [0, {self.num_timesteps - 1}] for this {self.num_timesteps}-step diffusion, got {i}"
+                )
             return arr[i : i + 1].to(dtype=x.dtype).to(x.device).reshape((1,) * x.ndim).expand(shape)
         t = torch.as_tensor(t, dtype=torch.long)
         idx = t.detach().to("cpu")
         if idx.ndim != 1 or idx.shape[0] != x.shape[0]:
-            raise InputError(f"t must be a LongTensor of shape ({x.shape[0]},) matching x's batch, got shape {tuple(t.shape)}")
+            raise InputError(
+                f"t must be a LongTensor of shape ({x.shape[0]},) matching x's batch, got shape {tuple(t.shape)}"
+            )
         if int(idx.min()) < 0 or int(idx.max()) >= self.num_timesteps:
-            raise InputError(f"t must lie in [0, {self.num_timesteps - 1}] for this {self.num_timesteps}-step diffusion, got {idx.min().item()}..{idx.max().item()}")
+            raise InputError(
+                f"t must lie in [0, {self.num_timesteps - 1}] for this {self.num_timesteps}-step diffusion, got "
+                f"{idx.min().item()}..{idx.max().item()}"
+            )
         # Cast on the CPU first: some devices (MPS) have no float64.
         return arr[idx].to(dtype=x.dtype).to(x.device).reshape(shape)
 
     # ------------------------------------------------------------------ forward process
 
-    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    def q_sample(
+        self,
+        x0: torch.Tensor,
+        t: torch.Tensor,
+        noise: torch.Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise, a draw of q(x_t | x0) (DDPM eq. 4).
 
         x0, noise: (B, ...); t: (B,). Noise is drawn from ``generator`` when not given.
         """
         if noise is None:
             noise = randn_like(x0, generator)
-        return self.extract(self.sqrt_alphas_cumprod, t, x0) * x0 + self.extract(self.sqrt_one_minus_alphas_cumprod, t, x0) * noise
+        return (
+            self.extract(self.sqrt_alphas_cumprod, t, x0) * x0
+            + self.extract(self.sqrt_one_minus_alphas_cumprod, t, x0) * noise
+        )
 
     def q_mean_variance(self, x0: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mean, variance and log-variance of q(x_t | x0)."""
         mean = self.extract(self.sqrt_alphas_cumprod, t, x0) * x0
-        return mean, self.extract(1.0 - self.alphas_cumprod, t, x0), self.extract(self.log_one_minus_alphas_cumprod, t, x0)
+        return (
+            mean,
+            self.extract(1.0 - self.alphas_cumprod, t, x0),
+            self.extract(self.log_one_minus_alphas_cumprod, t, x0),
+        )
 
-    def q_posterior(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def q_posterior(
+        self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mean, variance and clipped log-variance of q(x_{t-1} | x_t, x0) (DDPM eq. 6-7)."""
-        mean = self.extract(self.posterior_mean_coef1, t, x_t) * x0 + self.extract(self.posterior_mean_coef2, t, x_t) * x_t
-        return mean, self.extract(self.posterior_variance, t, x_t), self.extract(self.posterior_log_variance_clipped, t, x_t)
+        mean = (
+            self.extract(self.posterior_mean_coef1, t, x_t) * x0 + self.extract(self.posterior_mean_coef2, t, x_t) * x_t
+        )
+        return (
+            mean,
+            self.extract(self.posterior_variance, t, x_t),
+            self.extract(self.posterior_log_variance_clipped, t, x_t),
+        )
 
     # ------------------------------------------------------------------ parameterisations
 
     def x0_from_eps(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """x0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar)."""
-        return self.extract(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t - self.extract(self.sqrt_recipm1_alphas_cumprod, t, x_t) * eps
+        return (
+            self.extract(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t
+            - self.extract(self.sqrt_recipm1_alphas_cumprod, t, x_t) * eps
+        )
 
     def eps_from_x0(self, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         """eps = (x_t - sqrt(abar) x0) / sqrt(1 - abar)."""
-        return (self.extract(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t - x0) / self.extract(self.sqrt_recipm1_alphas_cumprod, t, x_t)
+        return (self.extract(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t - x0) / self.extract(
+            self.sqrt_recipm1_alphas_cumprod, t, x_t
+        )
 
     def v_from(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """v = sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans & Ho 2022, Sec. 4)."""
-        return self.extract(self.sqrt_alphas_cumprod, t, x0) * eps - self.extract(self.sqrt_one_minus_alphas_cumprod, t, x0) * x0
+        return (
+            self.extract(self.sqrt_alphas_cumprod, t, x0) * eps
+            - self.extract(self.sqrt_one_minus_alphas_cumprod, t, x0) * x0
+        )
 
     def x0_from_v(self, x_t: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """x0 = sqrt(abar) x_t - sqrt(1 - abar) v."""
-        return self.extract(self.sqrt_alphas_cumprod, t, x_t) * x_t - self.extract(self.sqrt_one_minus_alphas_cumprod, t, x_t) * v
+        return (
+            self.extract(self.sqrt_alphas_cumprod, t, x_t) * x_t
+            - self.extract(self.sqrt_one_minus_alphas_cumprod, t, x_t) * v
+        )
 
     def eps_from_v(self, x_t: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """eps = sqrt(1 - abar) x_t + sqrt(abar) v."""
-        return self.extract(self.sqrt_one_minus_alphas_cumprod, t, x_t) * x_t + self.extract(self.sqrt_alphas_cumprod, t, x_t) * v
+        return (
+            self.extract(self.sqrt_one_minus_alphas_cumprod, t, x_t) * x_t
+            + self.extract(self.sqrt_alphas_cumprod, t, x_t) * v
+        )
 
     # ------------------------------------------------------------------ reading a network's output
 
@@ -196,10 +251,15 @@ class GaussianDiffusion:
             return model_output, None
         channels = model_output.shape[1]
         if channels % 2:
-            raise InputError(f"a learned-variance diffusion needs a model output with an even number of channels along dim 1 (prediction, variance), got {channels}")
+            raise InputError(
+                "a learned-variance diffusion needs a model output with an even number of channels along dim 1 "
+                f"(prediction, variance), got {channels}"
+            )
         return model_output[:, : channels // 2], model_output[:, channels // 2 :]
 
-    def predict(self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, clip_x0: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict(
+        self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, clip_x0: float | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(pred_x0, pred_eps) implied by the network's prediction at (x_t, t).
 
         With ``clip_x0`` the x0 estimate is clamped to [-clip_x0, clip_x0] and eps re-derived
@@ -207,7 +267,10 @@ class GaussianDiffusion:
         """
         pred, _ = self.split_output(model_output)
         if pred.shape != x_t.shape:
-            raise InputError(f"model output prediction has shape {tuple(pred.shape)} but x_t has {tuple(x_t.shape)}; check the model's out_channels and learned_variance")
+            raise InputError(
+                f"model output prediction has shape {tuple(pred.shape)} but x_t has {tuple(x_t.shape)}; check the "
+                "model's out_channels and learned_variance"
+            )
         if self.prediction == "eps":
             pred_eps, pred_x0 = pred, self.x0_from_eps(x_t, t, pred)
         elif self.prediction == "x0":
@@ -219,7 +282,9 @@ class GaussianDiffusion:
             pred_eps = self.eps_from_x0(x_t, t, pred_x0)
         return pred_x0, pred_eps
 
-    def p_mean_variance(self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, clip_x0: float | None = None) -> dict[str, torch.Tensor]:
+    def p_mean_variance(
+        self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, clip_x0: float | None = None
+    ) -> dict[str, torch.Tensor]:
         """Mean and variance of p(x_{t-1} | x_t) from a raw network output.
 
         The mean is the posterior mean q(x_{t-1} | x_t, x0 = pred_x0). The variance is
@@ -239,7 +304,13 @@ class GaussianDiffusion:
             variance = log_variance.exp()
         else:
             variance, log_variance = variance.expand_as(x_t), log_variance.expand_as(x_t)
-        return {"mean": mean, "variance": variance, "log_variance": log_variance, "pred_x0": pred_x0, "pred_eps": pred_eps}
+        return {
+            "mean": mean,
+            "variance": variance,
+            "log_variance": log_variance,
+            "pred_x0": pred_x0,
+            "pred_eps": pred_eps,
+        }
 
 
 def randn_like(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

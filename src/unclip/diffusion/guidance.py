@@ -33,13 +33,19 @@ def _pair(name: str, c: Any, u: Any, batch: int) -> Any:
     if c is None and u is None:
         return None
     if not isinstance(c, torch.Tensor) or not isinstance(u, torch.Tensor):
-        raise InputError(f"guidance condition {name!r} must be a tensor in both cond and uncond (or None in both), got {type(c).__name__} and {type(u).__name__}")
+        raise InputError(
+            f"guidance condition {name!r} must be a tensor in both cond and uncond (or None in both), got "
+            f"{type(c).__name__} and {type(u).__name__}"
+        )
     if c.shape[0] != batch:
         raise InputError(f"cond[{name!r}] has batch {c.shape[0]} but x has batch {batch}")
     if u.shape[0] == 1 and batch > 1:
         u = u.expand(batch, *u.shape[1:])
     if u.shape != c.shape:
-        raise InputError(f"uncond[{name!r}] has shape {tuple(u.shape)} but cond[{name!r}] has {tuple(c.shape)}; they must match (or uncond have batch 1)")
+        raise InputError(
+            f"uncond[{name!r}] has shape {tuple(u.shape)} but cond[{name!r}] has {tuple(c.shape)}; they must match "
+            "(or uncond have batch 1)"
+        )
     return torch.cat([c, u], dim=0)
 
 

@@ -16,7 +16,9 @@ from .gaussian import GaussianDiffusion
 _LOG2 = math.log(2.0)
 
 
-def sample_timesteps(batch: int, num_timesteps: int, generator: torch.Generator | None = None, device: torch.device | str | None = None) -> torch.Tensor:
+def sample_timesteps(
+    batch: int, num_timesteps: int, generator: torch.Generator | None = None, device: torch.device | str | None = None
+) -> torch.Tensor:
     """A LongTensor (batch,) of timesteps drawn uniformly from [0, num_timesteps).
 
     Drawn on the generator's device (so a CPU generator gives the same draw everywhere), then
@@ -29,7 +31,9 @@ def sample_timesteps(batch: int, num_timesteps: int, generator: torch.Generator 
     return t.to(device) if device is not None else t
 
 
-def prediction_target(diffusion: GaussianDiffusion, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+def prediction_target(
+    diffusion: GaussianDiffusion, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
+) -> torch.Tensor:
     """What the network should output for x_t = q_sample(x0, t, noise): eps, x0 or v."""
     if diffusion.prediction == "eps":
         return noise
@@ -67,7 +71,11 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log
     log_cdf_upper = torch.special.log_ndtr(upper)
     log_sf_lower = torch.special.log_ndtr(-lower)
     # P(lower < z < upper) through whichever tail is more accurate.
-    mass = torch.where(lower > 0, torch.special.ndtr(-lower) - torch.special.ndtr(-upper), torch.special.ndtr(upper) - torch.special.ndtr(lower))
+    mass = torch.where(
+        lower > 0,
+        torch.special.ndtr(-lower) - torch.special.ndtr(-upper),
+        torch.special.ndtr(upper) - torch.special.ndtr(lower),
+    )
     log_mass = torch.log(mass.clamp(min=1e-12))
     return torch.where(x < -0.999, log_cdf_upper, torch.where(x > 0.999, log_sf_lower, log_mass))
 
@@ -134,7 +142,10 @@ def training_loss(
     pred, var_values = diffusion.split_output(model_output)
     target = prediction_target(diffusion, x0, noise, t)
     if pred.shape != target.shape:
-        raise InputError(f"model output prediction has shape {tuple(pred.shape)} but the target has {tuple(target.shape)}; check out_channels and learned_variance")
+        raise InputError(
+            f"model output prediction has shape {tuple(pred.shape)} but the target has {tuple(target.shape)}; check "
+            "out_channels and learned_variance"
+        )
     mse = mean_flat((target - pred) ** 2)
     terms = {"mse": mse}
     if var_values is None:

@@ -30,7 +30,10 @@ def linear_betas(num_timesteps: int) -> torch.Tensor:
     scale = 1000.0 / num_timesteps
     start, end = scale * 1e-4, scale * 0.02
     if end >= 1.0:
-        raise ConfigError(f"the linear schedule needs num_timesteps >= 21 (beta_T = 20/T must be < 1), got {num_timesteps}; use the cosine schedule for fewer steps")
+        raise ConfigError(
+            f"the linear schedule needs num_timesteps >= 21 (beta_T = 20/T must be < 1), got {num_timesteps}; use "
+            "the cosine schedule for fewer steps"
+        )
     return torch.linspace(start, end, num_timesteps, dtype=torch.float64)
 
 
@@ -71,7 +74,9 @@ def spaced_timesteps(num_timesteps: int, steps: int) -> list[int]:
     """
     _check_num_timesteps(num_timesteps)
     if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= num_timesteps:
-        raise ConfigError(f"steps must be an int in [1, {num_timesteps}] (the number of diffusion timesteps), got {steps!r}")
+        raise ConfigError(
+            f"steps must be an int in [1, {num_timesteps}] (the number of diffusion timesteps), got {steps!r}"
+        )
     if steps == 1:
         return [num_timesteps - 1]
     # Spacing (T-1)/(steps-1) >= 1, so rounding cannot merge two neighbours.

@@ -19,7 +19,9 @@ def single_object_prompts() -> tuple[list[str], list[tuple[str, str]]]:
 
 
 @torch.no_grad()
-def clip_retrieval_report(clip, *, data: str = "shapes", seed: int = 0, num_images: int = 2000, size: int | None = None) -> dict:
+def clip_retrieval_report(
+    clip, *, data: str = "shapes", seed: int = 0, num_images: int = 2000, size: int | None = None
+) -> dict:
     """Top-1 retrieval figures of a FrozenCLIP on the shapes test split (single objects)."""
     if data != "shapes":
         raise ValueError("retrieval is defined on the shapes dataset only")

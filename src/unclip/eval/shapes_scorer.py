@@ -238,9 +238,7 @@ def _dead_zone(alpha: Tensor, low: float) -> Tensor:
     return torch.where(a < low, torch.zeros_like(a), a)
 
 
-def _classify_pixels(
-    v: Tensor, base: Tensor, per_image: int, cfg: ScorerConfig
-) -> tuple[Tensor, Tensor]:
+def _classify_pixels(v: Tensor, base: Tensor, per_image: int, cfg: ScorerConfig) -> tuple[Tensor, Tensor]:
     """Per-pixel colour class and coverage.
 
     v: (N, 3) pixels minus their image's background, images one after another,
@@ -401,9 +399,7 @@ def _placement(st: dict[str, Tensor], shapes: Tensor, side: int) -> tuple[Tensor
 # ----------------------------------------------------------------------------- scoring
 
 
-def score_images(
-    images: Tensor | Sequence[Any], config: ScorerConfig | None = None
-) -> list[SceneScore]:
+def score_images(images: Tensor | Sequence[Any], config: ScorerConfig | None = None) -> list[SceneScore]:
     """Read back the background and the objects of each image.
 
     images: float tensor (B, 3, S, S) in [-1, 1], or a list of PIL images; square, S >= 16.

@@ -46,9 +46,7 @@ def _wanted(prompt: str | dict[str, Any]) -> tuple[str | None, str | None]:
     return obj.get("color"), obj.get("shape")
 
 
-def summarise(
-    scores: Sequence[SceneScore], prompts_attrs: Sequence[str | dict[str, Any]]
-) -> dict[str, float]:
+def summarise(scores: Sequence[SceneScore], prompts_attrs: Sequence[str | dict[str, Any]]) -> dict[str, float]:
     """Prompt fidelity and spatial diversity over a set of generated images.
 
     prompts_attrs: per image, what was asked: ``{"color": ..., "shape": ...}``, a dataset

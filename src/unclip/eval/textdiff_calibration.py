@@ -26,7 +26,6 @@ from typing import Any
 
 import torch
 
-from ..storage.checkpoint import atomic_write_json
 from ..data.shapes import COLORS, SHAPES, render_batch
 from ..errors import InputError
 from ..manipulate import (
@@ -36,6 +35,7 @@ from ..manipulate import (
     slerp,
     text_diff_direction,
 )
+from ..storage.checkpoint import atomic_write_json
 from .shapes_scorer import score_images
 
 KINDS = ("colour", "shape")
@@ -50,12 +50,13 @@ class DiffPair:
     source: int
     from_text: str
     to_text: str
-    target: str     # the colour (kind "colour") or shape (kind "shape") the edit should reach
-    keep: str       # the other attribute, which should stay
+    target: str  # the colour (kind "colour") or shape (kind "shape") the edit should reach
+    keep: str  # the other attribute, which should stay
 
 
-def single_object_sources(size: int, kind: str, per_value: int, *, values: list[str] | None = None,
-                          limit: int = 20000) -> tuple[torch.Tensor, list[dict]]:
+def single_object_sources(
+    size: int, kind: str, per_value: int, *, values: list[str] | None = None, limit: int = 20000
+) -> tuple[torch.Tensor, list[dict]]:
     """``per_value`` single-object test images of every colour (kind "colour") or shape (kind "shape").
 
     ``values`` restricts the source colours (shapes); targets are still every other value.
@@ -90,17 +91,20 @@ def diff_pairs(attrs: list[dict], kind: str) -> list[DiffPair]:
     for i, a in enumerate(attrs):
         colour, shape = a["color"], a["shape"]
         if kind == "colour":
-            pairs += [DiffPair(kind, i, f"a {colour} {shape}", f"a {c} {shape}", c, shape)
-                      for c in COLORS if c != colour]
+            pairs += [
+                DiffPair(kind, i, f"a {colour} {shape}", f"a {c} {shape}", c, shape) for c in COLORS if c != colour
+            ]
         else:
-            pairs += [DiffPair(kind, i, f"a {colour} {shape}", f"a {colour} {s}", s, colour)
-                      for s in SHAPES if s != shape]
+            pairs += [
+                DiffPair(kind, i, f"a {colour} {shape}", f"a {colour} {s}", s, colour) for s in SHAPES if s != shape
+            ]
     return pairs
 
 
 @torch.no_grad()
-def text_diff_frames(pipe, latent: BipartiteLatent, pairs: list[DiffPair], thetas: list[float], *,
-                     batch_size: int = 64) -> torch.Tensor:
+def text_diff_frames(
+    pipe, latent: BipartiteLatent, pairs: list[DiffPair], thetas: list[float], *, batch_size: int = 64
+) -> torch.Tensor:
     """Frames (P, F, 3, S, S) of every pair's text diff at every theta, decoded in batches.
 
     The same computation as :func:`unclip.manipulate.text_diff` (same z_d, slerp, x_T,
@@ -118,8 +122,15 @@ def text_diff_frames(pipe, latent: BipartiteLatent, pairs: list[DiffPair], theta
     out = []
     for s in range(0, z.shape[0], batch_size):
         chunk = slice(s, s + batch_size)
-        frames = decode_latent(pipe, z[chunk], noise[chunk], steps=latent.steps, guidance=latent.guidance,
-                               captions=None if caps is None else caps[chunk], min_alpha_bar=latent.min_alpha_bar)
+        frames = decode_latent(
+            pipe,
+            z[chunk],
+            noise[chunk],
+            steps=latent.steps,
+            guidance=latent.guidance,
+            captions=None if caps is None else caps[chunk],
+            min_alpha_bar=latent.min_alpha_bar,
+        )
         out.append(frames.cpu())
     return torch.cat(out).view(len(pairs), len(thetas), *out[0].shape[1:])
 
@@ -153,9 +164,17 @@ def calibrate(thetas: list[float], success: list[float], target: float = 0.9) ->
     return float(min(t for t, s in zip(thetas, success) if s == best))
 
 
-def measure_text_diffs(pipe, thetas: list[float], *, kinds: tuple[str, ...] = KINDS, per_value: int = 2,
-                       steps: int = 50, batch_size: int = 64, target: float = 0.9,
-                       values: list[str] | None = None) -> dict[str, Any]:
+def measure_text_diffs(
+    pipe,
+    thetas: list[float],
+    *,
+    kinds: tuple[str, ...] = KINDS,
+    per_value: int = 2,
+    steps: int = 50,
+    batch_size: int = 64,
+    target: float = 0.9,
+    values: list[str] | None = None,
+) -> dict[str, Any]:
     """The fraction of text diffs that reach their target (and keep the other attribute) per theta.
 
     Returns a JSON-able dict: per kind, ``per_theta`` rows of ``reached``, ``kept`` and
@@ -175,17 +194,29 @@ def measure_text_diffs(pipe, thetas: list[float], *, kinds: tuple[str, ...] = KI
         pairs = diff_pairs(attrs, kind)
         flags = score_frames(text_diff_frames(pipe, latent, pairs, thetas, batch_size=batch_size), pairs)
         both = flags["reached"] & flags["kept"]
+
         def frac(flag: torch.Tensor, j: int) -> float:
             return round(float(flag[:, j].float().mean()), 4)
 
-        rows = [{"theta": round(float(t), 4), "reached": frac(flags["reached"], j), "kept": frac(flags["kept"], j),
-                 "reached_and_kept": frac(both, j)} for j, t in enumerate(thetas)]
+        rows = [
+            {
+                "theta": round(float(t), 4),
+                "reached": frac(flags["reached"], j),
+                "kept": frac(flags["kept"], j),
+                "reached_and_kept": frac(both, j),
+            }
+            for j, t in enumerate(thetas)
+        ]
         by_target: dict[str, list[float]] = {}
         for value in sorted({p.target for p in pairs}):
             sel = torch.tensor([p.target == value for p in pairs])
             by_target[value] = [round(float(v), 4) for v in flags["reached"][sel].float().mean(0)]
-        out["kinds"][kind] = {"edits": len(pairs), "sources": len(attrs), "per_theta": rows,
-                              "reached_by_target": by_target}
+        out["kinds"][kind] = {
+            "edits": len(pairs),
+            "sources": len(attrs),
+            "per_theta": rows,
+            "reached_by_target": by_target,
+        }
         all_success += both.float().sum(0)
         total += len(pairs)
     success = (all_success / max(total, 1)).tolist()

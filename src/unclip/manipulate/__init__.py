@@ -8,11 +8,27 @@
 * :mod:`.probe`: PCA probing of CLIP space (Figure 7).
 """
 
-from .edits import NOISE_PATHS, decode, fixed_noise_latent, interpolate, interpolation_latent, text_diff
-from .edits import text_diff_latent, vary
+from .edits import (
+    NOISE_PATHS,
+    decode,
+    fixed_noise_latent,
+    interpolate,
+    interpolation_latent,
+    text_diff,
+    text_diff_latent,
+    vary,
+)
 from .geometry import slerp, text_diff_direction, theta_schedule
-from .invert import CONDITIONS, ImageInput, as_image_tensor, decode_latent, invert, manipulation_diffusion
-from .invert import manipulation_model_fn, reconstruct
+from .invert import (
+    CONDITIONS,
+    ImageInput,
+    as_image_tensor,
+    decode_latent,
+    invert,
+    manipulation_diffusion,
+    manipulation_model_fn,
+    reconstruct,
+)
 from .latent import DEFAULT_GUIDANCE, DEFAULT_STEPS, LATENT_FORMAT, LATENT_VERSION, MIN_ALPHA_BAR, BipartiteLatent
 from .probe import DEFAULT_DIMS, embed_split, image_relative_errors, pca_probe_latent, probe_pca
 

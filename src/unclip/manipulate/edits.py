@@ -61,7 +61,9 @@ def fixed_noise_latent(
     return BipartiteLatent(z, noise.expand(len(thetas), -1, -1, -1), steps, guidance, None, "", MIN_ALPHA_BAR)
 
 
-def text_diff_latent(latent: BipartiteLatent, z_t: torch.Tensor, z_t0: torch.Tensor, thetas: torch.Tensor) -> BipartiteLatent:
+def text_diff_latent(
+    latent: BipartiteLatent, z_t: torch.Tensor, z_t0: torch.Tensor, thetas: torch.Tensor
+) -> BipartiteLatent:
     """Frames z_theta = slerp(z_i, norm(z_t - z_t0), theta) with the latent's x_T held fixed."""
     if len(latent) != 1:
         raise InputError("text_diff takes one image (or latent)")
@@ -73,14 +75,23 @@ def text_diff_latent(latent: BipartiteLatent, z_t: torch.Tensor, z_t0: torch.Ten
     return replace(latent.decoder_level(), image_embed=z, noise=x_T, captions=caps)
 
 
-def as_latent(pipe: "UnCLIP", image: ImageInput | BipartiteLatent, steps: int, guidance: float, refine: int, progress: bool) -> BipartiteLatent:
+def as_latent(
+    pipe: "UnCLIP", image: ImageInput | BipartiteLatent, steps: int, guidance: float, refine: int, progress: bool
+) -> BipartiteLatent:
     """A given latent (on the pipeline's device), or the decoder-level inversion of an image."""
     if isinstance(image, BipartiteLatent):
         return image.to(pipe.device)
     return invert(pipe, image, steps=steps, guidance=guidance, refine=refine, progress=progress)
 
 
-def decode(pipe: "UnCLIP", latent: BipartiteLatent, *, eta: float = 0.0, generator: torch.Generator | None = None, progress: bool = False) -> torch.Tensor:
+def decode(
+    pipe: "UnCLIP",
+    latent: BipartiteLatent,
+    *,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
     """Decode a decoder-level latent with its own steps, guidance and noise level: (B, 3, S, S)."""
     return decode_latent(
         pipe, latent.image_embed, latent.noise, steps=latent.steps, guidance=latent.guidance, eta=eta,

@@ -86,7 +86,10 @@ def text_diff_direction(z_t: torch.Tensor, z_t0: torch.Tensor) -> torch.Tensor:
     diff = z_t - z_t0
     norm = diff.norm(dim=-1, keepdim=True)
     if bool((norm < 1e-8).any()):
-        raise InputError("the two captions have the same CLIP text embedding, so there is no text diff; choose a --to caption that differs from --from")
+        raise InputError(
+            "the two captions have the same CLIP text embedding, so there is no text diff; choose a --to caption "
+            "that differs from --from"
+        )
     return diff / norm
 
 

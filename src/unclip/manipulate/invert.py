@@ -107,17 +107,23 @@ def as_image_tensor(images: ImageInput, size: int) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != 3:
             raise InputError(f"image tensors must be (B, 3, H, W) or (3, H, W) in [-1, 1], got {tuple(images.shape)}")
         if x.shape[-2] != x.shape[-1]:
-            raise InputError(f"image tensors must be square, got {tuple(x.shape[-2:])}; pass PIL images to centre-crop them")
+            raise InputError(
+                f"image tensors must be square, got {tuple(x.shape[-2:])}; pass PIL images to centre-crop them"
+            )
         x = x.float()
         if x.shape[-1] != size:
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(-1, 1)
         return x
-    if isinstance(images, Image.Image) or (isinstance(images, Sequence) and images and all(isinstance(i, Image.Image) for i in images)):
+    if isinstance(images, Image.Image) or (
+        isinstance(images, Sequence) and images and all(isinstance(i, Image.Image) for i in images)
+    ):
         return pil_to_tensor(images, size=size)
     raise InputError(f"images must be PIL images or a (B, 3, H, W) tensor in [-1, 1], got {type(images).__name__}")
 
 
-def manipulation_model_fn(pipe: "UnCLIP", image_embed: torch.Tensor, captions: list[str] | None = None, guidance: float = DEFAULT_GUIDANCE):
+def manipulation_model_fn(
+    pipe: "UnCLIP", image_embed: torch.Tensor, captions: list[str] | None = None, guidance: float = DEFAULT_GUIDANCE
+):
     """The decoder's model function for the manipulations: conditioned on z_i, the caption
     dropped when ``captions`` is None (see the module docstring)."""
     b = image_embed.shape[0]
@@ -127,7 +133,9 @@ def manipulation_model_fn(pipe: "UnCLIP", image_embed: torch.Tensor, captions: l
     return decoder_model_fn(pipe.decoder, tokens, image_embed, guidance=guidance, use_caption=captions is not None)
 
 
-def manipulation_diffusion(diffusion: GaussianDiffusion, steps: int, min_alpha_bar: float = MIN_ALPHA_BAR) -> GaussianDiffusion:
+def manipulation_diffusion(
+    diffusion: GaussianDiffusion, steps: int, min_alpha_bar: float = MIN_ALPHA_BAR
+) -> GaussianDiffusion:
     """``diffusion`` respaced to ``steps`` timesteps evenly spaced from 0 to the top level.
 
     The top timestep is the last with alpha-bar >= ``min_alpha_bar`` (see the module
@@ -145,14 +153,10 @@ def manipulation_diffusion(diffusion: GaussianDiffusion, steps: int, min_alpha_b
     return diffusion.respace(ts)
 
 
-
-
 def _check_steps(steps: int) -> int:
     if int(steps) < 1:
         raise InputError(f"steps must be >= 1, got {steps}")
     return int(steps)
-
-
 
 
 @torch.no_grad()
@@ -242,13 +246,29 @@ def invert(
     x_T = ddim_invert(model_fn, diffusion, levels[0], refine=refine, progress=progress)
     caps = list(captions) if captions is not None else None
     lat = BipartiteLatent(
-        z_i, x_T, steps, float(guidance), caps, str(getattr(pipe, "path", "")), float(min_alpha_bar), {"refine": int(refine)}
+        z_i,
+        x_T,
+        steps,
+        float(guidance),
+        caps,
+        str(getattr(pipe, "path", "")),
+        float(min_alpha_bar),
+        {"refine": int(refine)},
     )
     if not chain:
         return lat
     cond = levels[0]
     if condition == "decoded":
-        cond = decode_latent(pipe, z_i, x_T, steps=steps, guidance=guidance, captions=captions, min_alpha_bar=min_alpha_bar, progress=progress)
+        cond = decode_latent(
+            pipe,
+            z_i,
+            x_T,
+            steps=steps,
+            guidance=guidance,
+            captions=captions,
+            min_alpha_bar=min_alpha_bar,
+            progress=progress,
+        )
     for k, (stage, n) in enumerate(zip(chain, per_steps)):
         stage_diffusion = manipulation_diffusion(stage.settings.make(), n, min_alpha_bar)
         noise = ddim_invert(_stage_fn(stage, cond), stage_diffusion, levels[k + 1], refine=refine, progress=progress)

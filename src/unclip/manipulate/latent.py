@@ -173,7 +173,9 @@ class BipartiteLatent:
 
         path = Path(path)
         if not path.is_file():
-            raise CheckpointError(f"bipartite latent file not found: {path}; write one with `unclip invert IMAGE --out FILE`")
+            raise CheckpointError(
+                f"bipartite latent file not found: {path}; write one with `unclip invert IMAGE --out FILE`"
+            )
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta_text = (f.metadata() or {}).get("unclip")
@@ -182,7 +184,8 @@ class BipartiteLatent:
             raise CheckpointError(f"could not read {path} as safetensors ({exc})") from exc
         if meta_text is None or not {"image_embed", "noise"} <= set(tensors):
             raise CheckpointError(
-                f"{path} is not a bipartite latent (no 'unclip' metadata or missing tensors); write one with `unclip invert`"
+                f"{path} is not a bipartite latent (no 'unclip' metadata or missing tensors); write one with `unclip "
+                "invert`"
             )
         try:
             meta = json.loads(meta_text)

@@ -38,15 +38,20 @@ def image_relative_errors(pca: PCA, z: torch.Tensor, dims: Sequence[int]) -> lis
     return [float((z - pca.truncate(z, k)).norm() / z.norm().clamp_min(1e-12)) for k in dims]
 
 
-def pca_probe_latent(pca: PCA, z: torch.Tensor, dims: Sequence[int], noise: torch.Tensor, *, steps: int, guidance: float) -> BipartiteLatent:
-    """z (1, E) rebuilt from k components for each k in ``dims``, then z itself, at |z|, all with ``noise`` (1, 3, S, S)."""
+def pca_probe_latent(
+    pca: PCA, z: torch.Tensor, dims: Sequence[int], noise: torch.Tensor, *, steps: int, guidance: float
+) -> BipartiteLatent:
+    """z (1, E) rebuilt from k components for each k in ``dims``, then z itself, all rescaled to |z| and
+    decoded from the same ``noise`` (1, 3, S, S)."""
     zk = torch.cat([pca.truncate(z.double(), k).float() for k in dims] + [z.float()])
     zk = zk / zk.norm(dim=-1, keepdim=True).clamp_min(1e-12) * z.float().norm()  # |z_i|: 1 for our CLIP, raw for Karlo
     return BipartiteLatent(zk, noise.expand(len(zk), -1, -1, -1), steps, guidance, None, "", MIN_ALPHA_BAR)
 
 
 @torch.no_grad()
-def embed_split(pipe: "UnCLIP", data: str = "shapes", split: str = "train", n: int = 1000, seed: int = 0) -> torch.Tensor:
+def embed_split(
+    pipe: "UnCLIP", data: str = "shapes", split: str = "train", n: int = 1000, seed: int = 0
+) -> torch.Tensor:
     """CLIP image embeddings (n, E) of the first ``n`` items of a data split (``--data`` syntax)."""
     from ..data import get_dataset
 

@@ -109,7 +109,11 @@ class MultiHeadAttention(nn.Module):
                 m = context.shape[1]
                 cm = context_mask if context_mask is not None else torch.ones(b, m, dtype=torch.bool, device=x.device)
                 cm = cm[:, None, None, :].expand(b, 1, n, m)
-                own = mask.expand(b, 1, n, k.shape[2] - m) if mask is not None else torch.ones(b, 1, n, k.shape[2] - m, dtype=torch.bool, device=x.device)
+                own = (
+                    mask.expand(b, 1, n, k.shape[2] - m)
+                    if mask is not None
+                    else torch.ones(b, 1, n, k.shape[2] - m, dtype=torch.bool, device=x.device)
+                )
                 mask = torch.cat([cm, own], dim=-1)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.out(y.transpose(1, 2).reshape(b, n, -1))

@@ -31,8 +31,18 @@ class TransformerBlock(nn.Module):
         hidden = int(width * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
 
-    def forward(self, x: torch.Tensor, *, causal: bool, key_padding_mask: torch.Tensor | None, cache: KVCache | None, layer_index: int) -> torch.Tensor:
-        x = x + self.attn(self.ln_attn(x), causal=causal, key_padding_mask=key_padding_mask, cache=cache, layer_index=layer_index)
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        causal: bool,
+        key_padding_mask: torch.Tensor | None,
+        cache: KVCache | None,
+        layer_index: int,
+    ) -> torch.Tensor:
+        x = x + self.attn(
+            self.ln_attn(x), causal=causal, key_padding_mask=key_padding_mask, cache=cache, layer_index=layer_index
+        )
         return x + self.mlp(self.ln_mlp(x))
 
 
@@ -46,10 +56,19 @@ class Transformer(nn.Module):
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
         self.config = config
-        self.blocks = nn.ModuleList(TransformerBlock(config.width, config.heads, config.mlp_ratio) for _ in range(config.depth))
+        self.blocks = nn.ModuleList(
+            TransformerBlock(config.width, config.heads, config.mlp_ratio) for _ in range(config.depth)
+        )
         self.ln_final = nn.LayerNorm(config.width)
 
-    def forward(self, x: torch.Tensor, *, causal: bool = False, key_padding_mask: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        causal: bool = False,
+        key_padding_mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
         for i, block in enumerate(self.blocks):
             x = block(x, causal=causal, key_padding_mask=key_padding_mask, cache=cache, layer_index=i)
         return self.ln_final(x)

@@ -75,7 +75,10 @@ class UNetConfig:
         self.channel_mults = tuple(int(m) for m in self.channel_mults)
         self.attention_resolutions = tuple(int(r) for r in self.attention_resolutions)
         if not self.channel_mults or min(self.channel_mults) < 1:
-            raise ConfigError(f"UNetConfig.channel_mults={self.channel_mults} must be a non-empty tuple of positive ints, e.g. (1, 2, 4)")
+            raise ConfigError(
+                f"UNetConfig.channel_mults={self.channel_mults} must be a non-empty tuple of positive ints, e.g. (1, "
+                "2, 4)"
+            )
         if self.base_channels < 1 or self.num_res_blocks < 1 or self.head_channels < 1 or self.time_embed_mult < 1:
             raise ConfigError(
                 "UNetConfig.base_channels, num_res_blocks, head_channels and time_embed_mult must be positive "
@@ -85,11 +88,16 @@ class UNetConfig:
             raise ConfigError(f"UNetConfig.dropout={self.dropout} must lie in [0, 1)")
         factor = 2 ** (len(self.channel_mults) - 1)
         if self.image_size % factor:
-            raise ConfigError(f"UNetConfig.image_size={self.image_size} must be divisible by {factor} (2 ** (len(channel_mults) - 1))")
+            raise ConfigError(
+                f"UNetConfig.image_size={self.image_size} must be divisible by {factor} (2 ** (len(channel_mults) - 1))"
+            )
         sides = [self.image_size // 2**i for i in range(len(self.channel_mults))]
         bad = [r for r in self.attention_resolutions if r not in sides]
         if bad:
-            raise ConfigError(f"UNetConfig.attention_resolutions {bad} are not feature-map sides of this network; at image_size={self.image_size} the sides are {sides}")
+            raise ConfigError(
+                f"UNetConfig.attention_resolutions {bad} are not feature-map sides of this network; at "
+                f"image_size={self.image_size} the sides are {sides}"
+            )
 
     @property
     def emb_dim(self) -> int:
@@ -142,7 +150,17 @@ class ResBlock(nn.Module):
     Shapes: x (B, C_in, H, W), emb (B, emb_dim) -> (B, C_out, H', W').
     """
 
-    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, *, dropout: float = 0.0, use_scale_shift_norm: bool = True, up: bool = False, down: bool = False) -> None:
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        emb_dim: int,
+        *,
+        dropout: float = 0.0,
+        use_scale_shift_norm: bool = True,
+        up: bool = False,
+        down: bool = False,
+    ) -> None:
         super().__init__()
         self.use_scale_shift_norm = use_scale_shift_norm
         self.up, self.down = up, down
@@ -188,12 +206,17 @@ class AttentionBlock(nn.Module):
         super().__init__()
         heads = max(1, channels // head_channels)
         if channels % heads:
-            raise ConfigError(f"attention over {channels} channels cannot split into heads of {head_channels} channels; pick head_channels dividing {channels}")
+            raise ConfigError(
+                f"attention over {channels} channels cannot split into heads of {head_channels} channels; pick "
+                f"head_channels dividing {channels}"
+            )
         self.norm = group_norm(channels)
         self.attn = MultiHeadAttention(channels, heads, context_dim=context_dim)
         zero_module(self.attn.out)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         b, c, h, w = x.shape
         tokens = self.norm(x).flatten(2).transpose(1, 2)  # (B, HW, C)
         out = self.attn(tokens, context=context, context_mask=context_mask)
@@ -203,7 +226,9 @@ class AttentionBlock(nn.Module):
 class _Stage(nn.ModuleList):
     """A ResBlock (or resampler) optionally followed by an AttentionBlock, run in order."""
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor | None, context_mask: torch.Tensor | None) -> torch.Tensor:  # type: ignore[override]
+    def forward(
+        self, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor | None, context_mask: torch.Tensor | None
+    ) -> torch.Tensor:  # type: ignore[override]
         for layer in self:
             if isinstance(layer, ResBlock):
                 x = layer(x, emb)
@@ -229,11 +254,15 @@ class UNet(nn.Module):
         super().__init__()
         self.config = cfg = config
         self.emb_dim = cfg.emb_dim
-        self.time_embed = nn.Sequential(nn.Linear(cfg.base_channels, self.emb_dim), nn.SiLU(), nn.Linear(self.emb_dim, self.emb_dim))
+        self.time_embed = nn.Sequential(
+            nn.Linear(cfg.base_channels, self.emb_dim), nn.SiLU(), nn.Linear(self.emb_dim, self.emb_dim)
+        )
         use_attn_mid = bool(cfg.attention_resolutions) or cfg.context_dim is not None
 
         def res(i: int, o: int, **kw: bool) -> ResBlock:
-            return ResBlock(i, o, self.emb_dim, dropout=cfg.dropout, use_scale_shift_norm=cfg.use_scale_shift_norm, **kw)
+            return ResBlock(
+                i, o, self.emb_dim, dropout=cfg.dropout, use_scale_shift_norm=cfg.use_scale_shift_norm, **kw
+            )
 
         def attn(ch: int) -> AttentionBlock:
             return AttentionBlock(ch, cfg.head_channels, cfg.context_dim)
@@ -305,7 +334,10 @@ class UNet(nn.Module):
             raise InputError(f"UNet input x must have shape (B, {cfg.in_channels}, H, W), got {tuple(x.shape)}")
         f = self.downsample_factor
         if x.shape[-1] % f or x.shape[-2] % f:
-            raise InputError(f"UNet input side {tuple(x.shape[-2:])} must be divisible by {f}; crop or pad the image to a multiple of {f}")
+            raise InputError(
+                f"UNet input side {tuple(x.shape[-2:])} must be divisible by {f}; crop or pad the image to a "
+                f"multiple of {f}"
+            )
         if t.ndim != 1 or t.shape[0] != x.shape[0]:
             raise InputError(f"timesteps t must have shape ({x.shape[0]},), got {tuple(t.shape)}")
         if context is not None and cfg.context_dim is None:
@@ -313,7 +345,9 @@ class UNet(nn.Module):
         emb = self.time_embed(timestep_embedding(t, cfg.base_channels).to(self.input_conv.weight.dtype))
         if emb_extra is not None:
             if emb_extra.shape != emb.shape:
-                raise InputError(f"emb_extra must have shape {tuple(emb.shape)} (B, emb_dim), got {tuple(emb_extra.shape)}")
+                raise InputError(
+                    f"emb_extra must have shape {tuple(emb.shape)} (B, emb_dim), got {tuple(emb_extra.shape)}"
+                )
             emb = emb + emb_extra.to(emb.dtype)
         run = self._checkpointed if self.grad_checkpointing and torch.is_grad_enabled() else _call
         h = self.input_conv(x)

@@ -18,8 +18,15 @@ import torch
 
 from ..errors import InputError
 from ..model_dir import resolve_model_path
-from .base import DECODERS, PRIOR_MODES, SHIPPED_MODELS, UPSAMPLER_PREFIX, SamplingDefaults, UnCLIPBase
-from .base import write_model_json
+from .base import (
+    DECODERS,
+    PRIOR_MODES,
+    SHIPPED_MODELS,
+    UPSAMPLER_PREFIX,
+    SamplingDefaults,
+    UnCLIPBase,
+    write_model_json,
+)
 from .karlo import KarloUnCLIP
 
 __all__ = [

@@ -33,7 +33,6 @@ from ..manipulate import interpolate as _interpolate
 from ..manipulate import invert as _invert
 from ..manipulate import text_diff as _text_diff
 from ..manipulate import vary as _vary
-from ..nn.precision import autocast, check_precision, default_precision
 from ..model_dir import (
     DECODERS,
     SHIPPED_MODELS,
@@ -43,6 +42,7 @@ from ..model_dir import (
     resolve_model_path,
     write_model_json,
 )
+from ..nn.precision import autocast, check_precision, default_precision
 from ..prior.ar_prior import ARPrior, sample_ar_image_embeds
 from ..prior.diffusion_prior import DiffusionPrior, sample_image_embeds
 from ..storage.imageio import tensor_to_pil
@@ -61,7 +61,17 @@ __all__ = [
 class UnCLIPBase:
     """Text-to-image with CLIP latents (see the module docstring for the modes)."""
 
-    def __init__(self, clip: FrozenCLIP, decoder: Decoder, decoder_diffusion: DiffusionSettings, prior: DiffusionPrior | None = None, defaults: SamplingDefaults | None = None, *, ar_prior: ARPrior | None = None, upsamplers: list[CascadeStage] | None = None) -> None:
+    def __init__(
+        self,
+        clip: FrozenCLIP,
+        decoder: Decoder,
+        decoder_diffusion: DiffusionSettings,
+        prior: DiffusionPrior | None = None,
+        defaults: SamplingDefaults | None = None,
+        *,
+        ar_prior: ARPrior | None = None,
+        upsamplers: list[CascadeStage] | None = None,
+    ) -> None:
         self.clip = clip
         self.decoder = decoder
         self.decoder_settings = decoder_diffusion
@@ -75,12 +85,16 @@ class UnCLIPBase:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def from_model_dir(cls, name_or_path: str | os.PathLike, device: str | torch.device = "cpu", *, decoder: str = "decoder"):
+    def from_model_dir(
+        cls, name_or_path: str | os.PathLike, device: str | torch.device = "cpu", *, decoder: str = "decoder"
+    ):
         """Load an unclip model directory (a shipped name or a path); ``decoder`` picks the
         decoder component: ``"decoder"`` (unCLIP) or ``"decoder_text_only"`` (the GLIDE-style
         baseline, sampled with ``prior="none"``). The priors and upsamplers it holds are loaded too."""
         m = load_model(name_or_path, device, decoder=decoder)
-        pipe = cls(m.clip, m.decoder, m.decoder_settings, m.prior, m.defaults, ar_prior=m.ar_prior, upsamplers=m.upsamplers)
+        pipe = cls(
+            m.clip, m.decoder, m.decoder_settings, m.prior, m.defaults, ar_prior=m.ar_prior, upsamplers=m.upsamplers
+        )
         pipe.path = m.root
         pipe.decoder_name = decoder
         return pipe
@@ -91,13 +105,26 @@ class UnCLIPBase:
 
     # ------------------------------------------------------------------ stages
     @torch.no_grad()
-    def image_embeds_for(self, prompts: list[str], mode: str = "diffusion", *, generator: torch.Generator | None = None, steps: int | None = None, guidance: float | None = None, best_of: int | None = None, progress: bool = False, method: str | None = None) -> torch.Tensor:
+    def image_embeds_for(
+        self,
+        prompts: list[str],
+        mode: str = "diffusion",
+        *,
+        generator: torch.Generator | None = None,
+        steps: int | None = None,
+        guidance: float | None = None,
+        best_of: int | None = None,
+        progress: bool = False,
+        method: str | None = None,
+    ) -> torch.Tensor:
         """z_i for each prompt under a conditioning mode: (B, E) unit vectors (``method``: the
         diffusion prior's sampler, default ``defaults.sampler``)."""
         if mode not in PRIOR_MODES:
             raise InputError(f"unknown prior mode '{mode}'; choose one of {', '.join(PRIOR_MODES)}")
         if mode != "none" and not self.decoder.config.use_image_embed:
-            raise InputError(f"this decoder is text-only (the GLIDE-style baseline) and ignores z_i; use prior 'none', not '{mode}'")
+            raise InputError(
+                f"this decoder is text-only (the GLIDE-style baseline) and ignores z_i; use prior 'none', not '{mode}'"
+            )
         text = self.clip.encode_text_full(self.clip.tokenize(prompts).to(self.device))
         if mode == "text-embed":
             return text.embed.float()
@@ -106,27 +133,61 @@ class UnCLIPBase:
         d = self.defaults
         if mode == "ar":
             if self.ar_prior is None:
-                raise InputError("this model has no autoregressive prior; train one with `unclip train ar-prior --out MODEL_DIR`, or use --prior diffusion")
+                raise InputError(
+                    "this model has no autoregressive prior; train one with `unclip train ar-prior --out MODEL_DIR`, "
+                    "or use --prior diffusion"
+                )
             if generator is not None and self.device.type != "cpu":
-                generator = torch.Generator(device=self.device).manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
-            return sample_ar_image_embeds(self.ar_prior, text.embed.float(), text.tokens.float(), text.mask, guidance_scale=d.prior_guidance if guidance is None else guidance, generator=generator)
+                generator = torch.Generator(device=self.device).manual_seed(
+                    int(torch.randint(2**62, (1,), generator=generator))
+                )
+            return sample_ar_image_embeds(
+                self.ar_prior,
+                text.embed.float(),
+                text.tokens.float(),
+                text.mask,
+                guidance_scale=d.prior_guidance if guidance is None else guidance,
+                generator=generator,
+            )
         if self.prior is None:
             raise InputError("this model has no diffusion prior; use --prior text-embed or --prior none")
         with autocast(self.precision, self.device):
             return sample_image_embeds(
-                self.prior, text.embed.float(), text.tokens.float(), text.mask,
-                steps=steps or d.prior_steps, guidance_scale=d.prior_guidance if guidance is None else guidance,
-                best_of=best_of or d.best_of, generator=generator, progress=progress, method=method or d.sampler,
+                self.prior,
+                text.embed.float(),
+                text.tokens.float(),
+                text.mask,
+                steps=steps or d.prior_steps,
+                guidance_scale=d.prior_guidance if guidance is None else guidance,
+                best_of=best_of or d.best_of,
+                generator=generator,
+                progress=progress,
+                method=method or d.sampler,
             )
 
-    def decoder_model_fn(self, image_embed: torch.Tensor, prompts: list[str], *, guidance: float, use_image: bool = True):
+    def decoder_model_fn(
+        self, image_embed: torch.Tensor, prompts: list[str], *, guidance: float, use_image: bool = True
+    ):
         """The decoder as a guided ``model_fn(x, t)`` conditioned on z_i and the prompts
         (see :func:`unclip.decoder.conditioning.decoder_model_fn`)."""
         tokens = self.clip.tokenize(prompts).to(self.device)
         return decoder_model_fn(self.decoder, tokens, image_embed, guidance=guidance, use_image=use_image)
 
     @torch.no_grad()
-    def decode(self, image_embed: torch.Tensor, prompts: list[str], *, noise: torch.Tensor | None = None, steps: int | None = None, guidance: float | None = None, eta: float | None = None, generator: torch.Generator | None = None, use_image: bool = True, method: str | None = None, progress: bool = False) -> torch.Tensor:
+    def decode(
+        self,
+        image_embed: torch.Tensor,
+        prompts: list[str],
+        *,
+        noise: torch.Tensor | None = None,
+        steps: int | None = None,
+        guidance: float | None = None,
+        eta: float | None = None,
+        generator: torch.Generator | None = None,
+        use_image: bool = True,
+        method: str | None = None,
+        progress: bool = False,
+    ) -> torch.Tensor:
         """Decode image embeddings (and captions) to images in [-1, 1], (B, 3, S, S).
 
         ``method``: "ddim" / "dpmpp2m" (both take ``eta``) or "ddpm"; default ``defaults.sampler``."""
@@ -135,11 +196,23 @@ class UnCLIPBase:
         b = image_embed.shape[0]
         if noise is None:
             noise = randn_like(torch.empty(b, 3, size, size, device=self.device), generator)
-        model_fn = self.decoder_model_fn(image_embed, prompts, guidance=d.decoder_guidance if guidance is None else guidance, use_image=use_image)
+        model_fn = self.decoder_model_fn(
+            image_embed, prompts, guidance=d.decoder_guidance if guidance is None else guidance, use_image=use_image
+        )
         method = method or d.sampler
         kwargs = {"eta": d.eta if eta is None else eta} if method != "ddpm" else {}
         with autocast(self.precision, self.device):
-            x = sample(method, model_fn, self.decoder_diffusion, noise.to(self.device), steps=steps or d.decoder_steps, generator=generator, clip_x0=1.0, progress=progress, **kwargs)
+            x = sample(
+                method,
+                model_fn,
+                self.decoder_diffusion,
+                noise.to(self.device),
+                steps=steps or d.decoder_steps,
+                generator=generator,
+                clip_x0=1.0,
+                progress=progress,
+                **kwargs,
+            )
         return x.clamp(-1, 1)
 
     @property
@@ -155,7 +228,10 @@ class UnCLIPBase:
         """The output side for ``size`` (None: the model's default), checked against :attr:`output_sizes`."""
         size = size or self.defaults.size or self.decoder.config.image_size
         if size not in self.output_sizes:
-            raise InputError(f"this model cannot produce {size} px images; available sizes: {', '.join(map(str, self.output_sizes))} (the decoder's, then its upsampler stages')")
+            raise InputError(
+                f"this model cannot produce {size} px images; available sizes: "
+                f"{', '.join(map(str, self.output_sizes))} (the decoder's, then its upsampler stages')"
+            )
         return int(size)
 
     def stage_chain(self, size: int | None, from_side: int | None = None) -> list[CascadeStage]:
@@ -169,11 +245,24 @@ class UnCLIPBase:
                 chain.append(stage)
                 side = stage.high_res
         if side != target:
-            raise InputError(f"no chain of upsampler stages takes {start} px images to {target} px; available sizes: {', '.join(map(str, self.output_sizes))}")
+            raise InputError(
+                f"no chain of upsampler stages takes {start} px images to {target} px; available sizes: "
+                f"{', '.join(map(str, self.output_sizes))}"
+            )
         return chain
 
     @torch.no_grad()
-    def upsample_to(self, images: torch.Tensor, size: int | None = None, *, seed: int = 0, steps: int | list[int | None] | None = None, shared_noise: bool = False, progress: bool = False, sampler: str | None = None) -> torch.Tensor:
+    def upsample_to(
+        self,
+        images: torch.Tensor,
+        size: int | None = None,
+        *,
+        seed: int = 0,
+        steps: int | list[int | None] | None = None,
+        shared_noise: bool = False,
+        progress: bool = False,
+        sampler: str | None = None,
+    ) -> torch.Tensor:
         """Run the upsampler stages from the images' side up to ``size`` (None: the model's default).
 
         ``images``: (B, 3, s, s) decoder outputs in [-1, 1]. Each stage samples DDIM with
@@ -199,7 +288,25 @@ class UnCLIPBase:
 
     # ------------------------------------------------------------------ public API
     @torch.no_grad()
-    def generate_tensors(self, prompts: list[str] | str, num_images: int = 1, seed: int = 0, *, prior: str = "diffusion", prior_guidance: float | None = None, decoder_guidance: float | None = None, prior_steps: int | None = None, steps: int | None = None, best_of: int | None = None, eta: float | None = None, size: int | None = None, upsampler_steps: int | list[int | None] | None = None, image_embeds: torch.Tensor | None = None, progress: bool = False, sampler: str | None = None) -> tuple[torch.Tensor, list[str]]:
+    def generate_tensors(
+        self,
+        prompts: list[str] | str,
+        num_images: int = 1,
+        seed: int = 0,
+        *,
+        prior: str = "diffusion",
+        prior_guidance: float | None = None,
+        decoder_guidance: float | None = None,
+        prior_steps: int | None = None,
+        steps: int | None = None,
+        best_of: int | None = None,
+        eta: float | None = None,
+        size: int | None = None,
+        upsampler_steps: int | list[int | None] | None = None,
+        image_embeds: torch.Tensor | None = None,
+        progress: bool = False,
+        sampler: str | None = None,
+    ) -> tuple[torch.Tensor, list[str]]:
         """Like :meth:`generate` but returns ((B*num_images, 3, S, S) in [-1, 1], prompts per image).
 
         ``image_embeds`` (B*num_images, E) skips the prior and decodes these z_i (e.g. to
@@ -216,15 +323,39 @@ class UnCLIPBase:
         out_size = self.resolve_size(size)
         generator = torch.Generator(device="cpu").manual_seed(seed)
         if image_embeds is None:
-            z_i = self.image_embeds_for(expanded, prior, generator=generator, steps=prior_steps, guidance=prior_guidance, best_of=best_of, progress=progress, method=sampler)
+            z_i = self.image_embeds_for(
+                expanded,
+                prior,
+                generator=generator,
+                steps=prior_steps,
+                guidance=prior_guidance,
+                best_of=best_of,
+                progress=progress,
+                method=sampler,
+            )
         elif tuple(image_embeds.shape) != (len(expanded), self.clip.embed_dim):
-            raise InputError(f"image_embeds must have shape {(len(expanded), self.clip.embed_dim)}, got {tuple(image_embeds.shape)}")
+            raise InputError(
+                f"image_embeds must have shape {(len(expanded), self.clip.embed_dim)}, got {tuple(image_embeds.shape)}"
+            )
         else:
             z_i = image_embeds.float().to(self.device)
         side = self.decoder.config.image_size
         noise = torch.randn(len(expanded), 3, side, side, generator=generator)
-        images = self.decode(z_i, expanded, noise=noise, steps=steps, guidance=decoder_guidance, eta=eta, generator=generator, use_image=prior != "none", progress=progress, method=sampler)
-        images = self.upsample_to(images, out_size, seed=seed, steps=upsampler_steps, progress=progress, sampler=sampler)
+        images = self.decode(
+            z_i,
+            expanded,
+            noise=noise,
+            steps=steps,
+            guidance=decoder_guidance,
+            eta=eta,
+            generator=generator,
+            use_image=prior != "none",
+            progress=progress,
+            method=sampler,
+        )
+        images = self.upsample_to(
+            images, out_size, seed=seed, steps=upsampler_steps, progress=progress, sampler=sampler
+        )
         return images, expanded
 
     def generate(self, prompts: list[str] | str, num_images: int = 1, seed: int = 0, **kwargs) -> list[Image.Image]:

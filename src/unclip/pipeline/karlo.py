@@ -31,8 +31,8 @@ from ..adapters.upsampler import karlo_upsample
 from ..diffusion import ddpm_sample, randn_like
 from ..errors import InputError
 from ..model_dir import SamplingDefaults
-from .base import PRIOR_MODES, UnCLIPBase
 from ..upsampler.cascade import steps_per_stage
+from .base import PRIOR_MODES, UnCLIPBase
 
 
 class KarloUnCLIP(UnCLIPBase):

@@ -50,9 +50,9 @@ from torch import nn
 
 from ..errors import InputError
 from ..nn.attention import KVCache
-from .text_conditioning import conditioned_text
 from ..nn.transformer import Transformer, TransformerConfig
 from .pca import PCA
+from .text_conditioning import conditioned_text
 
 COMPONENT = "prior_ar"
 
@@ -61,17 +61,17 @@ COMPONENT = "prior_ar"
 class ARPriorConfig:
     """Sizes of the AR prior and of its code book."""
 
-    embed_dim: int = 128          # CLIP embedding size E
-    text_width: int = 128         # width of CLIP's per-token text encodings
-    context_length: int = 20      # maximum number of caption tokens
-    num_components: int = 64      # PCA coefficients kept (sequence length of the codes)
-    num_buckets: int = 1024       # quantisation buckets per coefficient
-    num_dot_buckets: int = 64     # quantisation buckets of z_i . z_t
+    embed_dim: int = 128  # CLIP embedding size E
+    text_width: int = 128  # width of CLIP's per-token text encodings
+    context_length: int = 20  # maximum number of caption tokens
+    num_components: int = 64  # PCA coefficients kept (sequence length of the codes)
+    num_buckets: int = 1024  # quantisation buckets per coefficient
+    num_dot_buckets: int = 64  # quantisation buckets of z_i . z_t
     width: int = 256
     depth: int = 4
     heads: int = 8
     text_drop_prob: float = 0.1
-    value_features: bool = True   # bucket values as numbers, in and out (see the module docstring)
+    value_features: bool = True  # bucket values as numbers, in and out (see the module docstring)
 
 
 class ARPrior(nn.Module):
@@ -203,7 +203,15 @@ class ARPrior(nn.Module):
             logits = logits - 0.5 * ((values - mu[..., None]) * inv[..., None]) ** 2
         return logits
 
-    def forward(self, text_embed: torch.Tensor, text_tokens: torch.Tensor, text_mask: torch.Tensor, text_keep: torch.Tensor, dot_codes: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        text_embed: torch.Tensor,
+        text_tokens: torch.Tensor,
+        text_mask: torch.Tensor,
+        text_keep: torch.Tensor,
+        dot_codes: torch.Tensor,
+        codes: torch.Tensor,
+    ) -> torch.Tensor:
         """Logits of every code given the ones before it (teacher forcing).
 
         Args:
@@ -221,7 +229,9 @@ class ARPrior(nn.Module):
         h = self.transformer(seq, causal=True, key_padding_mask=mask)
         return self._logits(h[:, length - 1 :])
 
-    def loss(self, text_embed, text_tokens, text_mask, text_keep, dot_codes, codes) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss(
+        self, text_embed, text_tokens, text_mask, text_keep, dot_codes, codes
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean cross-entropy over all K codes and the per-code accuracy (detached)."""
         logits = self(text_embed, text_tokens, text_mask, text_keep, dot_codes, codes[:, :-1])
         loss = F.cross_entropy(logits.float().flatten(0, 1), codes.flatten())
@@ -230,7 +240,9 @@ class ARPrior(nn.Module):
 
 
 @torch.no_grad()
-def sample_dot_codes(prior: ARPrior, n: int, *, generator: torch.Generator | None = None, top_half: bool = True) -> torch.Tensor:
+def sample_dot_codes(
+    prior: ARPrior, n: int, *, generator: torch.Generator | None = None, top_half: bool = True
+) -> torch.Tensor:
     """Draw (n,) dot-product codes from the training distribution (its top half by default).
 
     The top half: buckets whose probability mass lies at or above the training median;
@@ -274,7 +286,9 @@ def sample_ar_codes(
     guided = guidance_scale != 1.0
     keep = torch.ones(b, dtype=torch.bool, device=device)
     if guided:
-        text_embed, text_tokens, text_mask, dot_codes = (torch.cat([x, x]) for x in (text_embed, text_tokens, text_mask, dot_codes))
+        text_embed, text_tokens, text_mask, dot_codes = (
+            torch.cat([x, x]) for x in (text_embed, text_tokens, text_mask, dot_codes)
+        )
         keep = torch.cat([keep, ~keep])
     prefix, mask = prior._prefix(text_embed, text_tokens, text_mask, keep, dot_codes)
     cache = KVCache()
@@ -321,5 +335,13 @@ def sample_ar_image_embeds(
         (B, E) float32 unit image embeddings.
     """
     dtype = next(prior.parameters()).dtype
-    codes = sample_ar_codes(prior, text_embed.to(dtype), text_tokens.to(dtype), text_mask, guidance_scale=guidance_scale, temperature=temperature, generator=generator)
+    codes = sample_ar_codes(
+        prior,
+        text_embed.to(dtype),
+        text_tokens.to(dtype),
+        text_mask,
+        guidance_scale=guidance_scale,
+        temperature=temperature,
+        generator=generator,
+    )
     return prior.decode(codes).float()

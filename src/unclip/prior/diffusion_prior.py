@@ -25,18 +25,18 @@ import torch
 from torch import nn
 
 from ..diffusion import GaussianDiffusion, classifier_free_guidance, randn_like, sample
-from .text_conditioning import conditioned_text
-from ..nn.transformer import Transformer, TransformerConfig
 from ..nn.layers import timestep_embedding
+from ..nn.transformer import Transformer, TransformerConfig
+from .text_conditioning import conditioned_text
 
 
 @dataclass
 class DiffusionPriorConfig:
     """Sizes of the prior transformer and its diffusion."""
 
-    embed_dim: int = 128          # CLIP embedding size E (z_t and z_i)
-    text_width: int = 128         # width of CLIP's per-token text encodings
-    context_length: int = 24      # maximum number of text tokens
+    embed_dim: int = 128  # CLIP embedding size E (z_t and z_i)
+    text_width: int = 128  # width of CLIP's per-token text encodings
+    context_length: int = 24  # maximum number of text tokens
     width: int = 256
     depth: int = 6
     heads: int = 8
@@ -102,7 +102,9 @@ class DiffusionPrior(nn.Module):
 
     def make_diffusion(self) -> GaussianDiffusion:
         """The Gaussian diffusion this prior was trained with (x0 prediction)."""
-        return GaussianDiffusion.make(schedule=self.config.schedule, num_timesteps=self.config.num_timesteps, prediction="x0")
+        return GaussianDiffusion.make(
+            schedule=self.config.schedule, num_timesteps=self.config.num_timesteps, prediction="x0"
+        )
 
 
 @torch.no_grad()
@@ -141,7 +143,9 @@ def sample_image_embeds(
     cond["text_keep"] = keep
     model_fn = classifier_free_guidance(prior, guidance_scale, cond, uncond)
     diffusion = prior.make_diffusion()
-    x_T = randn_like(torch.empty(b * n, prior.config.embed_dim, device=text_embed.device, dtype=text_embed.dtype), generator)
+    x_T = randn_like(
+        torch.empty(b * n, prior.config.embed_dim, device=text_embed.device, dtype=text_embed.dtype), generator
+    )
     kwargs = {"eta": eta} if method == "ddim" else {}
     z = sample(method, model_fn, diffusion, x_T, steps=steps, generator=generator, progress=progress, **kwargs)
     z = torch.nn.functional.normalize(z.float(), dim=-1).view(b, n, -1)

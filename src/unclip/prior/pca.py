@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from ..storage.checkpoint import load_tensors, save_tensors
 from ..errors import InputError
+from ..storage.checkpoint import load_tensors, save_tensors
 
 
 @dataclass

@@ -63,7 +63,9 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
-def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+def save_tensors(
+    path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> None:
     """Save a flat dict of tensors as safetensors, atomically (contiguous CPU copies)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,7 +90,9 @@ def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except Exception as exc:  # safetensors raises several types for corrupt files
-        raise CheckpointError(f"could not read {path} as safetensors ({exc}); the file is corrupt or not a safetensors file") from exc
+        raise CheckpointError(
+            f"could not read {path} as safetensors ({exc}); the file is corrupt or not a safetensors file"
+        ) from exc
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -105,7 +109,9 @@ def config_from_dict(cls: type[C], data: dict[str, Any], *, component: str = "co
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise CheckpointError(f"{component}: unknown config keys {unknown} for {cls.__name__}; was it written by a newer unclip?")
+        raise CheckpointError(
+            f"{component}: unknown config keys {unknown} for {cls.__name__}; was it written by a newer unclip?"
+        )
     kwargs = {}
     for name, value in data.items():
         default = fields[name].default
@@ -133,7 +139,13 @@ def _check_field_type(name: str, value: Any, default: Any, component: str) -> No
             return
 
 
-def save_component(directory: str | os.PathLike, component: str, config: Any, state_dict: dict[str, torch.Tensor], extra: dict[str, Any] | None = None) -> Path:
+def save_component(
+    directory: str | os.PathLike,
+    component: str,
+    config: Any,
+    state_dict: dict[str, torch.Tensor],
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """Write a component directory: ``config.json`` (config + version) and weights.
 
     Args:
@@ -145,8 +157,15 @@ def save_component(directory: str | os.PathLike, component: str, config: Any, st
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    save_tensors(directory / WEIGHTS_NAME, state_dict, metadata={"component": component, "format_version": str(FORMAT_VERSION)})
-    payload = {"component": component, "format_version": FORMAT_VERSION, "config_class": type(config).__name__, "config": config_to_dict(config)}
+    save_tensors(
+        directory / WEIGHTS_NAME, state_dict, metadata={"component": component, "format_version": str(FORMAT_VERSION)}
+    )
+    payload = {
+        "component": component,
+        "format_version": FORMAT_VERSION,
+        "config_class": type(config).__name__,
+        "config": config_to_dict(config),
+    }
     payload["sha256"] = {WEIGHTS_NAME: sha256_file(directory / WEIGHTS_NAME)}
     if extra:
         payload["extra"] = extra
@@ -171,7 +190,9 @@ def read_component_config(directory: str | os.PathLike, component: str) -> dict[
     directory = Path(directory)
     path = directory / CONFIG_NAME
     if not path.is_file():
-        raise CheckpointError(f"{component}: no {CONFIG_NAME} in {directory}; is this a {component} component directory?")
+        raise CheckpointError(
+            f"{component}: no {CONFIG_NAME} in {directory}; is this a {component} component directory?"
+        )
     payload = read_json(path, f"{component}: ")
     if not isinstance(payload, dict):
         raise json_type_error(payload, "a JSON object", f"{component}: {path}", "Restore it or re-export the model")
@@ -180,7 +201,10 @@ def read_component_config(directory: str | os.PathLike, component: str) -> dict[
         raise CheckpointError(f"{path}: expected a '{component}' component, found '{found}'")
     version = payload.get("format_version")
     if version != FORMAT_VERSION:
-        raise CheckpointError(f"{component}: {path} has format_version {version}, this unclip reads version {FORMAT_VERSION}; upgrade unclip or re-export the model")
+        raise CheckpointError(
+            f"{component}: {path} has format_version {version}, this unclip reads version {FORMAT_VERSION}; upgrade "
+            "unclip or re-export the model"
+        )
     return payload
 
 
@@ -189,7 +213,11 @@ def load_state_into(module: torch.nn.Module, state: dict[str, torch.Tensor], com
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    shapes = [f"{k}: expected {tuple(own[k].shape)}, found {tuple(state[k].shape)}" for k in own if k in state and own[k].shape != state[k].shape]
+    shapes = [
+        f"{k}: expected {tuple(own[k].shape)}, found {tuple(state[k].shape)}"
+        for k in own
+        if k in state and own[k].shape != state[k].shape
+    ]
     if missing or unexpected or shapes:
         parts = []
         if missing:
@@ -202,7 +230,9 @@ def load_state_into(module: torch.nn.Module, state: dict[str, torch.Tensor], com
     module.load_state_dict(state, strict=True)
 
 
-def load_component(directory: str | os.PathLike, component: str, config_cls: type[C]) -> tuple[C, dict[str, torch.Tensor], dict[str, Any]]:
+def load_component(
+    directory: str | os.PathLike, component: str, config_cls: type[C]
+) -> tuple[C, dict[str, torch.Tensor], dict[str, Any]]:
     """Read a component directory: returns ``(config, state_dict, extra)``.
 
     The caller builds the module from the config and calls :func:`load_state_into`.

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from .checkpoint import atomic_write_bytes, atomic_write_json
 from ..errors import InputError, NumericalError
+from .checkpoint import atomic_write_bytes, atomic_write_json
 from .outputs import replace_dir
 
 logger = logging.getLogger(__name__)
@@ -236,7 +236,9 @@ def write_image_set(
     if not images:
         raise InputError("write_image_set got no images to write")
     if len(entries) != len(images):
-        raise InputError(f"write_image_set got {len(images)} images but {len(entries)} manifest entries; they must match")
+        raise InputError(
+            f"write_image_set got {len(images)} images but {len(entries)} manifest entries; they must match"
+        )
     meta = dict(meta or {})
     if "images" in meta:
         raise InputError("write_image_set meta must not contain the key 'images' (it is the list of files)")

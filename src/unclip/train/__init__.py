@@ -1,8 +1,9 @@
 """Training: one stage-agnostic loop (``loop.py``), EMA, resumable state on disk, presets.
 
 ``components.py`` is the one entry that trains any component (``train_component``,
-``train_all``); ``presets.py`` holds every preset. A stage (``stages.py``) supplies ``name``, ``model``, ``get_batch(step, generator)``,
-``loss(batch, generator)`` and ``export(model, out_dir)``; :func:`train` does the rest.
+``train_all``); ``presets.py`` holds every preset. A stage (``stages.py``) supplies ``name``,
+``model``, ``get_batch(step, generator)``, ``loss(batch, generator)`` and
+``export(model, out_dir)``; :func:`train` does the rest.
 """
 
 from .config import Stage, TrainConfig, TrainResult, lr_at, lr_factor, step_generator, step_seed

@@ -16,26 +16,36 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..storage.checkpoint import save_component
 from ..data.embeddings import TrainingSet
 from ..prior.ar_prior import COMPONENT, ARPrior, ARPriorConfig
 from ..prior.pca import PCA
+from ..storage.checkpoint import save_component
 from .distributed import take_rows
 
 log = logging.getLogger(__name__)
+
 
 class ARPriorStage:
     """Cross-entropy of the AR prior on the codes of cached CLIP image embeddings."""
 
     name = COMPONENT
 
-    def __init__(self, model: ARPrior, data: TrainingSet, batch_size: int, export_root: Path | None = None, extra: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        model: ARPrior,
+        data: TrainingSet,
+        batch_size: int,
+        export_root: Path | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         if data.image_embeds is None or data.text is None:
             raise ValueError("the AR prior trains on CLIP embeddings: call encode_training_set first")
         self.model, self.data, self.batch_size = model, data, batch_size
         self.export_root, self.extra = export_root, extra
         text_embeds = data.text.text_embeds[data.caption_ids].float()
-        self.dot_codes, self.codes = model.encode(data.image_embeds.float().to(model.pca_mean.device), text_embeds.to(model.pca_mean.device))
+        self.dot_codes, self.codes = model.encode(
+            data.image_embeds.float().to(model.pca_mean.device), text_embeds.to(model.pca_mean.device)
+        )
         self.dot_codes, self.codes = self.dot_codes.cpu(), self.codes.cpu()
 
     def get_batch(self, step: int, generator: torch.Generator) -> torch.Tensor:
@@ -49,16 +59,31 @@ class ARPriorStage:
         keep = keep.to(device)
         cid = self.data.caption_ids[index]
         loss, acc = self.model.loss(
-            text.text_embeds[cid].float().to(device), text.token_encodings[cid].float().to(device), text.token_mask[cid].to(device),
-            keep, self.dot_codes[index].to(device), self.codes[index].to(device),
+            text.text_embeds[cid].float().to(device),
+            text.token_encodings[cid].float().to(device),
+            text.token_mask[cid].to(device),
+            keep,
+            self.dot_codes[index].to(device),
+            self.codes[index].to(device),
         )
         return loss, {"acc": acc}
 
     def export(self, model: nn.Module, out_dir: Path) -> None:
-        save_component(Path(self.export_root or out_dir) / self.name, COMPONENT, model.config, model.state_dict(), extra=self.extra)
+        save_component(
+            Path(self.export_root or out_dir) / self.name, COMPONENT, model.config, model.state_dict(), extra=self.extra
+        )
 
 
-def build_ar_prior(data: TrainingSet, *, embed_dim: int, text_width: int, context_length: int, model_kwargs: dict[str, Any], rel_error: float = 0.01, max_components: int | None = None) -> tuple[ARPrior, PCA, dict[str, Any]]:
+def build_ar_prior(
+    data: TrainingSet,
+    *,
+    embed_dim: int,
+    text_width: int,
+    context_length: int,
+    model_kwargs: dict[str, Any],
+    rel_error: float = 0.01,
+    max_components: int | None = None,
+) -> tuple[ARPrior, PCA, dict[str, Any]]:
     """Fit the PCA on ``data``'s image embeddings, build the prior and fit its code book.
 
     Returns the model, the full PCA and a JSON-able summary (components kept, relative error).
@@ -66,10 +91,24 @@ def build_ar_prior(data: TrainingSet, *, embed_dim: int, text_width: int, contex
     pca = PCA.fit(data.image_embeds.float())
     k_needed = pca.num_components_for(rel_error)
     k = min(k_needed, max_components) if max_components else k_needed
-    config = ARPriorConfig(**{**model_kwargs, "embed_dim": embed_dim, "text_width": text_width, "context_length": context_length, "num_components": k})
+    config = ARPriorConfig(
+        **{
+            **model_kwargs,
+            "embed_dim": embed_dim,
+            "text_width": text_width,
+            "context_length": context_length,
+            "num_components": k,
+        }
+    )
     model = ARPrior(config)
     text_embeds = data.text.text_embeds[data.caption_ids].float()
     model.fit_codebook(data.image_embeds.float(), text_embeds, pca)
     errs = pca.relative_errors()
-    info = {"rel_error_target": rel_error, "num_components_for_target": k_needed, "num_components": k, "relative_mse": float(errs[k]), "embed_dim": pca.dim}
+    info = {
+        "rel_error_target": rel_error,
+        "num_components_for_target": k_needed,
+        "num_components": k,
+        "relative_mse": float(errs[k]),
+        "embed_dim": pca.dim,
+    }
     return model, pca, info

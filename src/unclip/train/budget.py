@@ -41,7 +41,9 @@ def train_config(section: dict[str, Any], opts: Any) -> tuple[TrainConfig, float
     return config, budget
 
 
-def run_stage(stage: Any, config: TrainConfig, budget: float | None, run_dir: Path, *, resume: bool, progress: bool) -> dict[str, Any]:
+def run_stage(
+    stage: Any, config: TrainConfig, budget: float | None, run_dir: Path, *, resume: bool, progress: bool
+) -> dict[str, Any]:
     """Train a stage; with a wall-clock budget, fit the number of steps to it.
 
     A budgeted run first trains ``PROBE_STEPS`` steps, measures the step rate, then
@@ -55,7 +57,8 @@ def run_stage(stage: Any, config: TrainConfig, budget: float | None, run_dir: Pa
         result = train(stage, config, run_dir, resume=resume, progress=progress)
         # A resumed run's wall time covers only the steps it trained: say which.
         return {
-            "steps": result.steps, "wall_time_s": result.wall_time_s, "wall_time_steps": [result.start_step, result.steps],
+            "steps": result.steps, "wall_time_s": result.wall_time_s,
+            "wall_time_steps": [result.start_step, result.steps],
             "steps_per_s": result.steps_per_s, "final_loss": result.final_loss,
         }  # fmt: skip
     if config.lr_decay != "constant":

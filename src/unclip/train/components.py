@@ -31,8 +31,14 @@ from ..clip.frozen import FrozenCLIP
 from ..clip.model import CLIP, CLIPConfig
 from ..clip.tokenizer import Tokenizer
 from ..data import get_dataset
+from ..data.embeddings import (
+    TrainingSet,
+    encode_training_set,
+    load_training_set,
+    render_training_set,
+    save_training_set,
+)
 from ..data.sources import is_shard_spec
-from ..data.embeddings import TrainingSet, encode_training_set, load_training_set, render_training_set, save_training_set
 from ..decoder.model import Decoder, DecoderConfig
 from ..diffusion import DiffusionSettings
 from ..errors import ConfigError
@@ -44,8 +50,8 @@ from ..upsampler.model import Upsampler, UpsamplerConfig
 from . import distributed
 from .all_summary import finish_all
 from .ar_stage import ARPriorStage, build_ar_prior
-from .clip_choice import text_dims, training_clip
 from .budget import run_stage, train_config
+from .clip_choice import text_dims, training_clip
 from .config import TrainConfig
 from .fingerprint import cache_fingerprint, check_cache, check_fingerprint, record_cache, stage_fingerprint
 from .guard import component_of
@@ -155,7 +161,9 @@ def _encoded_training_set(data: str, preset: str, out: Path, clip: Any, opts: Op
 def setup_clip(data: str, preset: str, out: Path, opts: Options) -> Plan:
     """Our own CLIP: the tokenizer is trained on the run's captions, then contrastive training."""
     section = get_preset("clip", preset)
-    training_set = prepare_training_set(data, get_run_preset(preset)["data"], out, seed=opts.seed, progress=opts.progress)
+    training_set = prepare_training_set(
+        data, get_run_preset(preset)["data"], out, seed=opts.seed, progress=opts.progress
+    )
     tokenizer = Tokenizer.train(training_set.captions)
     config = CLIPConfig(**{**section["model"], "vocab_size": tokenizer.vocab_size})
     torch.manual_seed(opts.seed)
@@ -202,7 +210,10 @@ def warm_start_decoder(init_dir: str | Path, *, text_only: bool) -> tuple[Decode
     kept = {k: v.float() if v.is_floating_point() else v for k, v in state.items() if k in own}
     missing = sorted(set(own) - set(kept))
     if missing:
-        raise ConfigError(f"cannot warm-start from {init_dir}: its weights lack {missing[:5]}; pass the directory of a decoder component")
+        raise ConfigError(
+            f"cannot warm-start from {init_dir}: its weights lack {missing[:5]}; pass the directory of a decoder "
+            "component"
+        )
     model.load_state_dict(kept, strict=True)
     return model, DiffusionSettings(**extra.get("diffusion", {}))
 
@@ -240,7 +251,11 @@ def setup_decoder(data: str, preset: str, out: Path, opts: Options) -> Plan:
     config, budget = train_config(section, opts)
     if opts.init_from is not None:
         config = replace(config, lr=WARM_START_LR, ema_decay=WARM_START_EMA_DECAY)
-    info = {"batch_size": batch, "init_from": str(opts.init_from) if opts.init_from else None, "caption_drop": stage.text_drop_prob}
+    info = {
+        "batch_size": batch,
+        "init_from": str(opts.init_from) if opts.init_from else None,
+        "caption_drop": stage.text_drop_prob,
+    }
     folder = getattr(stage, "folder", None)
     embeddings = folder.describe() if folder else None
     info.update(preset=preset, clip=record, data=str(data), embeddings=embeddings, streamed=stream)
@@ -249,7 +264,9 @@ def setup_decoder(data: str, preset: str, out: Path, opts: Options) -> Plan:
     return Plan(stage, config, budget, name, info, register=True, register_keys=keys, after=after)
 
 
-def _ar_training_set(out: Path, data: str, clip: FrozenCLIP, n: int, *, seed: int, progress: bool, use_model_cache: bool) -> TrainingSet:
+def _ar_training_set(
+    out: Path, data: str, clip: FrozenCLIP, n: int, *, seed: int, progress: bool, use_model_cache: bool
+) -> TrainingSet:
     """The AR prior's training set: the model dir's ``cache`` (written by ``train all``; only
     when ``use_model_cache``), else this stage's own cache of ``n`` images, else a fresh
     render of ``n`` images at the CLIP's image size, encoded by ``clip`` and cached."""
@@ -286,10 +303,18 @@ def setup_ar_prior(data: str, preset: str, out: Path, opts: Options) -> Plan:
         ts, embed_dim=clip.embed_dim, text_width=clip.text_width, context_length=clip.context_length,
         model_kwargs=spec["model"], rel_error=spec["rel_error"], max_components=spec["max_components"],
     )  # fmt: skip
-    log.info("AR prior: keeping %d PCA components (relative MSE %.4f)", pca_info["num_components"], pca_info["relative_mse"])
+    log.info(
+        "AR prior: keeping %d PCA components (relative MSE %.4f)", pca_info["num_components"], pca_info["relative_mse"]
+    )
     stage = ARPriorStage(model.to(opts.device), ts, spec["batch_size"], export_root=out, extra={"pca": pca_info})
     params = sum(p.numel() for p in model.parameters())
-    info = {"pca": pca_info, "num_images": len(ts), "preset": preset, "batch_size": spec["batch_size"], "params": params}
+    info = {
+        "pca": pca_info,
+        "num_images": len(ts),
+        "preset": preset,
+        "batch_size": spec["batch_size"],
+        "params": params,
+    }
     return Plan(stage, *train_config(spec, opts), AR_COMPONENT, info, register=True)
 
 
@@ -304,7 +329,9 @@ def setup_upsampler(data: str, preset: str, out: Path, opts: Options) -> Plan:
     torch.manual_seed(opts.seed)
     model = Upsampler(UpsamplerConfig(low_res=opts.low_res, high_res=opts.high_res, **spec["model"]))
     settings = DiffusionSettings(**spec["diffusion"])
-    stage = UpsamplerStage(model, images, opts.batch_size or spec["batch_size"], settings, opts.degradation, export_root=out)
+    stage = UpsamplerStage(
+        model, images, opts.batch_size or spec["batch_size"], settings, opts.degradation, export_root=out
+    )
     name = component_name(opts.high_res)
     info = {
         "component": name, "low_res": opts.low_res, "high_res": opts.high_res, "degradation": opts.degradation,
@@ -404,7 +431,9 @@ def train_all(data: str, preset: str, out: str | Path, **options: Any) -> dict[s
     if opts.embeddings is not None or opts.stream or is_shard_spec(data):
         record, extra = train_all_streamed(data, preset, out, opts, options, train_component, timings)
         return finish_all(out, data, preset, opts, timings, start, {}, record, extra, _world())
-    training_set = prepare_training_set(data, get_run_preset(preset)["data"], out, seed=opts.seed, progress=opts.progress)
+    training_set = prepare_training_set(
+        data, get_run_preset(preset)["data"], out, seed=opts.seed, progress=opts.progress
+    )
     timings["render_s"] = time.perf_counter() - start
     t0 = time.perf_counter()
     record = None

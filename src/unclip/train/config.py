@@ -24,7 +24,17 @@ from ..nn.precision import resolve_precision as resolve_bf16_or_fp32
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 LR_DECAYS = ("constant", "cosine")
 # Config fields that must equal the checkpoint's for a resumed run to be the same run.
-RESUME_MUST_MATCH = ("lr", "weight_decay", "betas", "warmup_steps", "lr_decay", "grad_clip", "ema_decay", "ema_warmup", "seed")
+RESUME_MUST_MATCH = (
+    "lr",
+    "weight_decay",
+    "betas",
+    "warmup_steps",
+    "lr_decay",
+    "grad_clip",
+    "ema_decay",
+    "ema_warmup",
+    "seed",
+)
 
 
 @dataclass
@@ -81,7 +91,11 @@ class TrainConfig:
             ("steps", self.steps >= 0, "a count of steps >= 0"),
             ("lr", self.lr > 0 and math.isfinite(self.lr), "a positive learning rate such as 3e-4"),
             ("weight_decay", self.weight_decay >= 0, "a value >= 0"),
-            ("betas", len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "two values in [0, 1), e.g. (0.9, 0.999)"),
+            (
+                "betas",
+                len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+                "two values in [0, 1), e.g. (0.9, 0.999)",
+            ),
             ("warmup_steps", self.warmup_steps >= 0, "a count >= 0"),
             ("lr_decay", self.lr_decay in LR_DECAYS, f"one of {LR_DECAYS}"),
             ("grad_clip", self.grad_clip >= 0, "a norm > 0, or 0 to disable clipping"),
@@ -220,7 +234,9 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError) as exc:
-        raise ConfigError(f"TrainConfig.device={name!r} is not a device torch knows ({exc}); use 'cpu' or 'cuda'") from exc
+        raise ConfigError(
+            f"TrainConfig.device={name!r} is not a device torch knows ({exc}); use 'cpu' or 'cuda'"
+        ) from exc
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"TrainConfig.device={name!r} but CUDA is not available on this machine; use device='cpu'")
     return device

@@ -37,8 +37,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..storage.checkpoint import load_state_into
 from ..errors import CheckpointError, ConfigError, UnclipError
+from ..storage.checkpoint import load_state_into
 from . import distributed
 from .config import (
     RESUME_MUST_MATCH,
@@ -53,7 +53,16 @@ from .config import (
 )
 from .ema import EMA
 from .logs import last_logged_loss, mean_or_none, truncate_jsonl
-from .state import STATE_DIR, STATE_FILE, capture_rng, find_train_state, load_train_state, remove_train_state, restore_rng, save_train_state
+from .state import (
+    STATE_DIR,
+    STATE_FILE,
+    capture_rng,
+    find_train_state,
+    load_train_state,
+    remove_train_state,
+    restore_rng,
+    save_train_state,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -61,26 +70,37 @@ LOSS_LOG = "loss_log.jsonl"
 EVAL_LOG = "eval_log.jsonl"
 # metric names a stage may not use (the log's own fields)
 _RESERVED = ("step", "loss", "lr", "grad_norm", "steps_per_s")
+
+
 def _build_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
     """AdamW with weight decay on >= 2-d parameters only (biases and norm gains are not decayed)."""
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
-        raise ConfigError("the stage's model has no trainable parameters (all have requires_grad=False); nothing to train")
+        raise ConfigError(
+            "the stage's model has no trainable parameters (all have requires_grad=False); nothing to train"
+        )
     decay = [p for p in trainable if p.ndim >= 2]
     no_decay = [p for p in trainable if p.ndim < 2]
     groups = [{"params": ps, "weight_decay": wd} for ps, wd in ((decay, config.weight_decay), (no_decay, 0.0)) if ps]
     fused = True if device.type == "cuda" else None
-    return torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay, fused=fused)
+    return torch.optim.AdamW(
+        groups, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay, fused=fused
+    )
 
 
 def _config_json(config: TrainConfig) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
-def _check_resume(saved_step: int, saved_stage: str, saved: dict[str, Any], stage_name: str, config: TrainConfig, where: Path) -> None:
+def _check_resume(
+    saved_step: int, saved_stage: str, saved: dict[str, Any], stage_name: str, config: TrainConfig, where: Path
+) -> None:
     """Refuse to resume a different run; the message lists what differs and how to fix it."""
     if saved_stage != stage_name:
-        raise CheckpointError(f"{where} was written by stage '{saved_stage}', not '{stage_name}'; point out_dir at this stage's own folder")
+        raise CheckpointError(
+            f"{where} was written by stage '{saved_stage}', not '{stage_name}'; point out_dir at this stage's own "
+            "folder"
+        )
     now = _config_json(config)
     diffs = [f"{k}: checkpoint {saved.get(k)!r}, now {now[k]!r}" for k in RESUME_MUST_MATCH if saved.get(k) != now[k]]
     if diffs:
@@ -89,11 +109,22 @@ def _check_resume(saved_step: int, saved_stage: str, saved: dict[str, Any], stag
             f"Resume with the checkpoint's values (see {where / STATE_FILE}), or train into a new out_dir"
         )
     if saved_step > config.steps:
-        raise CheckpointError(f"{where} is at step {saved_step}, beyond TrainConfig.steps={config.steps}; pass steps >= {saved_step} to resume")
+        raise CheckpointError(
+            f"{where} is at step {saved_step}, beyond TrainConfig.steps={config.steps}; pass steps >= {saved_step} "
+            "to resume"
+        )
     if saved.get("steps") != config.steps and config.lr_decay == "cosine":
-        logger.warning("steps changed from %s to %d with cosine decay: the LR curve of the remaining steps changes", saved.get("steps"), config.steps)
+        logger.warning(
+            "steps changed from %s to %d with cosine decay: the LR curve of the remaining steps changes",
+            saved.get("steps"),
+            config.steps,
+        )
     if saved.get("precision") != config.precision:
-        logger.warning("precision changed from %s to %s: the resumed run will not match an uninterrupted one bit for bit", saved.get("precision"), config.precision)
+        logger.warning(
+            "precision changed from %s to %s: the resumed run will not match an uninterrupted one bit for bit",
+            saved.get("precision"),
+            config.precision,
+        )
 
 
 def _seed_global_rng(seed: int, device: torch.device) -> None:
@@ -116,6 +147,7 @@ def _average_over_ranks(pending: list[tuple[int, Tensor, Tensor, dict]]) -> None
         return
     keys = [list(p[3]) for p in pending]
     device = pending[0][1].device
+
     def row(p: tuple[int, Tensor, Tensor, dict], ks: list[str]) -> Tensor:
         metrics = [torch.as_tensor(p[3][k], dtype=torch.float32, device=device).reshape(()) for k in ks]
         return torch.stack([p[1].detach().float().reshape(()).to(device), *metrics])
@@ -130,7 +162,8 @@ def _average_over_ranks(pending: list[tuple[int, Tensor, Tensor, dict]]) -> None
 
 
 def _sync_every_step(device: torch.device) -> bool:
-    """Check each step's loss at once on CPU (free); on accelerators only at log/checkpoint steps, to keep the queue full."""
+    """Check each step's loss at once on CPU (free); on accelerators only at log/checkpoint steps,
+    to keep the queue full."""
     return device.type == "cpu"
 
 
@@ -214,7 +247,9 @@ def train(
         try:
             replicas.load_optimizer_state(optimizer, state.optimizer)
         except (ValueError, KeyError) as exc:
-            raise CheckpointError(f"optimizer state in {state.directory} does not fit the model's parameters ({exc})") from exc
+            raise CheckpointError(
+                f"optimizer state in {state.directory} does not fit the model's parameters ({exc})"
+            ) from exc
         if scaler is not None and state.scaler:
             scaler.load_state_dict(state.scaler)
         restore_rng(state.rng)
@@ -227,7 +262,11 @@ def train(
         # A fresh run starts over: drop an older run's state now, so that a crash before
         # this run's first checkpoint cannot later be "resumed" from the other run.
         if find_train_state(out_dir) is not None:
-            logger.warning("%s holds a training state from an earlier run; starting over (pass resume=True to continue it instead)", out_dir)
+            logger.warning(
+                "%s holds a training state from an earlier run; starting over (pass resume=True to continue it "
+                "instead)",
+                out_dir,
+            )
         remove_train_state(out_dir)
         log_path.unlink(missing_ok=True)
         eval_path.unlink(missing_ok=True)
@@ -256,11 +295,16 @@ def train(
         losses = torch.stack([p[1].detach().float().reshape(()) for p in pending]).tolist()
         norms = torch.stack([p[2].detach().float().reshape(()) for p in pending]).tolist()
         for (step, _, _, metrics), loss_value, norm in zip(pending, losses, norms):
-            bad = "loss" if not math.isfinite(loss_value) else ("gradient norm" if scaler is None and not math.isfinite(norm) else None)
+            bad = (
+                "loss"
+                if not math.isfinite(loss_value)
+                else ("gradient norm" if scaler is None and not math.isfinite(norm) else None)
+            )
             if bad:
                 value = loss_value if bad == "loss" else norm
                 raise UnclipError(
-                    f"stage '{stage.name}': the {bad} is {value} at step {step} (0-based; update {step + 1} of {config.steps}). "
+                    f"stage '{stage.name}': the {bad} is {value} at step {step} (0-based; update {step + 1} of "
+                    f"{config.steps}). "
                     f"Training stopped; the last checkpoint ({out_dir / STATE_DIR}) is at step {last_ckpt}. "
                     f"Lower the learning rate (lr={config.lr}), keep grad_clip > 0, check the data for NaN/inf, "
                     f"or use precision 'fp32' or 'bf16' instead of 'fp16'"
@@ -271,7 +315,9 @@ def train(
         pending.clear()
 
     show = progress and main
-    bar = tqdm(total=config.steps, initial=start, disable=not show, desc=f"train {stage.name}", unit="step", dynamic_ncols=True)
+    bar = tqdm(
+        total=config.steps, initial=start, disable=not show, desc=f"train {stage.name}", unit="step", dynamic_ncols=True
+    )
     try:
         with open(log_path, "a") if main else contextlib.nullcontext() as log_file:
             for step in range(start, end):
@@ -282,13 +328,21 @@ def train(
                 _seed_global_rng(step_seed(config.seed, step, 1 + ctx.rank), device)
 
                 batch = stage.get_batch(step, generator)
-                with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext():
+                with (
+                    torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
+                ):
                     out = replicas.loss(batch, generator)
                 loss, metrics = out if isinstance(out, tuple) else (out, {})
                 if not isinstance(loss, Tensor) or loss.numel() != 1:
-                    raise UnclipError(f"stage '{stage.name}'.loss must return (scalar tensor, metrics), got {type(loss).__name__} {getattr(loss, 'shape', '')}")
+                    raise UnclipError(
+                        f"stage '{stage.name}'.loss must return (scalar tensor, metrics), got {type(loss).__name__} "
+                        f"{getattr(loss, 'shape', '')}"
+                    )
                 if not loss.requires_grad:
-                    raise UnclipError(f"stage '{stage.name}'.loss returned a loss that does not depend on any trainable parameter of stage.model")
+                    raise UnclipError(
+                        f"stage '{stage.name}'.loss returned a loss that does not depend on any trainable parameter "
+                        "of stage.model"
+                    )
 
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is not None:
@@ -304,13 +358,22 @@ def train(
                     optimizer.step()
                 if ema is not None:
                     ema.update(model, step)
-                pending.append((step, loss.detach(), grad_norm.detach(), {k: (v.detach() if isinstance(v, Tensor) else v) for k, v in (metrics or {}).items()}))
+                pending.append(
+                    (
+                        step,
+                        loss.detach(),
+                        grad_norm.detach(),
+                        {k: (v.detach() if isinstance(v, Tensor) else v) for k, v in (metrics or {}).items()},
+                    )
+                )
                 done, timed = step + 1, timed + 1
                 bar.update(1)
 
                 is_log = done % config.log_every == 0 or done == config.steps
                 is_ckpt = done % config.checkpoint_every == 0 or done == end
-                is_eval = callable(evaluate) and ((config.eval_every and done % config.eval_every == 0) or done == config.steps)
+                is_eval = callable(evaluate) and (
+                    (config.eval_every and done % config.eval_every == 0) or done == config.steps
+                )
                 if sync_each or is_log or is_ckpt or is_eval:
                     flush()
                 if is_log:
@@ -332,7 +395,15 @@ def train(
                     window, t_window, timed = [], now, 0
                     last_loss = record["loss"]
                     bar.set_postfix(loss=f"{last_loss:.4g}", lr=f"{lr:.2e}", refresh=False)
-                    logger.info("%s step %d/%d loss %.5g lr %.3g grad_norm %.4g", stage.name, done, config.steps, last_loss, lr, record["grad_norm"] if record["grad_norm"] is not None else math.nan)
+                    logger.info(
+                        "%s step %d/%d loss %.5g lr %.3g grad_norm %.4g",
+                        stage.name,
+                        done,
+                        config.steps,
+                        last_loss,
+                        lr,
+                        record["grad_norm"] if record["grad_norm"] is not None else math.nan,
+                    )
                     if on_log is not None:
                         on_log(dict(record))
                 if is_eval:

@@ -24,21 +24,95 @@ from ..errors import ConfigError
 RUN_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
         "data": {"num_images": 256, "image_size": 16},
-        "clip": {"model": dict(image_size=16, patch_size=4, vision_width=32, vision_depth=1, vision_heads=2, text_width=32, text_depth=1, text_heads=2, embed_dim=32, context_length=20),
-                 "train": dict(steps=20, lr=1e-3, warmup_steps=2, checkpoint_every=10, ema_decay=0.0), "batch_size": 32},
-        "prior": {"model": dict(width=32, depth=1, heads=2, num_timesteps=100),
-                  "train": dict(steps=20, lr=1e-3, warmup_steps=2, checkpoint_every=10, ema_decay=0.9), "batch_size": 32},
-        "decoder": {"model": dict(image_size=16, base_channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(8,), head_channels=16, text_width=32, text_depth=1, text_heads=2),
-                    "diffusion": dict(num_timesteps=100, learned_variance=True), "train": dict(steps=20, lr=1e-3, warmup_steps=2, checkpoint_every=10, ema_decay=0.9), "batch_size": 8},
+        "clip": {
+            "model": dict(
+                image_size=16,
+                patch_size=4,
+                vision_width=32,
+                vision_depth=1,
+                vision_heads=2,
+                text_width=32,
+                text_depth=1,
+                text_heads=2,
+                embed_dim=32,
+                context_length=20,
+            ),
+            "train": dict(steps=20, lr=1e-3, warmup_steps=2, checkpoint_every=10, ema_decay=0.0),
+            "batch_size": 32,
+        },
+        "prior": {
+            "model": dict(width=32, depth=1, heads=2, num_timesteps=100),
+            "train": dict(steps=20, lr=1e-3, warmup_steps=2, checkpoint_every=10, ema_decay=0.9),
+            "batch_size": 32,
+        },
+        "decoder": {
+            "model": dict(
+                image_size=16,
+                base_channels=16,
+                channel_mults=(1, 2),
+                num_res_blocks=1,
+                attention_resolutions=(8,),
+                head_channels=16,
+                text_width=32,
+                text_depth=1,
+                text_heads=2,
+            ),
+            "diffusion": dict(num_timesteps=100, learned_variance=True),
+            "train": dict(steps=20, lr=1e-3, warmup_steps=2, checkpoint_every=10, ema_decay=0.9),
+            "batch_size": 8,
+        },
     },
     "small": {
         "data": {"num_images": 20000, "image_size": 32},
-        "clip": {"model": dict(image_size=32, patch_size=4, vision_width=128, vision_depth=4, vision_heads=4, text_width=128, text_depth=3, text_heads=4, embed_dim=128, context_length=20),
-                 "train": dict(steps=3000, lr=5e-4, weight_decay=0.1, warmup_steps=200, lr_decay="cosine", checkpoint_every=500, ema_decay=0.0), "batch_size": 128},
-        "prior": {"model": dict(width=256, depth=4, heads=8),
-                  "train": dict(steps=6000, lr=3e-4, weight_decay=0.01, warmup_steps=200, checkpoint_every=1000, ema_decay=0.999), "batch_size": 128},
-        "decoder": {"model": dict(image_size=32, base_channels=64, channel_mults=(1, 2, 2), num_res_blocks=2, attention_resolutions=(16, 8), head_channels=32, text_width=128, text_depth=2, text_heads=4),
-                    "diffusion": dict(learned_variance=True), "train": dict(steps=8000, lr=3e-4, warmup_steps=200, checkpoint_every=500, ema_decay=0.9995, precision="auto"), "batch_size": 32},
+        "clip": {
+            "model": dict(
+                image_size=32,
+                patch_size=4,
+                vision_width=128,
+                vision_depth=4,
+                vision_heads=4,
+                text_width=128,
+                text_depth=3,
+                text_heads=4,
+                embed_dim=128,
+                context_length=20,
+            ),
+            "train": dict(
+                steps=3000,
+                lr=5e-4,
+                weight_decay=0.1,
+                warmup_steps=200,
+                lr_decay="cosine",
+                checkpoint_every=500,
+                ema_decay=0.0,
+            ),
+            "batch_size": 128,
+        },
+        "prior": {
+            "model": dict(width=256, depth=4, heads=8),
+            "train": dict(
+                steps=6000, lr=3e-4, weight_decay=0.01, warmup_steps=200, checkpoint_every=1000, ema_decay=0.999
+            ),
+            "batch_size": 128,
+        },
+        "decoder": {
+            "model": dict(
+                image_size=32,
+                base_channels=64,
+                channel_mults=(1, 2, 2),
+                num_res_blocks=2,
+                attention_resolutions=(16, 8),
+                head_channels=32,
+                text_width=128,
+                text_depth=2,
+                text_heads=4,
+            ),
+            "diffusion": dict(learned_variance=True),
+            "train": dict(
+                steps=8000, lr=3e-4, warmup_steps=200, checkpoint_every=500, ema_decay=0.9995, precision="auto"
+            ),
+            "batch_size": 32,
+        },
     },
 }
 # "gpu": the shipped model's recipe, run on one GPU with a wall-clock budget per stage:
@@ -46,11 +120,15 @@ RUN_PRESETS: dict[str, dict[str, Any]] = {
 RUN_PRESETS["gpu"] = copy.deepcopy(RUN_PRESETS["small"])
 RUN_PRESETS["gpu"]["data"]["num_images"] = 100000
 RUN_PRESETS["gpu"]["clip"]["batch_size"] = 512
-RUN_PRESETS["gpu"]["clip"]["train"].update(steps=6000, lr=1e-3, warmup_steps=300, lr_decay="constant", ema_decay=0.999, time_limit_s=150)
+RUN_PRESETS["gpu"]["clip"]["train"].update(
+    steps=6000, lr=1e-3, warmup_steps=300, lr_decay="constant", ema_decay=0.999, time_limit_s=150
+)
 RUN_PRESETS["gpu"]["prior"]["batch_size"] = 512
 RUN_PRESETS["gpu"]["prior"]["train"].update(steps=30000, lr=3e-4, time_limit_s=180, precision="auto")
 RUN_PRESETS["gpu"]["decoder"]["batch_size"] = 128
-RUN_PRESETS["gpu"]["decoder"]["train"].update(steps=60000, lr=2e-4, ema_decay=0.9995, time_limit_s=480, precision="auto", checkpoint_every=2000)
+RUN_PRESETS["gpu"]["decoder"]["train"].update(
+    steps=60000, lr=2e-4, ema_decay=0.9995, time_limit_s=480, precision="auto", checkpoint_every=2000
+)
 
 
 # Per preset: the number of training images, the model sizes, the loop settings (fields of
@@ -60,16 +138,26 @@ RUN_PRESETS["gpu"]["decoder"]["train"].update(steps=60000, lr=2e-4, ema_decay=0.
 AR_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
         "num_images": 256,
-        "rel_error": 0.01, "max_components": 16,
+        "rel_error": 0.01,
+        "max_components": 16,
         "model": dict(width=32, depth=1, heads=2, num_buckets=64, num_dot_buckets=16),
         "train": dict(steps=20, lr=1e-3, warmup_steps=2, checkpoint_every=10, ema_decay=0.9),
         "batch_size": 32,
     },
     "small": {
         "num_images": 20000,
-        "rel_error": 0.01, "max_components": None,
+        "rel_error": 0.01,
+        "max_components": None,
         "model": dict(width=256, depth=3, heads=8, num_buckets=1024, num_dot_buckets=64),
-        "train": dict(steps=6000, lr=5e-4, weight_decay=0.01, warmup_steps=100, lr_decay="constant", checkpoint_every=250, ema_decay=0.999),
+        "train": dict(
+            steps=6000,
+            lr=5e-4,
+            weight_decay=0.01,
+            warmup_steps=100,
+            lr_decay="constant",
+            checkpoint_every=250,
+            ema_decay=0.999,
+        ),
         "batch_size": 64,
     },
 }
@@ -109,13 +197,16 @@ UPSAMPLER_PRESETS["cpu"] = {
     "num_images": 4000,
     "model": dict(base_channels=16, channel_mults=(1, 2, 4), num_res_blocks=1, residual=True),
     "diffusion": dict(prediction="x0"),
-    "train": dict(steps=20000, lr=5e-4, warmup_steps=100, lr_decay="constant", checkpoint_every=250, ema_decay=0.999, log_every=50),
+    "train": dict(
+        steps=20000, lr=5e-4, warmup_steps=100, lr_decay="constant", checkpoint_every=250, ema_decay=0.999, log_every=50
+    ),
     "batch_size": 32,
 }
 UPSAMPLER_PRESETS["gpu"] = copy.deepcopy(UPSAMPLER_PRESETS["small"])
 UPSAMPLER_PRESETS["gpu"].update(num_images=20000, batch_size=128)
-UPSAMPLER_PRESETS["gpu"]["train"].update(steps=60000, lr=2e-4, ema_decay=0.9995, checkpoint_every=2000, precision="auto")
-
+UPSAMPLER_PRESETS["gpu"]["train"].update(
+    steps=60000, lr=2e-4, ema_decay=0.9995, checkpoint_every=2000, precision="auto"
+)
 
 
 COMPONENT_PRESETS: dict[str, dict[str, dict[str, Any]]] = {

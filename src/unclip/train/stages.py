@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..storage.checkpoint import save_component
 from ..clip.frozen import FrozenCLIP
 from ..clip.loss import contrastive_loss
 from ..clip.model import CLIP
@@ -29,6 +28,7 @@ from ..data.embeddings import TrainingSet
 from ..decoder.model import Decoder
 from ..diffusion import DiffusionSettings, sample_timesteps, training_loss
 from ..prior.diffusion_prior import DiffusionPrior
+from ..storage.checkpoint import save_component
 from .distributed import gather_rows, take_rows
 
 
@@ -45,7 +45,9 @@ class CLIPStage:
 
     name = "clip"
 
-    def __init__(self, model: CLIP, tokenizer: Tokenizer, data: TrainingSet, batch_size: int, export_root: Path | None = None) -> None:
+    def __init__(
+        self, model: CLIP, tokenizer: Tokenizer, data: TrainingSet, batch_size: int, export_root: Path | None = None
+    ) -> None:
         self.export_root = export_root
         self.model, self.tokenizer, self.data, self.batch_size = model, tokenizer, data, batch_size
         self.caption_tokens = tokenizer.encode(data.captions, model.config.context_length)
@@ -74,7 +76,9 @@ class PriorStage:
 
     name = "prior_diffusion"
 
-    def __init__(self, model: DiffusionPrior, data: TrainingSet, batch_size: int, export_root: Path | None = None) -> None:
+    def __init__(
+        self, model: DiffusionPrior, data: TrainingSet, batch_size: int, export_root: Path | None = None
+    ) -> None:
         self.export_root = export_root
         if data.image_embeds is None or data.text is None:
             raise ValueError("the prior trains on CLIP embeddings: call encode_training_set first")
@@ -96,7 +100,14 @@ class PriorStage:
         cid = self.data.caption_ids[index]
         z0 = (self.data.image_embeds[index].float() * self.model.scale).to(device)
         x_t = self.diffusion.q_sample(z0, t, noise)
-        pred = self.model(x_t, t, text.text_embeds[cid].float().to(device), text.token_encodings[cid].float().to(device), text.token_mask[cid].to(device), keep)
+        pred = self.model(
+            x_t,
+            t,
+            text.text_embeds[cid].float().to(device),
+            text.token_encodings[cid].float().to(device),
+            text.token_mask[cid].to(device),
+            keep,
+        )
         loss = F.mse_loss(pred.float(), z0)
         cos = F.cosine_similarity(pred.detach().float(), z0, dim=-1).mean()
         return loss, {"cos": cos}  # 0-d tensors: the loop syncs them only at log steps
@@ -110,7 +121,17 @@ class DecoderStage:
 
     name = "decoder"
 
-    def __init__(self, model: Decoder, data: TrainingSet, batch_size: int, diffusion: DiffusionSettings, image_drop_prob: float = 0.1, text_drop_prob: float = 0.5, export_root: Path | None = None, name: str = "decoder") -> None:
+    def __init__(
+        self,
+        model: Decoder,
+        data: TrainingSet,
+        batch_size: int,
+        diffusion: DiffusionSettings,
+        image_drop_prob: float = 0.1,
+        text_drop_prob: float = 0.5,
+        export_root: Path | None = None,
+        name: str = "decoder",
+    ) -> None:
         self.export_root, self.name = export_root, name
         if data.image_embeds is None or data.text is None:
             raise ValueError("the decoder trains on CLIP embeddings: call encode_training_set first")
@@ -143,4 +164,10 @@ class DecoderStage:
         return terms["loss"].mean(), metrics
 
     def export(self, model: nn.Module, out_dir: Path) -> None:
-        save_component(Path(self.export_root or out_dir) / self.name, "decoder", model.config, model.state_dict(), extra={"diffusion": asdict(self.settings)})
+        save_component(
+            Path(self.export_root or out_dir) / self.name,
+            "decoder",
+            model.config,
+            model.state_dict(),
+            extra={"diffusion": asdict(self.settings)},
+        )

@@ -28,10 +28,10 @@ from typing import Any
 
 import torch
 
+from ..errors import CheckpointError
 from ..storage.checkpoint import atomic_write_bytes, load_tensors, save_tensors
 from ..storage.integrity import check_finite, sha256_file, verify_sha256
 from .state_checks import check_state_payload
-from ..errors import CheckpointError
 
 logger = logging.getLogger(__name__)
 
@@ -272,7 +272,8 @@ def load_train_state(out_dir: str | os.PathLike) -> TrainState:
     if directory is None:
         raise CheckpointError(
             f"no training state to resume from: {out_dir / STATE_DIR / STATE_FILE} does not exist. "
-            f"Check the output folder (it must be the one the interrupted run wrote to), or start a fresh run without resume"
+            "Check the output folder (it must be the one the interrupted run wrote to), or start a fresh run "
+            "without resume"
         )
     if directory.name != STATE_DIR:
         logger.warning("using the backup checkpoint %s (the last save was interrupted between renames)", directory)
@@ -280,14 +281,19 @@ def load_train_state(out_dir: str | os.PathLike) -> TrainState:
     try:
         payload = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"could not read {path} as JSON ({exc}); the checkpoint is damaged, delete {directory} to start over") from exc
+        raise CheckpointError(
+            f"could not read {path} as JSON ({exc}); the checkpoint is damaged, delete {directory} to start over"
+        ) from exc
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path} is not a JSON object; damaged: delete {directory} to start over")
     if payload.get("format") != STATE_FORMAT:
         raise CheckpointError(f"{path} is not an unclip training state (format {payload.get('format')!r})")
     version = payload.get("format_version")
     if version != STATE_FORMAT_VERSION:
-        raise CheckpointError(f"{path} has format_version {version}; this unclip reads version {STATE_FORMAT_VERSION}. Resume with the unclip version that wrote it")
+        raise CheckpointError(
+            f"{path} has format_version {version}; this unclip reads version {STATE_FORMAT_VERSION}. Resume with the "
+            "unclip version that wrote it"
+        )
     check_state_payload(payload, path, directory)
     sums = payload.get("sha256")
     if sums is None:
@@ -295,9 +301,13 @@ def load_train_state(out_dir: str | os.PathLike) -> TrainState:
     for name, size in payload.get("files", {}).items():
         file = directory / name
         if not file.is_file():
-            raise CheckpointError(f"{file} is missing from the checkpoint; it is incomplete, delete {directory} to start over")
+            raise CheckpointError(
+                f"{file} is missing from the checkpoint; it is incomplete, delete {directory} to start over"
+            )
         if file.stat().st_size != size:
-            raise CheckpointError(f"{file} has {file.stat().st_size} bytes, state.json recorded {size}; the checkpoint is damaged")
+            raise CheckpointError(
+                f"{file} has {file.stat().st_size} bytes, state.json recorded {size}; the checkpoint is damaged"
+            )
         if sums is not None:
             verify_sha256(file, sums.get(name), f"training state {directory}")
     files = payload.get("files", {})

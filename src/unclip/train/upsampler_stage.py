@@ -23,16 +23,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..storage.checkpoint import save_component
-from ..diffusion import sample_timesteps, training_loss
+from ..data.shapes import render_batch
+from ..diffusion import UPSAMPLER_DEFAULT_STEPS, DiffusionSettings, sample_timesteps, training_loss
 from ..errors import ConfigError, InputError
-from ..diffusion import UPSAMPLER_DEFAULT_STEPS, DiffusionSettings
+from ..storage.checkpoint import save_component
 from ..upsampler.corruption import degrade
 from ..upsampler.degradations import DEGRADATIONS, resize
 from ..upsampler.model import Upsampler, check_prediction
-from ..data.shapes import render_batch
 from .distributed import take_rows
-
 
 
 def component_name(high_res: int) -> str:
@@ -40,7 +38,9 @@ def component_name(high_res: int) -> str:
     return f"upsampler_{int(high_res)}"
 
 
-def random_crops(images: torch.Tensor, others: torch.Tensor, crop: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def random_crops(
+    images: torch.Tensor, others: torch.Tensor, crop: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The same random ``crop x crop`` window (one per image) from two aligned batches.
 
     Args:
@@ -61,7 +61,9 @@ def random_crops(images: torch.Tensor, others: torch.Tensor, crop: int, generato
     bi = torch.arange(b)[:, None, None]
 
     def take(x: torch.Tensor) -> torch.Tensor:
-        return x[bi, :, iy.to(x.device), ix.to(x.device)].permute(0, 3, 1, 2).contiguous()  # (B, crop, crop, C) -> (B, C, crop, crop)
+        return (
+            x[bi, :, iy.to(x.device), ix.to(x.device)].permute(0, 3, 1, 2).contiguous()
+        )  # (B, crop, crop, C) -> (B, C, crop, crop)
 
     return take(images), take(others)
 
@@ -81,17 +83,32 @@ class UpsamplerStage:
         half_weights: export the weights as float16 (halves the file; loaded back as float32).
     """
 
-    def __init__(self, model: Upsampler, images: torch.Tensor, batch_size: int, diffusion: DiffusionSettings, degradation: str = "blur", crop: int | None = None, export_root: Path | None = None, half_weights: bool = True) -> None:
+    def __init__(
+        self,
+        model: Upsampler,
+        images: torch.Tensor,
+        batch_size: int,
+        diffusion: DiffusionSettings,
+        degradation: str = "blur",
+        crop: int | None = None,
+        export_root: Path | None = None,
+        half_weights: bool = True,
+    ) -> None:
         cfg = model.config
         if degradation not in DEGRADATIONS:
             raise ConfigError(f"degradation={degradation!r} must be one of {DEGRADATIONS}")
         check_prediction(cfg, diffusion.prediction)
         if images.ndim != 4 or images.shape[1] != 3 or tuple(images.shape[-2:]) != (cfg.high_res, cfg.high_res):
-            raise InputError(f"training images must have shape (N, 3, {cfg.high_res}, {cfg.high_res}), got {tuple(images.shape)}")
+            raise InputError(
+                f"training images must have shape (N, 3, {cfg.high_res}, {cfg.high_res}), got {tuple(images.shape)}"
+            )
         self.crop = crop or cfg.high_res // 4
         levels = len(cfg.channel_mults) - 1
         if self.crop % (2**levels) or self.crop > cfg.high_res:
-            raise ConfigError(f"crop={self.crop} must divide by {2 ** levels} (the UNet's downsampling) and be <= high_res={cfg.high_res}")
+            raise ConfigError(
+                f"crop={self.crop} must divide by {2**levels} (the UNet's downsampling) and be <= "
+                f"high_res={cfg.high_res}"
+            )
         self.model, self.images, self.batch_size = model, images, batch_size
         self.settings, self.diffusion = diffusion, diffusion.make()
         self.degradation, self.export_root, self.half_weights = degradation, export_root, half_weights
@@ -110,7 +127,9 @@ class UpsamplerStage:
         cond = resize(low, cfg.high_res, cfg.interpolation)
         return random_crops(high, cond, self.crop, generator)
 
-    def loss(self, batch: tuple[torch.Tensor, torch.Tensor], generator: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(
+        self, batch: tuple[torch.Tensor, torch.Tensor], generator: torch.Generator
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         device = next(self.model.parameters()).device
         # ``batch`` is the global batch (every rank builds it); draw its noise, keep this rank's rows.
         b = batch[0].shape[0]
@@ -128,7 +147,12 @@ class UpsamplerStage:
         state = model.state_dict()
         if self.half_weights:
             state = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
-        extra = {"diffusion": asdict(self.settings), "degradation": self.degradation, "crop": self.crop, "default_steps": UPSAMPLER_DEFAULT_STEPS[self.degradation]}
+        extra = {
+            "diffusion": asdict(self.settings),
+            "degradation": self.degradation,
+            "crop": self.crop,
+            "default_steps": UPSAMPLER_DEFAULT_STEPS[self.degradation],
+        }
         save_component(Path(self.export_root or out_dir) / self.name, "upsampler", model.config, state, extra=extra)
 
 

@@ -59,11 +59,11 @@ class BSRConfig:
 
     downsample1_prob: float = 0.25
     anisotropic_prob: float = 0.5
-    kernel_k: tuple[int, int] = (2, 11)          # kernel side 2k + 3
+    kernel_k: tuple[int, int] = (2, 11)  # kernel side 2k + 3
     downsample2_resize_prob: float = 0.75
-    noise_levels: tuple[int, int] = (2, 25)      # in 1/255
+    noise_levels: tuple[int, int] = (2, 25)  # in 1/255
     noise_colour_prob: float = 0.4
-    noise_gray_prob: float = 0.4                 # the rest: correlated across channels
+    noise_gray_prob: float = 0.4  # the rest: correlated across channels
     jpeg_prob: float = 0.9
     jpeg_quality: tuple[int, int] = (30, 95)
     camera_prob: float = 0.25
@@ -139,8 +139,12 @@ def draw_plan(scale: float, generator: torch.Generator, config: BSRConfig | None
                 sigma = _u(generator, 0.1, 0.6 * sf)
                 plan.append(Step("downsample2", {"variant": "blur_nearest", "sigma": sigma, "sf": int(sf)}))
             else:
-                plan.append(Step("downsample2", {"variant": "resize", "factor": _u(generator, 1.0, 2.0 * sf),
-                                                 "mode": _mode(generator, config)}))
+                plan.append(
+                    Step(
+                        "downsample2",
+                        {"variant": "resize", "factor": _u(generator, 1.0, 2.0 * sf), "mode": _mode(generator, config)},
+                    )
+                )
         elif name == "downsample3":
             plan.append(Step("downsample3", {"mode": _mode(generator, config)}))
         elif name == "noise":
@@ -192,8 +196,9 @@ def _jpeg(x: torch.Tensor, quality: int, generator: torch.Generator) -> torch.Te
     return jpeg_compress(x, generator, (quality, quality))
 
 
-def apply_plan(images: torch.Tensor, plan: list[Step], low_res: int | tuple[int, int],
-               generator: torch.Generator) -> torch.Tensor:
+def apply_plan(
+    images: torch.Tensor, plan: list[Step], low_res: int | tuple[int, int], generator: torch.Generator
+) -> torch.Tensor:
     """Run ``plan`` on ``images`` (B, 3, H, W) in [-1, 1]; returns (B, 3, h, w) in [-1, 1].
 
     Pixel noise is drawn from ``generator``; every other choice is in the plan.
@@ -229,8 +234,9 @@ def apply_plan(images: torch.Tensor, plan: list[Step], low_res: int | tuple[int,
     return x.clamp(-1, 1)
 
 
-def bsr_degradation(images: torch.Tensor, low_res: int | tuple[int, int], generator: torch.Generator,
-                    config: BSRConfig | None = None) -> torch.Tensor:
+def bsr_degradation(
+    images: torch.Tensor, low_res: int | tuple[int, int], generator: torch.Generator, config: BSRConfig | None = None
+) -> torch.Tensor:
     """BSR-degrade each image with its own random plan (order, kinds and levels): (B, 3, h, w) in [-1, 1].
 
     The scale factor is the high side over ``low_res``; BSRGAN's defaults assume 2 or 4.
@@ -241,6 +247,8 @@ def bsr_degradation(images: torch.Tensor, low_res: int | tuple[int, int], genera
     if images.shape[-2] < low[0] or images.shape[-1] < low[1]:
         raise InputError(f"BSR degradation shrinks images: {tuple(images.shape[-2:])} is smaller than low_res {low}")
     scale = images.shape[-2] / low[0]
-    outs = [apply_plan(images[i : i + 1], draw_plan(scale, generator, config), low, generator)
-            for i in range(images.shape[0])]
+    outs = [
+        apply_plan(images[i : i + 1], draw_plan(scale, generator, config), low, generator)
+        for i in range(images.shape[0])
+    ]
     return torch.cat(outs)

@@ -44,12 +44,12 @@ GAMMA = 2.2
 class CameraParams:
     """One draw of the camera model (see the module docstring for the ranges)."""
 
-    rgb2cam: torch.Tensor   # (3, 3), rows sum to 1
+    rgb2cam: torch.Tensor  # (3, 3), rows sum to 1
     red_gain: float
     blue_gain: float
-    digital_gain: float     # the image is divided by it when unprocessing
-    shot: float             # shot-noise variance per unit signal (raw scale)
-    read: float             # read-noise variance (raw scale)
+    digital_gain: float  # the image is divided by it when unprocessing
+    shot: float  # shot-noise variance per unit signal (raw scale)
+    read: float  # read-noise variance (raw scale)
 
 
 def draw_camera(generator: torch.Generator) -> CameraParams:

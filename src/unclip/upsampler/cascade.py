@@ -15,9 +15,8 @@ from typing import Sequence
 
 import torch
 
-from ..diffusion import bind, sample
+from ..diffusion import DiffusionSettings, bind, sample
 from ..errors import InputError
-from ..diffusion import DiffusionSettings
 from .model import Upsampler
 
 
@@ -40,7 +39,18 @@ class CascadeStage:
 
 
 @torch.no_grad()
-def upsample(upsampler: Upsampler, settings: DiffusionSettings, low_res_images: torch.Tensor, *, steps: int = 27, eta: float = 0.0, generator: torch.Generator | None = None, noise: torch.Tensor | None = None, progress: bool = False, method: str = "ddim") -> torch.Tensor:
+def upsample(
+    upsampler: Upsampler,
+    settings: DiffusionSettings,
+    low_res_images: torch.Tensor,
+    *,
+    steps: int = 27,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+    noise: torch.Tensor | None = None,
+    progress: bool = False,
+    method: str = "ddim",
+) -> torch.Tensor:
     """Upsample images with one diffusion upsampler and DDIM (or ``method="dpmpp2m"``).
 
     Args:
@@ -72,7 +82,17 @@ def upsample(upsampler: Upsampler, settings: DiffusionSettings, low_res_images: 
     elif tuple(noise.shape) != (b, 3, int(out_h), int(out_w)):
         raise InputError(f"noise must have shape {(b, 3, int(out_h), int(out_w))}, got {tuple(noise.shape)}")
     model_fn = bind(upsampler, low_res=low_res_images.to(device).clamp(-1, 1))
-    out = sample(method, model_fn, settings.make(), noise.to(device), steps=steps, eta=eta, generator=generator, clip_x0=1.0, progress=progress)
+    out = sample(
+        method,
+        model_fn,
+        settings.make(),
+        noise.to(device),
+        steps=steps,
+        eta=eta,
+        generator=generator,
+        clip_x0=1.0,
+        progress=progress,
+    )
     return out.clamp(-1, 1)
 
 
@@ -84,7 +104,10 @@ def steps_per_stage(stages: Sequence[CascadeStage], steps: int | Sequence[int | 
     else:
         per = list(steps)
         if len(per) != len(stages):
-            raise InputError(f"upsampler steps has {len(per)} entries for {len(stages)} upsampler stages; give one per stage (or one number for all)")
+            raise InputError(
+                f"upsampler steps has {len(per)} entries for {len(stages)} upsampler stages; give one per stage (or "
+                "one number for all)"
+            )
     out = [int(n) if n is not None else int(st.steps) for st, n in zip(stages, per)]
     if any(n < 1 for n in out):
         raise InputError(f"upsampler steps must be >= 1, got {out}")
@@ -92,7 +115,16 @@ def steps_per_stage(stages: Sequence[CascadeStage], steps: int | Sequence[int | 
 
 
 @torch.no_grad()
-def run_cascade(stages: Sequence[CascadeStage], images: torch.Tensor, *, steps: Sequence[int | None] | int | None = None, eta: float = 0.0, generator: torch.Generator | None = None, progress: bool = False, method: str = "ddim") -> torch.Tensor:
+def run_cascade(
+    stages: Sequence[CascadeStage],
+    images: torch.Tensor,
+    *,
+    steps: Sequence[int | None] | int | None = None,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    method: str = "ddim",
+) -> torch.Tensor:
     """Apply ``stages`` in order (e.g. 32 -> 128 -> 512): (B, 3, h, w) -> (B, 3, H, W).
 
     Args:
@@ -104,5 +136,7 @@ def run_cascade(stages: Sequence[CascadeStage], images: torch.Tensor, *, steps: 
     """
     x = images
     for stage, n in zip(stages, steps_per_stage(stages, steps)):
-        x = upsample(stage.model, stage.settings, x, steps=n, eta=eta, generator=generator, progress=progress, method=method)
+        x = upsample(
+            stage.model, stage.settings, x, steps=n, eta=eta, generator=generator, progress=progress, method=method
+        )
     return x

@@ -12,7 +12,9 @@ from .bsr import bsr_degradation
 from .degradations import DEGRADATIONS, blur_degradation, resize
 
 
-def degrade(images: torch.Tensor, low_res: int | tuple[int, int], kind: str, generator: torch.Generator) -> torch.Tensor:
+def degrade(
+    images: torch.Tensor, low_res: int | tuple[int, int], kind: str, generator: torch.Generator
+) -> torch.Tensor:
     """Dispatch: ``"none"`` (clean antialiased bicubic downsampling), ``"blur"`` or ``"bsr"``."""
     if kind == "none":
         return resize(images, low_res, "bicubic").clamp(-1, 1)

@@ -41,7 +41,12 @@ def _check_images(images: torch.Tensor) -> None:
         raise InputError(f"images must have shape (B, 3, H, W), got {tuple(images.shape)}")
 
 
-def gaussian_kernels(sigma_x: torch.Tensor, sigma_y: torch.Tensor | None = None, theta: torch.Tensor | None = None, size: int | None = None) -> torch.Tensor:
+def gaussian_kernels(
+    sigma_x: torch.Tensor,
+    sigma_y: torch.Tensor | None = None,
+    theta: torch.Tensor | None = None,
+    size: int | None = None,
+) -> torch.Tensor:
     """Normalised 2-D Gaussian kernels, one per entry: (B, k, k) float32.
 
     The covariance is ``R(theta) diag(sigma_x^2, sigma_y^2) R(theta)^T``; without
@@ -87,14 +92,21 @@ def apply_kernels(images: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     return F.conv2d(x, weight, groups=b * c).reshape(b, c, h, w)
 
 
-def gaussian_blur(images: torch.Tensor, generator: torch.Generator, sigma_range: tuple[float, float] = (0.2, 0.8)) -> torch.Tensor:
+def gaussian_blur(
+    images: torch.Tensor, generator: torch.Generator, sigma_range: tuple[float, float] = (0.2, 0.8)
+) -> torch.Tensor:
     """Isotropic Gaussian blur with a per-image sigma (in pixels) uniform in ``sigma_range``: (B, 3, H, W)."""
     _check_images(images)
     sigma = _uniform(images.shape[0], *sigma_range, generator)
     return apply_kernels(images, gaussian_kernels(sigma))
 
 
-def random_blur(images: torch.Tensor, generator: torch.Generator, sigma_range: tuple[float, float] = (0.2, 2.0), anisotropic_prob: float = 0.5) -> torch.Tensor:
+def random_blur(
+    images: torch.Tensor,
+    generator: torch.Generator,
+    sigma_range: tuple[float, float] = (0.2, 2.0),
+    anisotropic_prob: float = 0.5,
+) -> torch.Tensor:
     """BSR blur: per image an isotropic or (with ``anisotropic_prob``) anisotropic, rotated Gaussian kernel."""
     _check_images(images)
     n = images.shape[0]
@@ -122,13 +134,20 @@ def resize(images: torch.Tensor, size: int | tuple[int, int], mode: str = "bicub
     return F.interpolate(images, size=size, mode=mode, align_corners=False, antialias=shrink)
 
 
-def random_resize(images: torch.Tensor, size: int | tuple[int, int], generator: torch.Generator, modes: Sequence[str] = RESIZE_MODES) -> torch.Tensor:
+def random_resize(
+    images: torch.Tensor, size: int | tuple[int, int], generator: torch.Generator, modes: Sequence[str] = RESIZE_MODES
+) -> torch.Tensor:
     """Resize the batch to ``size`` with one interpolation mode drawn from ``modes``."""
     mode = modes[int(torch.randint(len(modes), (1,), generator=generator))]
     return resize(images, size, mode)
 
 
-def gaussian_noise(images: torch.Tensor, generator: torch.Generator, sigma_range: tuple[float, float] = (1 / 255, 25 / 255), gray_prob: float = 0.3) -> torch.Tensor:
+def gaussian_noise(
+    images: torch.Tensor,
+    generator: torch.Generator,
+    sigma_range: tuple[float, float] = (1 / 255, 25 / 255),
+    gray_prob: float = 0.3,
+) -> torch.Tensor:
     """Add Gaussian noise, per image sigma uniform in ``sigma_range`` (on the [0, 1] scale).
 
     With probability ``gray_prob`` an image gets the same noise on all three channels
@@ -144,14 +163,20 @@ def gaussian_noise(images: torch.Tensor, generator: torch.Generator, sigma_range
     return images + sigma.to(images.device, images.dtype) * noise
 
 
-def jpeg_compress(images: torch.Tensor, generator: torch.Generator, quality_range: tuple[int, int] = (30, 95)) -> torch.Tensor:
+def jpeg_compress(
+    images: torch.Tensor, generator: torch.Generator, quality_range: tuple[int, int] = (30, 95)
+) -> torch.Tensor:
     """Round-trip each image through in-memory JPEG (PIL) at a per-image quality in ``quality_range``.
 
     Values are clamped to [-1, 1] and quantised to 8 bits first, as any saved image is.
     """
     _check_images(images)
-    qualities = torch.randint(int(quality_range[0]), int(quality_range[1]) + 1, (images.shape[0],), generator=generator).tolist()
-    arrays = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    qualities = torch.randint(
+        int(quality_range[0]), int(quality_range[1]) + 1, (images.shape[0],), generator=generator
+    ).tolist()
+    arrays = (
+        ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    )
     out = []
     for array, quality in zip(arrays, qualities):
         buffer = io.BytesIO()
@@ -162,7 +187,13 @@ def jpeg_compress(images: torch.Tensor, generator: torch.Generator, quality_rang
     return decoded.to(images.device, images.dtype)
 
 
-def blur_degradation(images: torch.Tensor, low_res: int | tuple[int, int], generator: torch.Generator, sigma_range: tuple[float, float] = (0.2, 0.8), downsample_modes: Sequence[str] = ("bicubic", "area")) -> torch.Tensor:
+def blur_degradation(
+    images: torch.Tensor,
+    low_res: int | tuple[int, int],
+    generator: torch.Generator,
+    sigma_range: tuple[float, float] = (0.2, 0.8),
+    downsample_modes: Sequence[str] = ("bicubic", "area"),
+) -> torch.Tensor:
     """First-stage corruption: downsample to ``low_res``, then Gaussian-blur.
 
     The downsampling filter is drawn per call from ``downsample_modes``: antialiased

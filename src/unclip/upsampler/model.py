@@ -54,7 +54,9 @@ class UpsamplerConfig:
     def __post_init__(self) -> None:
         self.channel_mults = tuple(int(m) for m in self.channel_mults)
         if self.low_res < 1 or self.high_res <= self.low_res:
-            raise ConfigError(f"UpsamplerConfig needs 0 < low_res < high_res, got low_res={self.low_res}, high_res={self.high_res}")
+            raise ConfigError(
+                f"UpsamplerConfig needs 0 < low_res < high_res, got low_res={self.low_res}, high_res={self.high_res}"
+            )
         if self.interpolation not in _MODES:
             raise ConfigError(f"UpsamplerConfig.interpolation={self.interpolation!r} must be one of {_MODES}")
 
@@ -102,7 +104,10 @@ class Upsampler(nn.Module):
         size = tuple(x_t.shape[-2:])
         h, w = low_res.shape[-2:]
         if h * size[1] != w * size[0]:
-            raise InputError(f"low_res {h}x{w} and x_t {size[0]}x{size[1]} have different aspect ratios; low_res must cover the same area as x_t")
+            raise InputError(
+                f"low_res {h}x{w} and x_t {size[0]}x{size[1]} have different aspect ratios; low_res must cover the "
+                "same area as x_t"
+            )
         cond = low_res.to(x_t.dtype)
         if (h, w) != size:
             mode = self.config.interpolation
@@ -115,4 +120,7 @@ class Upsampler(nn.Module):
 def check_prediction(config: UpsamplerConfig, prediction: str) -> None:
     """Refuse a residual upsampler paired with a diffusion that does not predict x0."""
     if config.residual and prediction != "x0":
-        raise ConfigError(f"a residual upsampler (output = low-res image + correction) predicts the clean image; its diffusion needs prediction='x0', got {prediction!r}")
+        raise ConfigError(
+            "a residual upsampler (output = low-res image + correction) predicts the clean image; its diffusion "
+            f"needs prediction='x0', got {prediction!r}"
+        )

@@ -10,7 +10,12 @@ DATA_HELP = "dataset: 'shapes' (built in), 'emoji' (needs fonts), or a folder of
 
 
 def add_model(p: argparse.ArgumentParser, required: bool = False) -> None:
-    p.add_argument("--model", default=None if required else "shapes", required=required, help="a shipped model name ('shapes') or a model directory written by `unclip train all` (default: shapes)")
+    p.add_argument(
+        "--model",
+        default=None if required else "shapes",
+        required=required,
+        help="a shipped model name ('shapes') or a model directory written by `unclip train all` (default: shapes)",
+    )
 
 
 def add_device(p: argparse.ArgumentParser) -> None:
@@ -18,16 +23,40 @@ def add_device(p: argparse.ArgumentParser) -> None:
 
 
 PRIOR_CHOICES = ["diffusion", "ar", "text-embed", "none"]
-PRIOR_HELP = "conditioning: diffusion prior z_i (default), the autoregressive prior's z_i, the text embedding as z_i, or caption only (the paper's Figure 8 modes)"
+PRIOR_HELP = (
+    "conditioning: diffusion prior z_i (default), the autoregressive prior's z_i, the text embedding as z_i, or "
+    "caption only (the paper's Figure 8 modes)"
+)
 
 
 def add_size(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--size", type=A.SIZE, default=None, help="output side in pixels: the decoder's (default) or a larger one reached by the model's upsampler stages, e.g. 128")
+    p.add_argument(
+        "--size",
+        type=A.SIZE,
+        default=None,
+        help=(
+            "output side in pixels: the decoder's (default) or a larger one reached by the model's upsampler stages, "
+            "e.g. 128"
+        ),
+    )
 
 
 def add_precision(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--precision", default=None, choices=["fp32", "bf16", "auto"], help="network arithmetic: fp32, bf16 autocast (fp32 weights, norms and diffusion maths), or auto: bf16 where the CPU/GPU runs it natively (default: fp32, or the training preset's)")
+    p.add_argument(
+        "--precision",
+        default=None,
+        choices=["fp32", "bf16", "auto"],
+        help=(
+            "network arithmetic: fp32, bf16 autocast (fp32 weights, norms and diffusion maths), or auto: bf16 where "
+            "the CPU/GPU runs it natively (default: fp32, or the training preset's)"
+        ),
+    )
 
 
 def add_sampler(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sampler", default=None, choices=["ddim", "dpmpp2m"], help="sampler of the prior, decoder and upsamplers: DDIM or DPM-Solver++(2M) (default: the model's, ddim)")
+    p.add_argument(
+        "--sampler",
+        default=None,
+        choices=["ddim", "dpmpp2m"],
+        help="sampler of the prior, decoder and upsamplers: DDIM or DPM-Solver++(2M) (default: the model's, ddim)",
+    )

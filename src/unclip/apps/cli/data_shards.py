@@ -32,7 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="with DATASET = 'shards': the source to write as WebDataset shards ('shapes', 'emoji' or a caption "
         "folder)",
     )
-    parser.add_argument("--shard-size", type=A.SAMPLES, default=1000, help="`data shards`: samples per shard (default: 1000)")
+    parser.add_argument(
+        "--shard-size", type=A.SAMPLES, default=1000, help="`data shards`: samples per shard (default: 1000)"
+    )
     parser.set_defaults(handler=run_data, n=None, size=None)
     parser.description = (parser.description or "") + (
         " `unclip data shards SRC --out DIR [--shard-size N]` instead writes SRC as WebDataset shards in the "

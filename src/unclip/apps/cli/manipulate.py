@@ -13,42 +13,112 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import InputError
-from .model_options import add_image_encoder_from, load_kwargs
 from . import args as A
+from .model_options import add_image_encoder_from, load_kwargs
 
 COMMANDS = {"invert", "vary", "interpolate", "textdiff", "probe-pca"}
 
-_LATENT_NOTE = "IMAGE is a picture file (any size; centre-cropped and resized to the decoder's resolution) or a .safetensors bipartite latent written by `unclip invert`."
-_EXACT_NOTE = "Inversion is exact only when decoding uses the same steps and guidance as the inversion, so one --steps and --guidance serve both (guidance 1.0, no classifier-free guidance, inverts best). The decoder's caption is dropped, since an input image's caption is unknown."
+_LATENT_NOTE = (
+    "IMAGE is a picture file (any size; centre-cropped and resized to the decoder's resolution) or a .safetensors "
+    "bipartite latent written by `unclip invert`."
+)
+_EXACT_NOTE = (
+    "Inversion is exact only when decoding uses the same steps and guidance as the inversion, so one --steps and "
+    "--guidance serve both (guidance 1.0, no classifier-free guidance, inverts best). The decoder's caption is "
+    "dropped, since an input image's caption is unknown."
+)
 
 
 def _add_size(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--size", type=A.SIZE, default=None, help="output side: the decoder's (default) or a larger one reached by the model's upsampler stages (one shared noise for all frames)")
+    p.add_argument(
+        "--size",
+        type=A.SIZE,
+        default=None,
+        help=(
+            "output side: the decoder's (default) or a larger one reached by the model's upsampler stages (one "
+            "shared noise for all frames)"
+        ),
+    )
 
 
 def _common(p: argparse.ArgumentParser, *, steps: bool = True) -> None:
-    p.add_argument("--model", default="shapes", help="a shipped model name ('shapes'), a model directory written by `unclip train all`, or a diffusers unCLIP directory (Karlo; docs/karlo.md) (default: shapes)")
+    p.add_argument(
+        "--model",
+        default="shapes",
+        help=(
+            "a shipped model name ('shapes'), a model directory written by `unclip train all`, or a diffusers unCLIP "
+            "directory (Karlo; docs/karlo.md) (default: shapes)"
+        ),
+    )
     add_image_encoder_from(p)
     if steps:
         p.add_argument("--steps", type=A.STEPS, default=50, help="DDIM steps for inversion and decoding (default: 50)")
-        p.add_argument("--guidance", type=A.GUIDANCE, default=1.0, help="decoder classifier-free guidance scale for inversion and decoding (default: 1.0 = none)")
-        p.add_argument("--refine", type=A.REFINE, default=0, help="fixed-point refinements per inversion step: more exact, (1 + R) model calls per step (default: 0)")
+        p.add_argument(
+            "--guidance",
+            type=A.GUIDANCE,
+            default=1.0,
+            help="decoder classifier-free guidance scale for inversion and decoding (default: 1.0 = none)",
+        )
+        p.add_argument(
+            "--refine",
+            type=A.REFINE,
+            default=0,
+            help="fixed-point refinements per inversion step: more exact, (1 + R) model calls per step (default: 0)",
+        )
     p.add_argument("--device", default="cpu", type=A.device, help="torch device, e.g. cpu or cuda (default: cpu)")
 
 
 def add_parsers(sub: Any) -> None:
     """Register the manipulation commands on an argparse subparsers object."""
     fmt = argparse.RawDescriptionHelpFormatter
-    p = sub.add_parser("invert", help="image -> bipartite latent (z_i, x_T) as safetensors", formatter_class=fmt,
-                       description="Encode an image to its bipartite latent (unCLIP section 3): the CLIP image embedding z_i and the noise x_T that DDIM inversion of the decoder, conditioned on z_i, gives. Writes one .safetensors file (image_embed, noise; the steps and guidance in its metadata) that vary, interpolate and textdiff accept in place of an image.\n\n" + _EXACT_NOTE)
+    p = sub.add_parser(
+        "invert",
+        help="image -> bipartite latent (z_i, x_T) as safetensors",
+        formatter_class=fmt,
+        description=(
+            "Encode an image to its bipartite latent (unCLIP section 3): the CLIP image embedding z_i and the noise "
+            "x_T that DDIM inversion of the decoder, conditioned on z_i, gives. Writes one .safetensors file "
+            "(image_embed, noise; the steps and guidance in its metadata) that vary, interpolate and textdiff accept "
+            "in place of an image.\n\n"
+        )
+        + _EXACT_NOTE,
+    )
     p.add_argument("image", metavar="IMAGE", help="a picture file")
     p.add_argument("--out", required=True, help="the .safetensors file to write")
-    p.add_argument("--reconstruct", default=None, metavar="DIR", help="also decode the latent at eta 0 and write the reconstruction (NNN.png, grid.png, manifest.json with its PSNR) to DIR")
-    p.add_argument("--size", type=A.SIZE, default=None, help="invert through the model's upsampler stages up to this side too (e.g. 128): the latent then also holds each stage's DDIM-inverted noise, and --reconstruct decodes at this side (default: the decoder's side only)")
+    p.add_argument(
+        "--reconstruct",
+        default=None,
+        metavar="DIR",
+        help=(
+            "also decode the latent at eta 0 and write the reconstruction (NNN.png, grid.png, manifest.json with its "
+            "PSNR) to DIR"
+        ),
+    )
+    p.add_argument(
+        "--size",
+        type=A.SIZE,
+        default=None,
+        help=(
+            "invert through the model's upsampler stages up to this side too (e.g. 128): the latent then also holds "
+            "each stage's DDIM-inverted noise, and --reconstruct decodes at this side (default: the decoder's side "
+            "only)"
+        ),
+    )
     _common(p)
 
-    p = sub.add_parser("vary", help="variations of an image (DDIM with eta > 0 from its latent)", formatter_class=fmt,
-                       description="Decode an image's bipartite latent n times with DDIM at --eta (unCLIP section 3.1). eta 0 reconstructs the image; larger eta keeps what z_i holds (on shapes: colour and shape) and redraws more of the rest (position, size). Writes NNN.png, grid.png and manifest.json to --out.\n\n" + _LATENT_NOTE + " " + _EXACT_NOTE)
+    p = sub.add_parser(
+        "vary",
+        help="variations of an image (DDIM with eta > 0 from its latent)",
+        formatter_class=fmt,
+        description=(
+            "Decode an image's bipartite latent n times with DDIM at --eta (unCLIP section 3.1). eta 0 reconstructs "
+            "the image; larger eta keeps what z_i holds (on shapes: colour and shape) and redraws more of the rest "
+            "(position, size). Writes NNN.png, grid.png and manifest.json to --out.\n\n"
+        )
+        + _LATENT_NOTE
+        + " "
+        + _EXACT_NOTE,
+    )
     p.add_argument("image", metavar="IMAGE", help="a picture file or a .safetensors latent")
     p.add_argument("--eta", type=A.ETA, default=1.0, help="DDIM eta: 0 = reconstruction, 1 = DDPM-like (default: 1.0)")
     p.add_argument("-n", type=A.IMAGES, default=4, help="number of variations (default: 4)")
@@ -57,34 +127,94 @@ def add_parsers(sub: Any) -> None:
     _add_size(p)
     _common(p)
 
-    p = sub.add_parser("interpolate", help="slerp between two images' CLIP embeddings", formatter_class=fmt,
-                       description="Decode z_theta = slerp(z_a, z_b, theta) for --frames values of theta from 0 to 1 (unCLIP section 3.2). --noise slerp also slerps the two inverted noises x_T, so the end frames reconstruct the inputs; --noise fixed decodes every frame from one random x_T (from --seed), showing what z_i alone carries. Writes NNN.png, grid.png and manifest.json (theta per frame) to --out.\n\n" + _LATENT_NOTE)
+    p = sub.add_parser(
+        "interpolate",
+        help="slerp between two images' CLIP embeddings",
+        formatter_class=fmt,
+        description=(
+            "Decode z_theta = slerp(z_a, z_b, theta) for --frames values of theta from 0 to 1 (unCLIP section 3.2). "
+            "--noise slerp also slerps the two inverted noises x_T, so the end frames reconstruct the inputs; "
+            "--noise fixed decodes every frame from one random x_T (from --seed), showing what z_i alone carries. "
+            "Writes NNN.png, grid.png and manifest.json (theta per frame) to --out.\n\n"
+        )
+        + _LATENT_NOTE,
+    )
     p.add_argument("image_a", metavar="IMAGE_A", help="first end (theta 0): a picture file or a .safetensors latent")
     p.add_argument("image_b", metavar="IMAGE_B", help="second end (theta 1)")
     p.add_argument("--frames", type=A.FRAMES, default=8, help="number of frames, both ends included (default: 8)")
-    p.add_argument("--noise", default="slerp", choices=["slerp", "fixed"], help="noise path: slerp of the inverted x_T (default) or one fixed random x_T")
+    p.add_argument(
+        "--noise",
+        default="slerp",
+        choices=["slerp", "fixed"],
+        help="noise path: slerp of the inverted x_T (default) or one fixed random x_T",
+    )
     p.add_argument("--seed", type=A.seed, default=0, help="seed of the fixed noise (default: 0)")
     p.add_argument("--out", required=True, help="output folder")
     _add_size(p)
     _common(p)
 
-    p = sub.add_parser("textdiff", help="edit an image towards a caption (text diff)", formatter_class=fmt,
-                       description="Move an image's z_i towards the text diff z_d = norm(z_t(--to) - z_t(--from)) (unCLIP section 3.3): z_theta = slerp(z_i, z_d, theta) for --frames values of theta from 0 to --max-theta, each decoded from the image's inverted x_T (theta 0 reconstructs the image). --from describes the current image; an empty string is neutral. Writes NNN.png, grid.png and manifest.json (theta per frame) to --out.\n\n" + _LATENT_NOTE)
+    p = sub.add_parser(
+        "textdiff",
+        help="edit an image towards a caption (text diff)",
+        formatter_class=fmt,
+        description=(
+            "Move an image's z_i towards the text diff z_d = norm(z_t(--to) - z_t(--from)) (unCLIP section 3.3): "
+            "z_theta = slerp(z_i, z_d, theta) for --frames values of theta from 0 to --max-theta, each decoded from "
+            "the image's inverted x_T (theta 0 reconstructs the image). --from describes the current image; an empty "
+            "string is neutral. Writes NNN.png, grid.png and manifest.json (theta per frame) to --out.\n\n"
+        )
+        + _LATENT_NOTE,
+    )
     p.add_argument("image", metavar="IMAGE", help="a picture file or a .safetensors latent")
-    p.add_argument("--from", dest="from_text", required=True, metavar="TEXT", help="a caption of the current image, e.g. 'a red circle' ('' for neutral)")
-    p.add_argument("--to", dest="to_text", required=True, metavar="TEXT", help="the target caption, e.g. 'a blue circle'")
-    p.add_argument("--max-theta", type=A.THETA, default=None, help="largest slerp weight towards z_d (default: the model's text_diff_max_theta, 0.5 unless calibrated)")
-    p.add_argument("--frames", type=A.FRAMES, default=5, help="number of frames from theta 0 to --max-theta (default: 5)")
+    p.add_argument(
+        "--from",
+        dest="from_text",
+        required=True,
+        metavar="TEXT",
+        help="a caption of the current image, e.g. 'a red circle' ('' for neutral)",
+    )
+    p.add_argument(
+        "--to", dest="to_text", required=True, metavar="TEXT", help="the target caption, e.g. 'a blue circle'"
+    )
+    p.add_argument(
+        "--max-theta",
+        type=A.THETA,
+        default=None,
+        help="largest slerp weight towards z_d (default: the model's text_diff_max_theta, 0.5 unless calibrated)",
+    )
+    p.add_argument(
+        "--frames", type=A.FRAMES, default=5, help="number of frames from theta 0 to --max-theta (default: 5)"
+    )
     p.add_argument("--out", required=True, help="output folder")
     _add_size(p)
     _common(p)
 
-    p = sub.add_parser("probe-pca", help="decode an image's z_i from its first k principal components", formatter_class=fmt,
-                       description="Fit PCA on the CLIP image embeddings of a data split, reconstruct the image's z_i from its first k components for each k in --dims, and decode each (and the full z_i, last) from one fixed random x_T (unCLIP section 3.4, Figure 7). The manifest also reports how many components keep the mean relative reconstruction error of the split's embeddings under 1%%. Writes NNN.png, grid.png and manifest.json to --out.")
+    p = sub.add_parser(
+        "probe-pca",
+        help="decode an image's z_i from its first k principal components",
+        formatter_class=fmt,
+        description=(
+            "Fit PCA on the CLIP image embeddings of a data split, reconstruct the image's z_i from its first k "
+            "components for each k in --dims, and decode each (and the full z_i, last) from one fixed random x_T "
+            "(unCLIP section 3.4, Figure 7). The manifest also reports how many components keep the mean relative "
+            "reconstruction error of the split's embeddings under 1%%. Writes NNN.png, grid.png and manifest.json to "
+            "--out."
+        ),
+    )
     p.add_argument("image", metavar="IMAGE", help="a picture file")
-    p.add_argument("--dims", default="2,4,8,16,32,64", help="comma-separated numbers of components (default: 2,4,8,16,32,64)")
-    p.add_argument("--data", default="shapes", help="data set whose embeddings the PCA is fitted on: 'shapes', 'emoji' or a folder of images (default: shapes)")
-    p.add_argument("--split", default="train", choices=["train", "val", "test"], help="split to fit on (default: train)")
+    p.add_argument(
+        "--dims", default="2,4,8,16,32,64", help="comma-separated numbers of components (default: 2,4,8,16,32,64)"
+    )
+    p.add_argument(
+        "--data",
+        default="shapes",
+        help=(
+            "data set whose embeddings the PCA is fitted on: 'shapes', 'emoji' or a folder of images (default: shapes)"
+        ),
+    )
+    p.add_argument(
+        "--split", default="train", choices=["train", "val", "test"], help="split to fit on (default: train)"
+    )
     p.add_argument("--fit-n", type=A.FIT_N, default=1000, help="number of images to fit on (default: 1000)")
     p.add_argument("--seed", type=A.seed, default=0, help="seed of the fixed noise and of the data (default: 0)")
     p.add_argument("--steps", type=A.STEPS, default=50, help="DDIM steps (default: 50)")
@@ -105,9 +235,14 @@ def _open_image(path: str):
             return im.copy()
     except Image.DecompressionBombError as exc:
         limit = Image.MAX_IMAGE_PIXELS
-        raise InputError(f"{path} is too large to decode safely ({exc}); pass an image of at most {limit} pixels") from exc
+        raise InputError(
+            f"{path} is too large to decode safely ({exc}); pass an image of at most {limit} pixels"
+        ) from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise InputError(f"could not read {path} as an image ({exc}); pass a PNG or JPEG, or a .safetensors latent from `unclip invert`") from exc
+        raise InputError(
+            f"could not read {path} as an image ({exc}); pass a PNG or JPEG, or a .safetensors latent from `unclip "
+            "invert`"
+        ) from exc
 
 
 def _input(path: str, pipe=None):
@@ -132,8 +267,8 @@ def _settings(args: argparse.Namespace, *names: str) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     """Run one manipulation command; returns the exit status."""
     from ... import manipulate as M
-    from ...storage.imageio import tensor_to_pil, write_image_set
     from ...pipeline import UnCLIP
+    from ...storage.imageio import tensor_to_pil, write_image_set
 
     if args.command not in COMMANDS:
         raise InputError(f"unknown manipulation command {args.command!r}")
@@ -146,43 +281,90 @@ def run(args: argparse.Namespace) -> int:
         lat.model = str(args.model)
         lat.save(args.out)
         stages = "".join(f", stage {k} noise {tuple(z.shape)}" for k, z in enumerate(lat.stage_noises))
-        print(f"wrote the bipartite latent of {args.image} to {args.out} (z_i {tuple(lat.image_embed.shape)}, x_T {tuple(lat.noise.shape)}{stages}; {lat.steps} steps, guidance {lat.guidance})")
+        print(
+            f"wrote the bipartite latent of {args.image} to {args.out} (z_i {tuple(lat.image_embed.shape)}, x_T "
+            f"{tuple(lat.noise.shape)}{stages}; {lat.steps} steps, guidance {lat.guidance})"
+        )
         if args.reconstruct:
             x = M.as_image_tensor(image, lat.size)
             rec = M.reconstruct(pipe, lat).cpu()
             mse = float(((rec - x) / 2).pow(2).mean())
             psnr = 10.0 * math.log10(1.0 / max(mse, 1e-12))
             meta["settings"] = {**_settings(args, "steps", "guidance", "refine"), "size": int(rec.shape[-1])}
-            write_image_set(args.reconstruct, tensor_to_pil(rec), [{"source": args.image, "psnr_db": round(psnr, 2)}], meta)
+            write_image_set(
+                args.reconstruct, tensor_to_pil(rec), [{"source": args.image, "psnr_db": round(psnr, 2)}], meta
+            )
             print(f"reconstruction PSNR {psnr:.2f} dB, written to {args.reconstruct}")
         return 0
     if args.command == "vary":
         images = M.vary(pipe, _input(args.image, pipe), eta=args.eta, n=args.n, seed=args.seed, progress=True, **inv)
-        entries = [{"source": args.image, "eta": args.eta, "seed": args.seed, "index": k} for k in range(images.shape[0])]
+        entries = [
+            {"source": args.image, "eta": args.eta, "seed": args.seed, "index": k} for k in range(images.shape[0])
+        ]
         meta["settings"] = _settings(args, "eta", "n", "seed", "steps", "guidance", "refine")
     elif args.command == "interpolate":
-        images = M.interpolate(pipe, _input(args.image_a, pipe), _input(args.image_b, pipe), frames=args.frames, noise=args.noise, seed=args.seed, progress=True, **inv)
+        images = M.interpolate(
+            pipe,
+            _input(args.image_a, pipe),
+            _input(args.image_b, pipe),
+            frames=args.frames,
+            noise=args.noise,
+            seed=args.seed,
+            progress=True,
+            **inv,
+        )
         thetas = M.theta_schedule(args.frames).tolist()
-        entries = [{"theta": round(t, 6), "sources": [args.image_a, args.image_b], "noise": args.noise, "seed": args.seed} for t in thetas]
+        entries = [
+            {"theta": round(t, 6), "sources": [args.image_a, args.image_b], "noise": args.noise, "seed": args.seed}
+            for t in thetas
+        ]
         meta["settings"] = _settings(args, "frames", "noise", "seed", "steps", "guidance", "refine")
     elif args.command == "textdiff":
         if args.max_theta is None:
             args.max_theta = pipe.defaults.text_diff_max_theta
-        images = M.text_diff(pipe, _input(args.image, pipe), args.from_text, args.to_text, max_theta=args.max_theta, frames=args.frames, progress=True, **inv)
+        images = M.text_diff(
+            pipe,
+            _input(args.image, pipe),
+            args.from_text,
+            args.to_text,
+            max_theta=args.max_theta,
+            frames=args.frames,
+            progress=True,
+            **inv,
+        )
         thetas = M.theta_schedule(args.frames, args.max_theta).tolist()
-        entries = [{"theta": round(t, 6), "source": args.image, "prompt": args.to_text, "from": args.from_text} for t in thetas]
+        entries = [
+            {"theta": round(t, 6), "source": args.image, "prompt": args.to_text, "from": args.from_text} for t in thetas
+        ]
         meta["settings"] = _settings(args, "from_text", "to_text", "max_theta", "frames", "steps", "guidance", "refine")
     else:
         try:
             dims = [int(d) for d in str(args.dims).split(",") if d.strip()]
         except ValueError as exc:
             raise InputError(f"--dims must be comma-separated integers like 2,4,8, got {args.dims!r}") from exc
-        images, info = M.probe_pca(pipe, _open_image(args.image), dims, data=args.data, split=args.split, fit_n=args.fit_n, seed=args.seed, steps=args.steps, guidance=args.guidance, progress=True)
-        entries = [{"components": k, "relative_error": e, "source": args.image} for k, e in zip(info["dims"], info["relative_error"])] + [{"components": "all", "relative_error": 0.0, "source": args.image}]
+        images, info = M.probe_pca(
+            pipe,
+            _open_image(args.image),
+            dims,
+            data=args.data,
+            split=args.split,
+            fit_n=args.fit_n,
+            seed=args.seed,
+            steps=args.steps,
+            guidance=args.guidance,
+            progress=True,
+        )
+        entries = [
+            {"components": k, "relative_error": e, "source": args.image}
+            for k, e in zip(info["dims"], info["relative_error"])
+        ] + [{"components": "all", "relative_error": 0.0, "source": args.image}]
         meta["settings"] = _settings(args, "dims", "data", "split", "fit_n", "seed", "steps", "guidance")
         meta["settings"]["guidance"] = pipe.defaults.decoder_guidance if args.guidance is None else args.guidance
         meta["components_for_1pct"] = info["components_for_1pct"]
-        print(f"{info['components_for_1pct']} principal components keep the mean relative error of the {args.split} embeddings under 1%")
+        print(
+            f"{info['components_for_1pct']} principal components keep the mean relative error of the {args.split} "
+            "embeddings under 1%"
+        )
     if args.command in ("vary", "interpolate", "textdiff"):
         seed = getattr(args, "seed", 0)
         images = pipe.upsample_to(images, args.size, seed=seed, shared_noise=args.command != "vary", progress=True)

@@ -22,16 +22,22 @@ def _add_distributed(p: argparse.ArgumentParser) -> None:
     from ...train.distributed import BACKENDS, DEFAULT_TIMEOUT_S
 
     p.add_argument(
-        "--dist-backend", default=None, choices=BACKENDS,
+        "--dist-backend",
+        default=None,
+        choices=BACKENDS,
         help="torch.distributed backend under torchrun (default: nccl on cuda, gloo on cpu)",
     )
     p.add_argument(
-        "--dist-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+        "--dist-timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="SECONDS",
         help="under torchrun: fail the run when a rank does not answer a collective within this time, "
         f"e.g. because it died (default: {DEFAULT_TIMEOUT_S:.0f})",
     )
     p.add_argument(
-        "--fsdp", action="store_true",
+        "--fsdp",
+        action="store_true",
         help="decoder and upsampler under torchrun: shard parameters, gradients and optimizer state over the "
         "processes (FSDP2) instead of replicating them (DDP); checkpoints stay whole",
     )
@@ -43,31 +49,112 @@ def _add_distributed(p: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``train`` command."""
-    p = sub.add_parser("train", help="train a stage (clip, prior, decoder, ar-prior, upsampler) or all of them", description="Train one stage or the whole system. `all` trains CLIP, then the prior and decoder on cached CLIP embeddings, and writes a complete model directory to --out. `ar-prior` and `upsampler` add a component to an existing model directory. Re-run with --resume to continue an interrupted run exactly.")
+    p = sub.add_parser(
+        "train",
+        help="train a stage (clip, prior, decoder, ar-prior, upsampler) or all of them",
+        description=(
+            "Train one stage or the whole system. `all` trains CLIP, then the prior and decoder on cached CLIP "
+            "embeddings, and writes a complete model directory to --out. `ar-prior` and `upsampler` add a component "
+            "to an existing model directory. Re-run with --resume to continue an interrupted run exactly."
+        ),
+    )
     p.add_argument("stage", choices=["clip", "prior", "decoder", "all", "ar-prior", "upsampler"], help="what to train")
     p.add_argument("--data", default="shapes", help=TRAIN_DATA_HELP)
     p.add_argument("--clip", default=None, help=TRAIN_CLIP_HELP)
-    p.add_argument("--embeddings", default=None, metavar="DIR", help="prior, ar-prior: train on this embedding folder (clip-retrieval layout, `unclip embed`); decoder: look z_i up in it by key")
-    p.add_argument("--stream", action="store_true", help="decoder: stream --data in epochs instead of rendering it into memory (shards always stream)")
+    p.add_argument(
+        "--embeddings",
+        default=None,
+        metavar="DIR",
+        help=(
+            "prior, ar-prior: train on this embedding folder (clip-retrieval layout, `unclip embed`); decoder: look "
+            "z_i up in it by key"
+        ),
+    )
+    p.add_argument(
+        "--stream",
+        action="store_true",
+        help="decoder: stream --data in epochs instead of rendering it into memory (shards always stream)",
+    )
     p.add_argument("--workers", type=int, default=0, help="decoder, streamed: DataLoader worker processes (default: 0)")
-    p.add_argument("--preset", default="small", help="size preset: tiny (seconds, tests), small (2 CPU cores), gpu (default: small)")
+    p.add_argument(
+        "--preset",
+        default="small",
+        help="size preset: tiny (seconds, tests), small (2 CPU cores), gpu (default: small)",
+    )
     p.add_argument("--out", required=True, help="model directory to write")
-    p.add_argument("--resume", action="store_true", help="continue the earlier run in --out from its checkpoints (its data, seed, preset and options must match)")
-    p.add_argument("--overwrite", action="store_true", help="start over in an --out that holds an earlier run, deleting that run's checkpoints, caches and the components this command trains (files unclip did not write are kept)")
-    p.add_argument("--steps", type=A.TRAIN_STEPS, default=None, help="override the preset's number of steps for every stage trained")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the earlier run in --out from its checkpoints (its data, seed, preset and options must match)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help=(
+            "start over in an --out that holds an earlier run, deleting that run's checkpoints, caches and the "
+            "components this command trains (files unclip did not write are kept)"
+        ),
+    )
+    p.add_argument(
+        "--steps",
+        type=A.TRAIN_STEPS,
+        default=None,
+        help="override the preset's number of steps for every stage trained",
+    )
     p.add_argument("--seed", type=A.seed, default=0, help="random seed (default: 0)")
-    p.add_argument("--text-only", action="store_true", help="decoder only: train the GLIDE-style baseline without the CLIP image embedding (component decoder_text_only)")
-    p.add_argument("--low-res", type=A.SIZE, default=32, help="upsampler only: input side (default: 32, the shipped decoder's)")
+    p.add_argument(
+        "--text-only",
+        action="store_true",
+        help=(
+            "decoder only: train the GLIDE-style baseline without the CLIP image embedding (component "
+            "decoder_text_only)"
+        ),
+    )
+    p.add_argument(
+        "--low-res", type=A.SIZE, default=32, help="upsampler only: input side (default: 32, the shipped decoder's)"
+    )
     p.add_argument("--high-res", type=A.SIZE, default=128, help="upsampler only: output side (default: 128)")
-    p.add_argument("--degradation", default="blur", choices=["blur", "bsr", "none"], help="upsampler only: corruption of the low-res training inputs: blur (first stage), bsr (second stage) (default: blur)")
-    p.add_argument("--time-limit", type=A.TIME_LIMIT, default=None, help="wall-clock budget in seconds for the stage; the step count (at most --steps or the preset's) is fitted to it after a short probe")
+    p.add_argument(
+        "--degradation",
+        default="blur",
+        choices=["blur", "bsr", "none"],
+        help=(
+            "upsampler only: corruption of the low-res training inputs: blur (first stage), bsr (second stage) "
+            "(default: blur)"
+        ),
+    )
+    p.add_argument(
+        "--time-limit",
+        type=A.TIME_LIMIT,
+        default=None,
+        help=(
+            "wall-clock budget in seconds for the stage; the step count (at most --steps or the preset's) is fitted "
+            "to it after a short probe"
+        ),
+    )
     p.add_argument(
         "--batch-size", type=A.BATCH_SIZE, default=None,
         help="prior, ar-prior, decoder, upsampler: override the preset's batch size. It is the global batch: under "
         "torchrun each of the N processes trains on batch-size / N samples per step (batch-size must divide by N)",
     )  # fmt: skip
-    p.add_argument("--learned-variance", action=argparse.BooleanOptionalAction, default=None, help="decoder only: learn the variance with the iDDPM hybrid loss (every preset's default) or, with --no-learned-variance, keep it fixed")
-    p.add_argument("--init-from", default=None, metavar="DIR", help="decoder only: start from the weights (and network) of this decoder component, e.g. MODEL/decoder; with --text-only the z_i pathway is left out")
+    p.add_argument(
+        "--learned-variance",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=(
+            "decoder only: learn the variance with the iDDPM hybrid loss (every preset's default) or, with "
+            "--no-learned-variance, keep it fixed"
+        ),
+    )
+    p.add_argument(
+        "--init-from",
+        default=None,
+        metavar="DIR",
+        help=(
+            "decoder only: start from the weights (and network) of this decoder component, e.g. MODEL/decoder; with "
+            "--text-only the z_i pathway is left out"
+        ),
+    )
     _add_device(p)
     _add_precision(p)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -80,7 +167,9 @@ def run(args: argparse.Namespace) -> int:
     from ...train import distributed
     from ...train.components import train_all, train_component
 
-    options = dict(seed=args.seed, device=args.device, steps=args.steps, resume=args.resume, progress=not args.no_progress)
+    options = dict(
+        seed=args.seed, device=args.device, steps=args.steps, resume=args.resume, progress=not args.no_progress
+    )
     options.update(clip=args.clip, embeddings=args.embeddings, stream=args.stream, num_workers=args.workers)
     options.update(fsdp=args.fsdp, grad_checkpointing=args.grad_checkpointing)
     options.update(dist_backend=args.dist_backend, dist_timeout_s=args.dist_timeout)

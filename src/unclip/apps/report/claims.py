@@ -24,7 +24,9 @@ from .features import CLIP_SPACE
 DIVERSITY_SPACE = CLIP_SPACE  # always available, so claim (c) reads the same with or without Inception
 
 
-def _comparison(measure: str, favoured: float | None, other: float | None, better: str, allow_tie: bool) -> dict[str, Any]:
+def _comparison(
+    measure: str, favoured: float | None, other: float | None, better: str, allow_tie: bool
+) -> dict[str, Any]:
     if favoured is None or other is None:
         wins = None
     elif better == "higher":
@@ -63,12 +65,22 @@ def claim_prior(results: dict[str, Any], space: str) -> dict[str, Any]:
         comps = [
             _comparison("attribute accuracy (both right)", d["both_right_rate"], a["both_right_rate"], "higher", True),
             _comparison(f"Frechet distance ({space})", d["frechet"][space], a["frechet"][space], "lower", True),
-            _comparison("cosine to the true z_i", d.get("cosine_to_true_z_i"), a.get("cosine_to_true_z_i"), "higher", True),
+            _comparison(
+                "cosine to the true z_i", d.get("cosine_to_true_z_i"), a.get("cosine_to_true_z_i"), "higher", True
+            ),
         ]
         note = None
     holds = _verdict(comps) if comps else None
-    return {"claim": "the diffusion prior performs at least as well as the autoregressive prior", "favoured": "diffusion prior", "other": "AR prior",
-            "rule": "diffusion prior at least as good on more than half of the measures", "comparisons": comps, "holds": holds, "verdict": _words(holds), "note": note}
+    return {
+        "claim": "the diffusion prior performs at least as well as the autoregressive prior",
+        "favoured": "diffusion prior",
+        "other": "AR prior",
+        "rule": "diffusion prior at least as good on more than half of the measures",
+        "comparisons": comps,
+        "holds": holds,
+        "verdict": _words(holds),
+        "note": note,
+    }
 
 
 def claim_conditioning(results: dict[str, Any], space: str) -> dict[str, Any]:
@@ -84,19 +96,40 @@ def claim_conditioning(results: dict[str, Any], space: str) -> dict[str, Any]:
         ]
         note = None
     holds = _verdict(comps) if comps else None
-    return {"claim": "generating through the prior's z_i beats conditioning on the caption only", "favoured": "caption + prior z_i", "other": "caption only",
-            "rule": "prior mode strictly better on more than half of the measures", "comparisons": comps, "holds": holds, "verdict": _words(holds), "note": note}
+    return {
+        "claim": "generating through the prior's z_i beats conditioning on the caption only",
+        "favoured": "caption + prior z_i",
+        "other": "caption only",
+        "rule": "prior mode strictly better on more than half of the measures",
+        "comparisons": comps,
+        "holds": holds,
+        "verdict": _words(holds),
+        "note": note,
+    }
 
 
 def claim_diversity(results: dict[str, Any]) -> dict[str, Any]:
     """Claim (c): unCLIP keeps diversity under guidance; the baseline's falls."""
     sweep = results["guidance"]
     u, b = sweep.get("unclip", {}), sweep.get("baseline", {})
-    out: dict[str, Any] = {"claim": "as decoder guidance grows, unCLIP keeps its diversity while the GLIDE-style baseline's falls",
-                           "rule": f"relative drop of diversity ({DIVERSITY_SPACE} space) from the lowest to the highest scale: the baseline's is > 0 and larger than unCLIP's",
-                           "space": DIVERSITY_SPACE, "scales": [sweep["scales"][0], sweep["scales"][-1]]}
+    out: dict[str, Any] = {
+        "claim": "as decoder guidance grows, unCLIP keeps its diversity while the GLIDE-style baseline's falls",
+        "rule": (
+            f"relative drop of diversity ({DIVERSITY_SPACE} space) from the lowest to the highest scale: the "
+            "baseline's is > 0 and larger than unCLIP's"
+        ),
+        "space": DIVERSITY_SPACE,
+        "scales": [sweep["scales"][0], sweep["scales"][-1]],
+    }
     if "skipped" in u or "skipped" in b:
-        return {**out, "holds": None, "verdict": _words(None), "note": u.get("skipped") or b.get("skipped"), "unclip_drop": None, "baseline_drop": None}
+        return {
+            **out,
+            "holds": None,
+            "verdict": _words(None),
+            "note": u.get("skipped") or b.get("skipped"),
+            "unclip_drop": None,
+            "baseline_drop": None,
+        }
     du = relative_drop([pt["diversity"][DIVERSITY_SPACE] for pt in u["points"]])
     db = relative_drop([pt["diversity"][DIVERSITY_SPACE] for pt in b["points"]])
     holds = None if du is None or db is None else bool(db > 0 and db > du)
@@ -105,4 +138,8 @@ def claim_diversity(results: dict[str, Any]) -> dict[str, Any]:
 
 def evaluate_claims(results: dict[str, Any], primary_space: str) -> dict[str, Any]:
     """All three claims from ``results`` (keys ``prior_comparison``, ``conditioning``, ``guidance``)."""
-    return {"a": claim_prior(results, primary_space), "b": claim_conditioning(results, primary_space), "c": claim_diversity(results)}
+    return {
+        "a": claim_prior(results, primary_space),
+        "b": claim_conditioning(results, primary_space),
+        "c": claim_diversity(results),
+    }

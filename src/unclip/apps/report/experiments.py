@@ -31,8 +31,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ...eval.text_to_image import prior_cosine_report
-from ...storage.imageio import tensor_to_pil, write_image_set
 from ...pipeline import UnCLIP
+from ...storage.imageio import tensor_to_pil, write_image_set
 from ...train.presets import RUN_PRESETS as PRESETS
 from .features import FeatureSpaces, Reference
 from .scoring import evaluate_images
@@ -85,12 +85,23 @@ class ReportContext:
             self._embeds[key] = (z, time.perf_counter() - start)
         return self._embeds[key]
 
-    def generate(self, decoder: str, prompts: tuple[str, ...], samples: int, mode: str, guidance: float) -> tuple[torch.Tensor, list[str], float]:
+    def generate(
+        self, decoder: str, prompts: tuple[str, ...], samples: int, mode: str, guidance: float
+    ) -> tuple[torch.Tensor, list[str], float]:
         """Images (N, 3, S, S) of one configuration, their prompts, and the decoding seconds."""
         pipe = self.pipe if decoder == UNCLIP else self.baseline
         z = self.image_embeds(prompts, samples, mode)[0] if mode in PRIOR_COMPONENTS else None
         start = time.perf_counter()
-        images, expanded = pipe.generate_tensors(list(prompts), samples, self.settings.seed, prior=mode, decoder_guidance=guidance, steps=self.settings.decoder_steps, image_embeds=z, size=pipe.decoder.config.image_size)
+        images, expanded = pipe.generate_tensors(
+            list(prompts),
+            samples,
+            self.settings.seed,
+            prior=mode,
+            decoder_guidance=guidance,
+            steps=self.settings.decoder_steps,
+            image_embeds=z,
+            size=pipe.decoder.config.image_size,
+        )
         return images.cpu(), expanded, time.perf_counter() - start
 
     def run(self, decoder: str, prompts: tuple[str, ...], samples: int, mode: str, guidance: float) -> dict[str, Any]:
@@ -102,9 +113,24 @@ class ReportContext:
         metrics = evaluate_images(images, expanded, self.spaces, self.reference, k=self.settings.precision_recall_k)
         name = f"{decoder}_{mode}_g{guidance:g}_{len(prompts)}x{samples}"
         entries = [{"prompt": p, "seed": self.settings.seed, "sample": i % samples} for i, p in enumerate(expanded)]
-        meta = {"command": "report", "decoder": decoder, "prior": mode, "decoder_guidance": guidance, "decoder_steps": self.settings.decoder_steps}
-        write_image_set(self.out / "samples" / name, tensor_to_pil(images), entries, meta, ncols=samples * min(4, len(prompts)))
-        result = {"decoder": decoder, "prior": mode, "guidance": float(guidance), "decode_s": seconds, "grid": f"samples/{name}/grid.png", **metrics}
+        meta = {
+            "command": "report",
+            "decoder": decoder,
+            "prior": mode,
+            "decoder_guidance": guidance,
+            "decoder_steps": self.settings.decoder_steps,
+        }
+        write_image_set(
+            self.out / "samples" / name, tensor_to_pil(images), entries, meta, ncols=samples * min(4, len(prompts))
+        )
+        result = {
+            "decoder": decoder,
+            "prior": mode,
+            "guidance": float(guidance),
+            "decode_s": seconds,
+            "grid": f"samples/{name}/grid.png",
+            **metrics,
+        }
         self._runs[key] = result
         return result
 
@@ -137,10 +163,15 @@ def training_compute(meta: dict[str, Any], mode: str) -> dict[str, Any]:
         batch, source = PRESETS[preset][section].get("batch_size"), f"preset '{preset}'"
     steps = stats.get("steps")
     return {
-        "steps": steps, "batch_size": batch, "batch_size_source": source if batch is not None else None,
+        "steps": steps,
+        "batch_size": batch,
+        "batch_size_source": source if batch is not None else None,
         "examples": steps * batch if steps is not None and batch is not None else None,
-        "wall_time_s": stats.get("wall_time_s"), "total_wall_time_s": stats.get("total_wall_time_s"),
-        "steps_per_s": stats.get("steps_per_s"), "preset": preset, "device": device,
+        "wall_time_s": stats.get("wall_time_s"),
+        "total_wall_time_s": stats.get("total_wall_time_s"),
+        "steps_per_s": stats.get("steps_per_s"),
+        "preset": preset,
+        "device": device,
     }
 
 
@@ -148,7 +179,13 @@ def prior_comparison(ctx: ReportContext) -> dict[str, Any]:
     """Section 1: diffusion vs AR prior, decoded at the unCLIP decoder's default guidance."""
     s, pipe = ctx.settings, ctx.pipe
     guidance = float(pipe.defaults.decoder_guidance)
-    out: dict[str, Any] = {"decoder_guidance": guidance, "prior_steps": pipe.defaults.prior_steps, "best_of": pipe.defaults.best_of, "prior_guidance": pipe.defaults.prior_guidance, "priors": {}}
+    out: dict[str, Any] = {
+        "decoder_guidance": guidance,
+        "prior_steps": pipe.defaults.prior_steps,
+        "best_of": pipe.defaults.best_of,
+        "prior_guidance": pipe.defaults.prior_guidance,
+        "priors": {},
+    }
     available = {"diffusion": pipe.prior is not None, "ar": pipe.ar_prior is not None}
     modules = {"diffusion": pipe.prior, "ar": pipe.ar_prior}
     with _bar(sum(available.values()) + 1, "priors", ctx) as bar:
@@ -169,7 +206,10 @@ def prior_comparison(ctx: ReportContext) -> dict[str, Any]:
             out["cosine_captions"] = s.cosine_captions
             out["cosine_s"] = time.perf_counter() - start
             out["text_embed_cosine_to_true_z_i"] = cos["text_embed_cosine_to_true_image_embed"]
-            for mode, key in (("diffusion", "prior_cosine_to_true_image_embed"), ("ar", "ar_prior_cosine_to_true_image_embed")):
+            for mode, key in (
+                ("diffusion", "prior_cosine_to_true_image_embed"),
+                ("ar", "ar_prior_cosine_to_true_image_embed"),
+            ):
                 if key in cos:
                     out["priors"][mode]["cosine_to_true_z_i"] = cos[key]
         bar.update()
@@ -189,7 +229,10 @@ def conditioning_comparison(ctx: ReportContext) -> dict[str, Any]:
         if prior is None:
             out["modes"]["prior"] = {"label": "caption + prior z_i", "skipped": skipped_note("prior_diffusion")}
         else:
-            out["modes"]["prior"] = {"label": f"caption + {prior} prior z_i", **ctx.run(UNCLIP, s.prompts, s.samples_per_prompt, prior, guidance)}
+            out["modes"]["prior"] = {
+                "label": f"caption + {prior} prior z_i",
+                **ctx.run(UNCLIP, s.prompts, s.samples_per_prompt, prior, guidance),
+            }
         bar.update()
     return out
 
@@ -198,7 +241,11 @@ def guidance_sweep(ctx: ReportContext) -> dict[str, Any]:
     """Section 3 (Figures 9-11): metrics against decoder guidance, unCLIP (z_i fixed) and the baseline."""
     s = ctx.settings
     prior = ctx.prior_mode
-    out: dict[str, Any] = {"scales": list(s.guidance_scales), "prompts": len(s.sweep_prompts), "samples_per_prompt": s.sweep_samples_per_prompt}
+    out: dict[str, Any] = {
+        "scales": list(s.guidance_scales),
+        "prompts": len(s.sweep_prompts),
+        "samples_per_prompt": s.sweep_samples_per_prompt,
+    }
     todo = [(UNCLIP, prior)] if prior is not None else []
     if ctx.baseline is not None:
         todo.append((BASELINE, "none"))
@@ -229,7 +276,12 @@ def sample_grids(ctx: ReportContext) -> tuple[dict[str, Any], dict[str, list[tup
         todo.append((UNCLIP, ctx.prior_mode))
     if ctx.baseline is not None:
         todo.append((BASELINE, "none"))
-    out: dict[str, Any] = {"prompt": s.grid_prompt, "samples": s.grid_samples, "seed": s.seed, "scales": list(s.guidance_scales)}
+    out: dict[str, Any] = {
+        "prompt": s.grid_prompt,
+        "samples": s.grid_samples,
+        "seed": s.seed,
+        "scales": list(s.guidance_scales),
+    }
     images: dict[str, list[tuple[float, torch.Tensor]]] = {}
     with _bar(len(todo) * len(s.guidance_scales), "sample grids", ctx) as bar:
         for decoder, mode in todo:
@@ -238,7 +290,13 @@ def sample_grids(ctx: ReportContext) -> tuple[dict[str, Any], dict[str, list[tup
                 x, expanded, _ = ctx.generate(decoder, prompts, s.grid_samples, mode, g)
                 name = f"grid_{decoder}_g{g:g}"
                 entries = [{"prompt": p, "seed": s.seed, "sample": i} for i, p in enumerate(expanded)]
-                write_image_set(ctx.out / "samples" / name, tensor_to_pil(x), entries, {"command": "report", "decoder": decoder, "prior": mode, "decoder_guidance": g}, ncols=s.grid_samples)
+                write_image_set(
+                    ctx.out / "samples" / name,
+                    tensor_to_pil(x),
+                    entries,
+                    {"command": "report", "decoder": decoder, "prior": mode, "decoder_guidance": g},
+                    ncols=s.grid_samples,
+                )
                 sets.append({"guidance": g, "dir": f"samples/{name}"})
                 images[decoder].append((g, x))
                 bar.update()

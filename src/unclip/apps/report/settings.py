@@ -37,7 +37,9 @@ def balanced_prompts(per_colour: int) -> tuple[str, ...]:
     if per_colour not in (1, 2, 4):
         raise InputError(f"per_colour must be 1, 2 or 4, got {per_colour}")
     step = len(SHAPES) // per_colour
-    return tuple(f"a {c} {SHAPES[(i + j * step) % len(SHAPES)]}" for i, c in enumerate(COLORS) for j in range(per_colour))
+    return tuple(
+        f"a {c} {SHAPES[(i + j * step) % len(SHAPES)]}" for i, c in enumerate(COLORS) for j in range(per_colour)
+    )
 
 
 @dataclass
@@ -76,7 +78,9 @@ class ReportSettings:
         if not self.prompts or not self.sweep_prompts:
             raise InputError("report settings need at least one prompt and one sweep prompt")
         if self.samples_per_prompt < 2 or self.sweep_samples_per_prompt < 2:
-            raise InputError("report settings need at least 2 samples per prompt (diversity compares samples of one caption)")
+            raise InputError(
+                "report settings need at least 2 samples per prompt (diversity compares samples of one caption)"
+            )
         if self.decoder_steps < 1 or self.grid_samples < 1 or self.cosine_captions < 2:
             raise InputError("decoder_steps and grid_samples must be >= 1 and cosine_captions >= 2")
         if len(self.guidance_scales) < 2 or any(g < 1.0 for g in self.guidance_scales):
@@ -94,7 +98,16 @@ class ReportSettings:
     def quick(cls, seed: int = 0) -> "ReportSettings":
         """``--quick``: 8 prompts x 2 samples, 3 scales, 10 steps (a few minutes)."""
         eight = balanced_prompts(1)
-        return cls(prompts=eight, sweep_prompts=eight, sweep_samples_per_prompt=2, decoder_steps=10, guidance_scales=(1.0, 3.0, 6.0), reference_images=128, cosine_captions=32, seed=seed)
+        return cls(
+            prompts=eight,
+            sweep_prompts=eight,
+            sweep_samples_per_prompt=2,
+            decoder_steps=10,
+            guidance_scales=(1.0, 3.0, 6.0),
+            reference_images=128,
+            cosine_captions=32,
+            seed=seed,
+        )
 
     def estimate_s(self, inception: bool = True) -> float:
         """Rough wall time in seconds on 2 CPU cores for the shipped model (decoding dominates).
@@ -104,14 +117,21 @@ class ReportSettings:
         section 2 when the prompt sets agree; the grids), the Inception features of every
         scored image and of the reference, and the diffusion prior's embeddings.
         """
+
         def decode(images: int, guidance: float) -> float:
             return images * self.decoder_steps * DECODER_S_PER_IMAGE_STEP["guided" if guidance != 1.0 else "unguided"]
 
         main = len(self.prompts) * self.samples_per_prompt
         sweep = len(self.sweep_prompts) * self.sweep_samples_per_prompt
-        shared = self.prompts == self.sweep_prompts and self.samples_per_prompt == self.sweep_samples_per_prompt and DEFAULT_GUIDANCE in self.guidance_scales
+        shared = (
+            self.prompts == self.sweep_prompts
+            and self.samples_per_prompt == self.sweep_samples_per_prompt
+            and DEFAULT_GUIDANCE in self.guidance_scales
+        )
         seconds = 4 * decode(main, DEFAULT_GUIDANCE)
-        seconds += sum(2 * decode(sweep, g) for g in self.guidance_scales) - (decode(sweep, DEFAULT_GUIDANCE) if shared else 0.0)
+        seconds += sum(2 * decode(sweep, g) for g in self.guidance_scales) - (
+            decode(sweep, DEFAULT_GUIDANCE) if shared else 0.0
+        )
         seconds += sum(2 * decode(self.grid_samples, g) for g in self.guidance_scales)
         scored = 4 * main + 2 * len(self.guidance_scales) * sweep - (sweep if shared else 0)
         if inception:
@@ -121,5 +141,9 @@ class ReportSettings:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["prompts"], d["sweep_prompts"], d["guidance_scales"] = list(self.prompts), list(self.sweep_prompts), list(self.guidance_scales)
+        d["prompts"], d["sweep_prompts"], d["guidance_scales"] = (
+            list(self.prompts),
+            list(self.sweep_prompts),
+            list(self.guidance_scales),
+        )
         return d

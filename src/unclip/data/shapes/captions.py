@@ -1,5 +1,4 @@
-"""Captions of ``shapes`` scenes: written from the spec's templates, and read back exactly.
-"""
+"""Captions of ``shapes`` scenes: written from the spec's templates, and read back exactly."""
 
 from __future__ import annotations
 
@@ -7,7 +6,25 @@ import random
 import re
 from typing import Any, Sequence
 
-from .spec import _choice
+from .spec import (
+    BACKGROUND_SUFFIX,
+    BACKGROUNDS,
+    COLORS,
+    HELD_OUT_PAIRS,
+    ONE_OBJECT_TEMPLATES,
+    P_BACKGROUND_SUFFIX,
+    P_RELATION_TEMPLATE,
+    REGIONS,
+    RELATIONS,
+    SHAPES,
+    SIZES,
+    TWO_OBJECT_TEMPLATES,
+    ObjectSpec,
+    Scene,
+    _choice,
+    eligible_relation_axes,
+    relation_between,
+)
 
 
 def _caption(rng: random.Random, background: str, objs: Sequence[ObjectSpec]) -> str:
@@ -27,24 +44,7 @@ def _caption(rng: random.Random, background: str, objs: Sequence[ObjectSpec]) ->
     if rng.random() < P_BACKGROUND_SUFFIX:
         text += BACKGROUND_SUFFIX.format(background=background)
     return text
-from .spec import (
-    BACKGROUND_SUFFIX,
-    BACKGROUNDS,
-    COLORS,
-    HELD_OUT_PAIRS,
-    ONE_OBJECT_TEMPLATES,
-    P_BACKGROUND_SUFFIX,
-    P_RELATION_TEMPLATE,
-    REGIONS,
-    RELATIONS,
-    SHAPES,
-    SIZES,
-    TWO_OBJECT_TEMPLATES,
-    ObjectSpec,
-    Scene,
-    eligible_relation_axes,
-    relation_between,
-)
+
 
 _C = "|".join(COLORS)
 _S = "|".join(SHAPES)

@@ -1,5 +1,4 @@
-"""The ``shapes`` dataset as a torch ``Dataset``, its collate function and an infinite sampler.
-"""
+"""The ``shapes`` dataset as a torch ``Dataset``, its collate function and an infinite sampler."""
 
 from __future__ import annotations
 
@@ -9,6 +8,9 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from ...errors import DataError
+from .raster import _check_size, _to_tensor, render_array
+from .sampling import _check_split, sample_scene
+from .spec import Scene
 
 
 class ShapesDataset(Dataset):
@@ -41,9 +43,6 @@ class ShapesDataset(Dataset):
         scene = self.scene(int(index))
         image = _to_tensor([render_array(scene, self.size)])[0]
         return {"image": image, "caption": scene.caption, "attributes": scene.attributes()}
-from .raster import _check_size, _to_tensor, render_array
-from .sampling import _check_split, sample_scene
-from .spec import Scene
 
 
 def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:

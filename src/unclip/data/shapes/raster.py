@@ -1,9 +1,9 @@
-"""Rendering ``shapes`` scenes: exact polygon coverage of every pixel, supersampled and box-filtered.
-"""
+"""Rendering ``shapes`` scenes: exact polygon coverage of every pixel, supersampled and box-filtered."""
 
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -11,6 +11,16 @@ from PIL import Image
 
 from ...errors import DataError
 from .sampling import sample_scene
+from .spec import (
+    BACKGROUNDS,
+    COLORS,
+    MIN_SIZE,
+    SHAPES,
+    STAR_INNER,
+    SUPERSAMPLE,
+    ObjectSpec,
+    Scene,
+)
 
 
 def shape_polygon(obj: ObjectSpec, side: float) -> list[tuple[float, float]]:
@@ -34,19 +44,6 @@ def shape_polygon(obj: ObjectSpec, side: float) -> list[tuple[float, float]]:
             pts.append((cx + r * math.cos(ang), cy + r * math.sin(ang)))
         return pts
     raise DataError(f"shape {obj.shape!r} has no polygon outline; polygons exist for square, triangle and star")
-import math
-from typing import Any
-
-from .spec import (
-    BACKGROUNDS,
-    COLORS,
-    MIN_SIZE,
-    SHAPES,
-    STAR_INNER,
-    SUPERSAMPLE,
-    ObjectSpec,
-    Scene,
-)
 
 
 def _polygon_spans(pts: Sequence[tuple[float, float]], ys: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -1,14 +1,31 @@
-"""Sampling ``shapes`` scenes: layouts that obey the spec, one seeded stream per item.
-"""
+"""Sampling ``shapes`` scenes: layouts that obey the spec, one seeded stream per item."""
 
 from __future__ import annotations
 
+import hashlib
 import random
 from typing import Sequence
 
 from ...errors import DataError
 from .captions import _caption, parse_caption
-from .spec import _MAX_LAYOUT_TRIES, _TRAIN_PAIRS, _choice
+from .spec import (
+    _ALL_PAIRS,
+    _MAX_LAYOUT_TRIES,
+    _TRAIN_PAIRS,
+    BACKGROUNDS,
+    GAP,
+    MARGIN,
+    P_TWO_OBJECTS,
+    SIZES,
+    SPLITS,
+    ObjectSpec,
+    Scene,
+    _choice,
+    eligible_relation_axes,
+    item_rng,
+    region_of,
+    relation_between,
+)
 
 
 def _layout(rng: random.Random, attrs: Sequence[tuple[str, str, str]]) -> tuple[ObjectSpec, ...]:
@@ -37,27 +54,8 @@ def _layout(rng: random.Random, attrs: Sequence[tuple[str, str, str]]) -> tuple[
                 continue
         elif len(ext) != 1:
             raise DataError(f"shapes scenes hold 1 or 2 objects, got {len(ext)}")
-        return tuple(
-            ObjectSpec(c, s, z, e, (x, y), region_of(x, y)) for (c, s, z), e, (x, y) in zip(attrs, ext, cen)
-        )
+        return tuple(ObjectSpec(c, s, z, e, (x, y), region_of(x, y)) for (c, s, z), e, (x, y) in zip(attrs, ext, cen))
     raise DataError(f"could not place objects {list(attrs)} without overlap")  # pragma: no cover
-import hashlib
-
-from .spec import (
-    _ALL_PAIRS,
-    BACKGROUNDS,
-    GAP,
-    MARGIN,
-    P_TWO_OBJECTS,
-    SIZES,
-    SPLITS,
-    ObjectSpec,
-    Scene,
-    eligible_relation_axes,
-    item_rng,
-    region_of,
-    relation_between,
-)
 
 
 def _check_split(split: str) -> None:
