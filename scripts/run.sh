@@ -39,6 +39,7 @@ case "$job" in
   demo) exec .venv/bin/unclip demo "$@" ;;
   test)
     .venv/bin/ruff check src tests benchmarks || { echo "error: ruff found problems (run: .venv/bin/ruff check --fix src tests benchmarks)" >&2; exit 1; }
+    .venv/bin/ruff format --check -q src tests benchmarks || { echo "error: files need formatting (run: .venv/bin/ruff format src tests benchmarks)" >&2; exit 1; }
     exec $VPY -m pytest "$@" ;;
   unclip) exec .venv/bin/unclip "$@" ;;
   *) echo "usage: bash scripts/run.sh demo|test|unclip [ARGS...]" >&2; exit 2 ;;
