@@ -75,8 +75,12 @@ class KarloUnCLIP(UnCLIPBase):
         guidance: float | None = None,
         best_of: int | None = None,
         progress: bool = False,
+        method: str | None = None,
     ) -> torch.Tensor:
-        """Raw CLIP image embeddings (B, E) for each prompt under a conditioning mode."""
+        """Raw CLIP image embeddings (B, E) for each prompt under a conditioning mode.
+
+        Karlo's prior is always sampled with its own DDPM schedule, so ``method`` (the
+        sampler chosen for the decoder and upsamplers) does not apply to it."""
         if mode not in ("diffusion", "text-embed"):
             if mode == "ar":
                 raise InputError("Karlo has no autoregressive prior; use --prior diffusion, text-embed or none")
@@ -164,10 +168,14 @@ class KarloUnCLIP(UnCLIPBase):
         steps: int | list[int | None] | None = None,
         shared_noise: bool = False,
         progress: bool = False,
+        sampler: str | None = None,
     ) -> torch.Tensor:
-        """Karlo's DDPM super-resolution up to ``size``; with ``shared_noise``, the base pipeline's DDIM (eta 0)."""
+        """Karlo's DDPM super-resolution up to ``size``; with ``shared_noise``, the base pipeline's
+        sampler (``sampler``, default DDIM at eta 0)."""
         if shared_noise:
-            return super().upsample_to(images, size, seed=seed, steps=steps, shared_noise=True, progress=progress)
+            return super().upsample_to(
+                images, size, seed=seed, steps=steps, shared_noise=True, progress=progress, sampler=sampler
+            )
         stages = self.stage_chain(size, images.shape[-1])
         generator = torch.Generator(device="cpu").manual_seed(int(seed))
         x = images
