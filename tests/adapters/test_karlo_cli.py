@@ -84,7 +84,10 @@ def test_errors_name_the_fix(karlo_dirs, tmp_path, capsys):
     assert main(["invert", str(tmp_path / "x.png"), "--model", t2i, "--out", str(tmp_path / "l.safetensors")]) == 1
     assert "--image-encoder-from" in capsys.readouterr().err
     # the image-variations directory has no prior, and Karlo no autoregressive prior
-    assert main(["generate", "a horse", "--model", variations, "-n", "1", "--steps", "2", "--out", str(tmp_path / "out")]) == 1
+    assert (
+        main(["generate", "a horse", "--model", variations, "-n", "1", "--steps", "2", "--out", str(tmp_path / "out")])
+        == 1
+    )
     assert "no prior" in capsys.readouterr().err
     assert main(["generate", "a horse", "--model", variations, "--prior", "ar", "--out", str(tmp_path / "out")]) == 1
     assert "autoregressive" in capsys.readouterr().err
