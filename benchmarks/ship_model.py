@@ -26,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from unclip.model_dir import read_model_json  # noqa: E402
 from unclip.storage.checkpoint import atomic_write_json, load_tensors, read_json, save_tensors  # noqa: E402
+from unclip.storage.integrity import sha256_file  # noqa: E402
 from unclip.storage.quantize import dequantize_state, quantize_state  # noqa: E402
 
 PACKAGE_MODELS = Path(__file__).resolve().parents[1] / "src" / "unclip" / "models"
@@ -45,7 +46,6 @@ def buffer_names(component_dir: Path) -> set[str]:
 
 def write_component(src: Path, dst: Path, *, int8: bool) -> int:
     dst.mkdir(parents=True)
-    shutil.copy(src / "config.json", dst / "config.json")
     tensors = dequantize_state(load_tensors(src / "weights.safetensors"))
     keep = buffer_names(src)
     if int8:
@@ -53,6 +53,9 @@ def write_component(src: Path, dst: Path, *, int8: bool) -> int:
     else:
         stored = {k: v.half() if v.is_floating_point() and k not in keep else v for k, v in tensors.items()}
     save_tensors(dst / "weights.safetensors", stored)
+    payload = read_json(src / "config.json")
+    payload["sha256"] = {"weights.safetensors": sha256_file(dst / "weights.safetensors")}  # of the stored weights
+    atomic_write_json(dst / "config.json", payload)
     return (dst / "weights.safetensors").stat().st_size
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from unclip.decoder.model import Decoder, DecoderConfig
-from unclip.storage.checkpoint import WEIGHTS_NAME, load_component, save_component, save_tensors
+from unclip.storage.checkpoint import load_component, save_component
 from unclip.storage.quantize import SCALE_SUFFIX, dequantize_state, quantize_state, quantize_tensor
 
 
@@ -55,8 +55,7 @@ def test_quantised_component_loads_into_its_model(tmp_path):
     with torch.no_grad():  # zero-initialised output layers would make the comparison vacuous
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
-    save_component(tmp_path, "decoder", cfg, model.state_dict())
-    save_tensors(tmp_path / WEIGHTS_NAME, quantize_state(model.state_dict()))
+    save_component(tmp_path, "decoder", cfg, quantize_state(model.state_dict()))  # int8 weights, their SHA-256 recorded
     _, state, _ = load_component(tmp_path, "decoder", DecoderConfig)
     assert all(v.dtype != torch.int8 for v in state.values()) and set(state) == set(model.state_dict())
     loaded = Decoder(cfg).eval()

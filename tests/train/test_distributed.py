@@ -232,6 +232,7 @@ def test_killing_a_rank_fails_the_other_quickly_and_resume_finishes(base, tmp_pa
         "--no-progress",
         "--dist-timeout",
         "30",
+        "--overwrite",  # the copied base holds a decoder: start this run over (issue 18's folder guard)
     ]
     procs = _launch(argv, log_dir=tmp_path)
     state = out / "runs" / "decoder" / "train_state" / "state.json"

@@ -105,7 +105,9 @@ def test_a_changed_or_missing_clip_is_named_when_loading(flow, tmp_path):
 def test_another_clip_for_the_same_model_is_refused(flow, tmp_path, capsys):
     model = tmp_path / "model"
     shutil.copytree(flow / "model", model)
-    assert main(["train", "decoder", "--clip", "shapes", "--preset", "tiny", "--out", str(model), "--steps", "1"]) == 1
+    argv = ["train", "decoder", "--clip", "shapes", "--preset", "tiny", "--out", str(model), "--steps", "1"]
+    argv.append("--overwrite")
+    assert main(argv) == 1
     err = capsys.readouterr().err
     assert "was trained with the hf CLIP" in err and "--clip" in err
     assert main(["train", "prior", "--embeddings", str(flow / "emb"), "--clip", "shapes", "--preset", "tiny",

@@ -33,7 +33,6 @@ FLAGS = {
     "data": "--data",
     "seed": "--seed",
     "preset": "--preset",
-    "steps": "--steps",
     "batch_size": "--batch-size",
     "text_only": "--text-only",
     "init_from": "--init-from",
@@ -44,7 +43,12 @@ FLAGS = {
     "train": "the preset's training settings",
     "image_size": "the preset's image size",
 }
-_IGNORED = {"device", "progress", "resume", "time_limit_s", "overwrite"}
+# Not part of what a run is: where and how it runs, and how long it goes on (a resumed run may
+# train to more steps; a checkpoint written by N processes resumes on M, with or without FSDP).
+_IGNORED = {
+    "device", "progress", "resume", "time_limit_s", "overwrite", "steps",
+    "fsdp", "grad_checkpointing", "dist_backend", "dist_timeout_s",
+}  # fmt: skip
 
 
 def data_identity(data: Any) -> str:
