@@ -27,7 +27,7 @@ from .clip.frozen import FrozenCLIP
 from .clip.spec import check_clip_record, load_recorded_clip
 from .decoder.model import Decoder, DecoderConfig
 from .diffusion import UPSAMPLER_DEFAULT_STEPS, DiffusionSettings
-from .errors import CheckpointError
+from .errors import CheckpointError, InputError
 from .prior.ar_prior import COMPONENT as AR_COMPONENT
 from .prior.ar_prior import ARPrior, ARPriorConfig
 from .prior.diffusion_prior import DiffusionPrior, DiffusionPriorConfig
@@ -265,8 +265,6 @@ def load_model(
     name_or_path: str | os.PathLike, device: str | torch.device = "cpu", *, decoder: str = "decoder"
 ) -> LoadedModel:
     """Load a model directory's components; ``decoder`` picks the decoder component."""
-    from .errors import InputError
-
     root = resolve_model_path(name_or_path)
     meta = read_model_json(root)
     comps = meta.get("components", {})

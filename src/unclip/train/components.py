@@ -425,15 +425,13 @@ def train_all(data: str, preset: str, out: str | Path, **options: Any) -> dict[s
     opts = _join_process_group(Options(**options))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    get_run_preset(preset)  # fail early on an unknown name
+    data_spec = get_run_preset(preset)["data"]  # fails early on an unknown name
     timings: dict[str, float] = {}
     start = time.perf_counter()
     if opts.embeddings is not None or opts.stream or is_shard_spec(data):
         record, extra = train_all_streamed(data, preset, out, opts, options, train_component, timings)
         return finish_all(out, data, preset, opts, timings, start, {}, record, extra, _world())
-    training_set = prepare_training_set(
-        data, get_run_preset(preset)["data"], out, seed=opts.seed, progress=opts.progress
-    )
+    training_set = prepare_training_set(data, data_spec, out, seed=opts.seed, progress=opts.progress)
     timings["render_s"] = time.perf_counter() - start
     t0 = time.perf_counter()
     record = None
