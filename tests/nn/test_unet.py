@@ -196,3 +196,34 @@ def test_channels_last_matches_contiguous() -> None:
     net_cl = net.to(memory_format=torch.channels_last)
     out = net_cl(x.to(memory_format=torch.channels_last), t)
     torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_recomputed_norm_activation_gives_the_stored_gradients():
+    """ResBlock's GroupNorm -> SiLU chains are recomputed in backward (memory); the gradients
+    must equal those of the plain, stored computation."""
+    from unclip.nn.unet import ResBlock, _norm_modulate_silu, recompute_in_backward
+
+    torch.manual_seed(0)
+    block = ResBlock(32, 64, 16)
+    torch.nn.init.normal_(block.conv_out.weight, std=0.05)  # the zero init would hide the branch
+    x = torch.randn(2, 32, 8, 8, requires_grad=True)
+    emb = torch.randn(2, 16)
+
+    def plain(x: torch.Tensor) -> torch.Tensor:
+        h = block.conv_in(torch.nn.functional.silu(block.norm_in(x)))
+        e = block.emb_proj(torch.nn.functional.silu(emb))[:, :, None, None]
+        h = _norm_modulate_silu(block.norm_out, h, e)
+        return block.skip(x) + block.conv_out(h)
+
+    out = block(x, emb)
+    assert torch.allclose(out, plain(x), atol=1e-6)
+    g = torch.randn_like(out)
+    grads = torch.autograd.grad(out, [x, *block.parameters()], g)
+    ref = torch.autograd.grad(plain(x), [x, *block.parameters()], g)
+    for a, b in zip(grads, ref):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
+    # and it stores less: only the chain's input is kept
+    sizes = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: sizes.append(t.numel()) or t, lambda t: t):
+        recompute_in_backward(torch.nn.functional.silu, x * 2)
+    assert sizes == [x.numel()]

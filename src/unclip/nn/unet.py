@@ -180,17 +180,38 @@ class ResBlock(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        h = F.silu(self.norm_in(x))
+        h = recompute_in_backward(_norm_silu, self.norm_in, x)
         h = self.conv_in(self._resize(h))
         x = self._resize(x)
         e = self.emb_proj(F.silu(emb))[:, :, None, None].to(h.dtype)
         if self.use_scale_shift_norm:
-            scale, shift = e.chunk(2, dim=1)
-            h = self.norm_out(h) * (1 + scale) + shift
+            h = recompute_in_backward(_norm_modulate_silu, self.norm_out, h, e)
         else:
-            h = self.norm_out(h + e)
-        h = self.conv_out(self.dropout(F.silu(h)))
+            h = recompute_in_backward(_norm_silu, self.norm_out, h + e)
+        h = self.conv_out(self.dropout(h))
         return self.skip(x) + h
+
+
+def _norm_silu(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return F.silu(norm(x))
+
+
+def _norm_modulate_silu(norm: nn.Module, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    scale, shift = e.chunk(2, dim=1)
+    return F.silu(norm(x) * (1 + scale) + shift)
+
+
+def recompute_in_backward(fn, *args):
+    """``fn(*args)``, its intermediates recomputed in backward rather than stored (training only).
+
+    Used for the elementwise GroupNorm -> (scale, shift) -> SiLU chains of the residual
+    blocks: they hold two to three full-size activations per block (in fp32 under bf16
+    autocast, where the norm upcasts), cost a few percent of the block's compute to redo,
+    and dominate training memory otherwise. Only the input is kept.
+    """
+    if not torch.is_grad_enabled():
+        return fn(*args)
+    return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False)
 
 
 class AttentionBlock(nn.Module):
