@@ -205,9 +205,9 @@ def recompute_in_backward(fn, *args):
     """``fn(*args)``, its intermediates recomputed in backward rather than stored (training only).
 
     Used for the elementwise GroupNorm -> (scale, shift) -> SiLU chains of the residual
-    blocks: they hold two to three full-size activations per block (in fp32 under bf16
-    autocast, where the norm upcasts), cost a few percent of the block's compute to redo,
-    and dominate training memory otherwise. Only the input is kept.
+    blocks (two to three full-size activations per block otherwise) and for the attention
+    blocks (their queries, keys, values and softmax statistics): together about half of the
+    decoder's saved activations, for a few percent of its FLOPs. Only the inputs are kept.
     """
     if not torch.is_grad_enabled():
         return fn(*args)
@@ -238,10 +238,13 @@ class AttentionBlock(nn.Module):
     def forward(
         self, x: torch.Tensor, context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
+        return x + recompute_in_backward(self._attend, x, context, context_mask)
+
+    def _attend(self, x: torch.Tensor, context: torch.Tensor | None, context_mask: torch.Tensor | None) -> torch.Tensor:
         b, c, h, w = x.shape
         tokens = self.norm(x).flatten(2).transpose(1, 2)  # (B, HW, C)
         out = self.attn(tokens, context=context, context_mask=context_mask)
-        return x + out.transpose(1, 2).reshape(b, c, h, w)
+        return out.transpose(1, 2).reshape(b, c, h, w)
 
 
 class _Stage(nn.ModuleList):
