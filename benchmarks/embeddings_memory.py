@@ -179,7 +179,6 @@ def main() -> int:
     if args.write:
         clip = args.clip if args.train_steps else None
         write_synthetic(Path(args.write), args.rows[0], args.dim, args.part_rows, clip=clip)
-        write_synthetic(Path(args.write), args.rows[0], args.dim, args.part_rows, clip=clip)
         return 0
     if args.train_steps:
         from unclip.clip.spec import load_clip_spec
