@@ -13,6 +13,10 @@ real set for every configuration; with ~128 images FID is biased upwards, so com
 with each other). ``today`` is the defaults before issue 17: DDIM, 50 decoder steps, fp32.
 The same configuration run with a second seed (``today-seed1``) shows how much FID and the
 rates move by chance alone, which is the yardstick for "at least as good".
+
+To time today's defaults on today's code, run ``--configs today`` from a checkout of the
+commit before the speed work (``PYTHONPATH=that/src``) and pass its JSON as ``--baseline``
+to the run of the new settings.
 """
 
 from __future__ import annotations
@@ -86,6 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated, from {', '.join(CONFIGS)}")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=None, help="also write the JSON here")
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        help="a JSON written by an earlier run (e.g. of the code before issue 17) whose 'today' row sets the speedups",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     names = [c.strip() for c in args.configs.split(",") if c.strip()]
@@ -102,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         row["fid"] = frechet_distance(inception_features(inception, images), real_features)
         rows[name] = row
         print(json.dumps({name: row}), flush=True)
-    base = rows.get("today")
+    base = json.loads(Path(args.baseline).read_text())["rows"]["today"] if args.baseline else rows.get("today")
     if base:
         for row in rows.values():
             row["speedup_vs_today"] = round(base["seconds_per_image"] / row["seconds_per_image"], 3)

@@ -365,3 +365,33 @@ def test_best_of_rejects_zero() -> None:
     inp = _inputs(b=1)
     with pytest.raises(ValueError, match="best_of"):
         sample_image_embeds(_Identity(), inp["text_embed"], inp["text_tokens"], inp["text_mask"], steps=2, best_of=0)
+
+
+def test_text_prefix_cache_equals_the_full_forward():
+    """Sampling runs the text tokens and z_t once (TextPrefixCache); with padding, dropped
+    captions and several steps it must give the full forward's outputs."""
+    from unclip.prior.diffusion_prior import TextPrefixCache
+
+    torch.manual_seed(0)
+    prior = DiffusionPrior(
+        DiffusionPriorConfig(embed_dim=16, text_width=8, context_length=10, width=32, depth=3, heads=4)
+    )
+    prior.eval()
+    b = 5
+    text_embed = torch.nn.functional.normalize(torch.randn(b, 16), dim=-1)
+    tokens, mask = torch.randn(b, 10, 8), torch.ones(b, 10, dtype=torch.bool)
+    mask[:, 6:] = False
+    mask[0, 3:] = False
+    keep = torch.tensor([True, True, False, True, False])
+    cached = TextPrefixCache(prior)
+    with torch.no_grad():
+        for step in range(3):
+            x, t = torch.randn(b, 16), torch.full((b,), 900 - 300 * step)
+            full = prior(x, t, text_embed, tokens, mask, keep)
+            assert torch.allclose(cached(x, t, text_embed, tokens, mask, keep), full, atol=1e-5)
+        # a new conditioning is noticed (compared by value), not served from the old prefix
+        other = torch.nn.functional.normalize(torch.randn(b, 16), dim=-1)
+        assert torch.allclose(
+            cached(x, t, other, tokens, mask, keep), prior(x, t, other, tokens, mask, keep), atol=1e-5
+        )
+    assert cached._prefix.cache.length(0) == 11  # the fixed prefix never grows

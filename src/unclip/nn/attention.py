@@ -27,6 +27,13 @@ class KVCache:
         self.keys[layer], self.values[layer] = k, v
         return k, v
 
+    def fork(self) -> "KVCache":
+        """A cache that starts from this one's contents; appending to it leaves this one unchanged
+        (the tensors are shared, never written in place). Reuses a fixed prefix many times."""
+        other = KVCache()
+        other.keys, other.values = dict(self.keys), dict(self.values)
+        return other
+
     def length(self, layer: int = 0) -> int:
         """Number of positions cached for ``layer`` (0 if none yet).
 

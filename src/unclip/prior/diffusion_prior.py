@@ -14,6 +14,12 @@ Sampled embeddings are divided by ``sqrt(E)`` and projected back onto the unit s
 
 Classifier-free guidance: during training the text conditioning (tokens and z_t) is
 replaced by learned null values 10% of the time; the noised z_i is never dropped.
+
+Sampling cost. Under the causal mask the text tokens and z_t never see the timestep or
+the noised z_i, so their keys and values are the same at every sampling step.
+:class:`TextPrefixCache` runs that prefix once per conditioning and each step then runs
+only the last three tokens against the cached keys/values: the same function (tested
+against the full forward), at a fraction of the work per step.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import torch
 from torch import nn
 
 from ..diffusion import GaussianDiffusion, classifier_free_guidance, randn_like, sample
+from ..nn.attention import KVCache
 from ..nn.layers import timestep_embedding
 from ..nn.transformer import Transformer, TransformerConfig
 from .text_conditioning import conditioned_text
@@ -91,13 +98,37 @@ class DiffusionPrior(nn.Module):
         """
         b, length, _ = text_tokens.shape
         tokens, mask, z_t = conditioned_text(self, text_embed, text_tokens, text_mask, text_keep)
-        time = self.time_mlp(timestep_embedding(t, self.config.width).to(z_t.dtype))
-        z_i = self.image_embed_proj(x_t)
-        query = self.final_query.to(z_t.dtype).expand(b, -1)
-        seq = torch.cat([tokens, torch.stack([z_t, time, z_i, query], dim=1)], dim=1)
+        seq = torch.cat([tokens, z_t[:, None], self._step_tokens(x_t, t, z_t.dtype)], dim=1)
         seq = seq + self.positions[: length + 4].to(seq.dtype)
         full_mask = torch.cat([mask, torch.ones(b, 4, dtype=torch.bool, device=mask.device)], dim=1)
         h = self.transformer(seq, causal=True, key_padding_mask=full_mask)
+        return self.out(h[:, -1])
+
+    def _step_tokens(self, x_t: torch.Tensor, t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """The step-dependent tokens: timestep embedding, noised z_i, final query: (B, 3, W)."""
+        time = self.time_mlp(timestep_embedding(t, self.config.width).to(dtype))
+        query = self.final_query.to(dtype).expand(x_t.shape[0], -1)
+        return torch.stack([time, self.image_embed_proj(x_t), query], dim=1)
+
+    def encode_prefix(
+        self, text_embed: torch.Tensor, text_tokens: torch.Tensor, text_mask: torch.Tensor, text_keep: torch.Tensor
+    ) -> "TextPrefix":
+        """Run the step-independent tokens (text tokens, z_t) once: their keys/values per layer."""
+        b, length, _ = text_tokens.shape
+        tokens, mask, z_t = conditioned_text(self, text_embed, text_tokens, text_mask, text_keep)
+        seq = torch.cat([tokens, z_t[:, None]], dim=1) + self.positions[: length + 1].to(tokens.dtype)
+        cache = KVCache()
+        prefix_mask = torch.cat([mask, torch.ones(b, 1, dtype=torch.bool, device=mask.device)], dim=1)
+        self.transformer(seq, causal=True, key_padding_mask=prefix_mask, cache=cache)
+        return TextPrefix(cache, prefix_mask, length, z_t.dtype)
+
+    def forward_from_prefix(self, x_t: torch.Tensor, t: torch.Tensor, prefix: "TextPrefix") -> torch.Tensor:
+        """:meth:`forward` with the text part taken from :meth:`encode_prefix` (same result)."""
+        b, length = x_t.shape[0], prefix.length
+        seq = self._step_tokens(x_t, t, prefix.dtype)
+        seq = seq + self.positions[length + 1 : length + 4].to(seq.dtype)
+        full_mask = torch.cat([prefix.mask, torch.ones(b, 3, dtype=torch.bool, device=x_t.device)], dim=1)
+        h = self.transformer(seq, causal=True, key_padding_mask=full_mask, cache=prefix.cache.fork())
         return self.out(h[:, -1])
 
     def make_diffusion(self) -> GaussianDiffusion:
@@ -105,6 +136,47 @@ class DiffusionPrior(nn.Module):
         return GaussianDiffusion.make(
             schedule=self.config.schedule, num_timesteps=self.config.num_timesteps, prediction="x0"
         )
+
+
+@dataclass
+class TextPrefix:
+    """Keys/values of the text tokens and z_t for every layer, with their key mask (B, L + 1)."""
+
+    cache: KVCache
+    mask: torch.Tensor
+    length: int
+    dtype: torch.dtype
+
+
+class TextPrefixCache:
+    """Calls like the prior, ``(x_t, t, **text conditioning)``, for sampling: the text prefix
+    runs once per distinct conditioning (compared by value, so the batched cond/uncond
+    pair that guidance builds at every step is recognised) and each call runs the three
+    step tokens only. Build one per sampling run; it assumes the weights do not change."""
+
+    def __init__(self, prior: DiffusionPrior) -> None:
+        self.prior = prior
+        self._inputs: tuple[torch.Tensor, ...] | None = None
+        self._prefix: TextPrefix | None = None
+
+    def __call__(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        text_embed: torch.Tensor,
+        text_tokens: torch.Tensor,
+        text_mask: torch.Tensor,
+        text_keep: torch.Tensor,
+    ) -> torch.Tensor:
+        inputs = (text_embed, text_tokens, text_mask, text_keep)
+        if self._prefix is None or not _same(inputs, self._inputs):
+            self._prefix = self.prior.encode_prefix(*inputs)
+            self._inputs = inputs
+        return self.prior.forward_from_prefix(x_t, t, self._prefix)
+
+
+def _same(a: tuple[torch.Tensor, ...], b: tuple[torch.Tensor, ...] | None) -> bool:
+    return b is not None and all(x is y or (x.shape == y.shape and torch.equal(x, y)) for x, y in zip(a, b))
 
 
 @torch.no_grad()
@@ -141,7 +213,8 @@ def sample_image_embeds(
     keep = torch.ones(b * n, dtype=torch.bool, device=text_embed.device)
     uncond = {**cond, "text_keep": ~keep}
     cond["text_keep"] = keep
-    model_fn = classifier_free_guidance(prior, guidance_scale, cond, uncond)
+    network = TextPrefixCache(prior) if isinstance(prior, DiffusionPrior) else prior  # wrappers run as they are
+    model_fn = classifier_free_guidance(network, guidance_scale, cond, uncond)
     diffusion = prior.make_diffusion()
     x_T = randn_like(
         torch.empty(b * n, prior.config.embed_dim, device=text_embed.device, dtype=text_embed.dtype), generator
