@@ -37,20 +37,25 @@ from unclip.eval.shapes_summary import summarise
 from unclip.eval.text_to_image import _prompt_attrs
 from unclip.pipeline import UnCLIP
 
-#: name -> (sampler, decoder steps, upsampler steps (None: the stage's default), precision, seed)
+#: name -> (sampler, decoder steps, upsampler steps (None: the stage's default), precision, seed,
+#: decoder eta (None: the model's, 1.0 for the shipped model))
 CONFIGS = {
-    "today": ("ddim", 50, None, "fp32", 0),
-    "today-seed1": ("ddim", 50, None, "fp32", 1),
-    "ddim50-bf16": ("ddim", 50, None, "bf16", 0),
-    "dpmpp2m20-fp32": ("dpmpp2m", 20, None, "fp32", 0),
-    "dpmpp2m20-bf16": ("dpmpp2m", 20, None, "bf16", 0),
-    "dpmpp2m20-up15-bf16": ("dpmpp2m", 20, 15, "bf16", 0),
-    "dpmpp2m15-up10-bf16": ("dpmpp2m", 15, 10, "bf16", 0),
+    "today": ("ddim", 50, None, "fp32", 0, None),
+    "today-seed1": ("ddim", 50, None, "fp32", 1, None),
+    "ddim50-bf16": ("ddim", 50, None, "bf16", 0, None),
+    "dpmpp2m20-fp32": ("dpmpp2m", 20, None, "fp32", 0, None),
+    "ddim50-bf16-seed1": ("ddim", 50, None, "bf16", 1, None),
+    "dpmpp2m20-bf16": ("dpmpp2m", 20, None, "bf16", 0, None),
+    "dpmpp2m20-bf16-seed1": ("dpmpp2m", 20, None, "bf16", 1, None),
+    "dpmpp2m30-bf16": ("dpmpp2m", 30, None, "bf16", 0, None),
+    "dpmpp2m20-eta0-bf16": ("dpmpp2m", 20, None, "bf16", 0, 0.0),
+    "dpmpp2m20-up15-bf16": ("dpmpp2m", 20, 15, "bf16", 0, None),
+    "dpmpp2m15-up10-bf16": ("dpmpp2m", 15, 10, "bf16", 0, None),
 }
 
 
 def run_config(model: str, name: str, seeds: int, size: int) -> tuple[dict, torch.Tensor]:
-    sampler, steps, up_steps, precision, seed = CONFIGS[name]
+    sampler, steps, up_steps, precision, seed, eta = CONFIGS[name]
     pipe = UnCLIP.load(model)
     pipe.precision = precision
     prompts = single_object_prompts()
@@ -63,6 +68,7 @@ def run_config(model: str, name: str, seeds: int, size: int) -> tuple[dict, torc
         size=size,
         upsampler_steps=up_steps,
         sampler=sampler,
+        eta=eta,
         progress=False,
     )
     seconds = time.perf_counter() - start
@@ -74,6 +80,7 @@ def run_config(model: str, name: str, seeds: int, size: int) -> tuple[dict, torc
         "upsampler_steps": up_steps or "stage default",
         "precision": precision,
         "seed": seed,
+        "decoder_eta": pipe.defaults.eta if eta is None else eta,
         "images": len(expanded),
         "side": int(images.shape[-1]),
         "seconds_per_image": seconds / len(expanded),

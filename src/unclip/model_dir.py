@@ -71,6 +71,9 @@ class SamplingDefaults:
     # Sampler of the prior, decoder and upsamplers: "ddim" (eta above for the decoder) or
     # "dpmpp2m" (DPM-Solver++(2M), second order: fewer steps; eta > 0 is its SDE variant).
     sampler: str = "ddim"
+    # Arithmetic of every network call while sampling: "fp32", "bf16" (autocast) or "auto"
+    # (bf16 where the hardware runs it natively); ``--precision`` overrides it.
+    precision: str = "fp32"
 
 
 # ----------------------------------------------------------------------------- the index

@@ -87,13 +87,16 @@ def count_flops() -> dict[str, int]:
 
         with torch.no_grad():
             x, t, cond = prior_inputs(PRIOR_CHAINS)
-            prior_fwd = _flops(lambda: prior(x, t, **cond))
+            # sampling runs the text prefix once and three tokens per step (TextPrefixCache)
+            prefix_flops = _flops(lambda: prior.encode_prefix(**cond))
+            prefix = prior.encode_prefix(**cond)
+            prior_step = _flops(lambda: prior.forward_from_prefix(x, t, prefix))
             x, t, cond = decoder_inputs(DECODER_IMAGES)
             decoder_fwd = _flops(lambda: decoder(x, t, **cond))
         return {
             "prior_train_step": _flops(prior_train),
             "decoder_train_step": _flops(decoder_train),
-            "prior_sample_per_embedding": prior_fwd * PRIOR_STEPS // PRIOR_CHAINS,
+            "prior_sample_per_embedding": (prefix_flops + prior_step * PRIOR_STEPS) // PRIOR_CHAINS,
             "decoder_sample_per_image": decoder_fwd * DECODER_STEPS // DECODER_IMAGES,
         }
 

@@ -80,8 +80,9 @@ class UnCLIPBase:
         self.ar_prior = ar_prior
         self.upsamplers = sorted(upsamplers or [], key=lambda st: st.low_res)
         self.defaults = defaults or SamplingDefaults()
-        #: "fp32", "bf16" or "auto" for every network call while sampling (see unclip.nn.precision)
-        self.precision = check_precision(default_precision())
+        #: "fp32", "bf16" or "auto" for every network call while sampling (see unclip.nn.precision):
+        #: the command line's --precision when given, else the model's recommended default
+        self.precision = check_precision(default_precision(self.defaults.precision))
 
     # ------------------------------------------------------------------ loading
     @classmethod

@@ -48,7 +48,8 @@ def add_precision(p: argparse.ArgumentParser) -> None:
         choices=["fp32", "bf16", "auto"],
         help=(
             "network arithmetic: fp32, bf16 autocast (fp32 weights, norms and diffusion maths), or auto: bf16 where "
-            "the CPU/GPU runs it natively (default: fp32, or the training preset's)"
+            "the CPU/GPU runs it natively (default: sampling, the model's model.json precision, auto for the shipped "
+            "model; training, the preset's)"
         ),
     )
 
