@@ -48,6 +48,8 @@ def test_cli_data_dumps_samples_with_attributes(tmp_path: Path) -> None:
 
 def test_shipped_model_samples_with_dpm_solver_and_bf16() -> None:
     pipe = UnCLIP.load("shapes")
+    assert pipe.defaults.precision == "auto"  # model.json: bf16 where the hardware has it
+    pipe.precision = "fp32"
     kw = dict(num_images=1, seed=0, steps=3, prior_steps=3, size=pipe.decoder.config.image_size)
     a, _ = pipe.generate_tensors(["a red circle"], sampler="dpmpp2m", **kw)
     b, _ = pipe.generate_tensors(["a red circle"], sampler="dpmpp2m", **kw)
@@ -56,3 +58,15 @@ def test_shipped_model_samples_with_dpm_solver_and_bf16() -> None:
     pipe.precision = "bf16"
     d, _ = pipe.generate_tensors(["a red circle"], sampler="dpmpp2m", **kw)
     assert d.shape == a.shape and torch.isfinite(d).all() and not torch.equal(a, d)
+
+
+def test_pipeline_precision_follows_the_model_unless_the_command_line_sets_it() -> None:
+    from unclip.nn.precision import set_default_precision
+
+    set_default_precision(None)
+    assert UnCLIP.load("shapes").precision == "auto"
+    set_default_precision("fp32")
+    try:
+        assert UnCLIP.load("shapes").precision == "fp32"
+    finally:
+        set_default_precision(None)
