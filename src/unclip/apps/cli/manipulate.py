@@ -62,8 +62,12 @@ def _common(p: argparse.ArgumentParser, *, steps: bool = True) -> None:
         p.add_argument(
             "--refine",
             type=A.REFINE,
-            default=0,
-            help="fixed-point refinements per inversion step: more exact, (1 + R) model calls per step (default: 0)",
+            default=2,
+            help=(
+                "fixed-point refinements per inversion step: more exact, (1 + R) model calls per step (default: 2; "
+                "on outside images 22.5 dB at 0, 42.3 dB at 2 at the decoder's side, "
+                "benchmarks/results/inversion_defaults.json)"
+            ),
         )
     p.add_argument("--device", default="cpu", type=A.device, help="torch device, e.g. cpu or cuda (default: cpu)")
 
