@@ -46,7 +46,7 @@ if [ -n "${CLIP:-}" ]; then
   CLIP_ARGS=(--clip "$CLIP")
 else
   # our CLIP trains in memory on the same train split (it cannot stream; small preset: 32 px ViT)
-  [ -f "$MODEL/clip/weights.safetensors" ] || step clip $UNCLIP train clip --data emoji --preset "$PRESET" --out "$MODEL" --device "$DEVICE" --no-progress
+  [ -f "$MODEL/clip/weights.safetensors" ] || step clip $UNCLIP train clip --data emoji --preset "$PRESET" --out "$MODEL" --device "$DEVICE" "${RESUME[@]}" --no-progress
   CLIP_ARGS=(--clip "$MODEL")
 fi
 step embed $UNCLIP embed "$WORK/shards" "${CLIP_ARGS[@]}" --out "$WORK/emb" --device "$DEVICE" --no-progress
