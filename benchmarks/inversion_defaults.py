@@ -26,14 +26,9 @@ from PIL import Image
 
 from unclip.manipulate.invert import as_image_tensor, invert, reconstruct
 from unclip.pipeline import UnCLIP
+from upsampler_quality import psnr  # this folder is on sys.path when a benchmark runs as a script
 
 HERE = Path(__file__).resolve().parent
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """PSNR in dB of images in [-1, 1] (peak-to-peak 2): (B,)."""
-    mse = ((a - b) / 2).pow(2).flatten(1).mean(1).clamp_min(1e-12)
-    return -10.0 * torch.log10(mse)
 
 
 def round_trip(pipe: UnCLIP, images: list[Image.Image], size: int | None, steps: int, refine: int) -> dict:

@@ -389,7 +389,7 @@ def test_text_prefix_cache_equals_the_full_forward():
             x, t = torch.randn(b, 16), torch.full((b,), 900 - 300 * step)
             full = prior(x, t, text_embed, tokens, mask, keep)
             assert torch.allclose(cached(x, t, text_embed, tokens, mask, keep), full, atol=1e-5)
-        # a new conditioning is noticed (compared by value), not served from the old prefix
+        # a new conditioning is noticed, not served from the old prefix
         other = torch.nn.functional.normalize(torch.randn(b, 16), dim=-1)
         assert torch.allclose(
             cached(x, t, other, tokens, mask, keep), prior(x, t, other, tokens, mask, keep), atol=1e-5

@@ -80,9 +80,13 @@ def classifier_free_guidance(
     if scale == 1.0:
         return bind(model_fn, **cond)
 
+    paired: dict[int, dict[str, Any]] = {}  # batch size -> cat([cond, uncond]), built once, not every step
+
     def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         batch = x.shape[0]
-        kwargs = {k: _pair(k, cond[k], uncond[k], batch) for k in cond}
+        if batch not in paired:
+            paired[batch] = {k: _pair(k, cond[k], uncond[k], batch) for k in cond}
+        kwargs = paired[batch]
         out = model_fn(torch.cat([x, x], dim=0), torch.cat([t, t], dim=0), **kwargs)
         c, u = out[:batch], out[batch:]
         if guided_channels is None:

@@ -130,5 +130,5 @@ class FP32GroupNorm(nn.GroupNorm):
         if x.dtype == torch.float32:
             return super().forward(x)
         if x.device.type == "cpu" and x.dtype == torch.bfloat16:
-            return F.group_norm(x, self.num_groups, self.weight.float(), self.bias.float(), self.eps)
+            return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
         return F.group_norm(x.float(), self.num_groups, self.weight, self.bias, self.eps).to(x.dtype)

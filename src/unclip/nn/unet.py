@@ -16,7 +16,9 @@ identity on each branch and its output starts at exactly zero.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -201,7 +203,7 @@ def _norm_modulate_silu(norm: nn.Module, x: torch.Tensor, e: torch.Tensor) -> to
     return F.silu(norm(x) * (1 + scale) + shift)
 
 
-def recompute_in_backward(fn, *args):
+def recompute_in_backward(fn: Callable[..., torch.Tensor], *args: Any) -> torch.Tensor:
     """``fn(*args)``, its intermediates recomputed in backward rather than stored (training only).
 
     Used for the elementwise GroupNorm -> (scale, shift) -> SiLU chains of the residual

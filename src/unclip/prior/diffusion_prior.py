@@ -96,39 +96,42 @@ class DiffusionPrior(nn.Module):
         Returns:
             (B, E) predicted clean scaled embedding.
         """
-        b, length, _ = text_tokens.shape
-        tokens, mask, z_t = conditioned_text(self, text_embed, text_tokens, text_mask, text_keep)
-        seq = torch.cat([tokens, z_t[:, None], self._step_tokens(x_t, t, z_t.dtype)], dim=1)
-        seq = seq + self.positions[: length + 4].to(seq.dtype)
-        full_mask = torch.cat([mask, torch.ones(b, 4, dtype=torch.bool, device=mask.device)], dim=1)
-        h = self.transformer(seq, causal=True, key_padding_mask=full_mask)
+        prefix, mask = self._prefix_tokens(text_embed, text_tokens, text_mask, text_keep)
+        seq = torch.cat([prefix, self._step_tokens(x_t, t, prefix.dtype, prefix.shape[1])], dim=1)
+        h = self.transformer(seq, causal=True, key_padding_mask=_with_step_keys(mask))
         return self.out(h[:, -1])
 
-    def _step_tokens(self, x_t: torch.Tensor, t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """The step-dependent tokens: timestep embedding, noised z_i, final query: (B, 3, W)."""
+    def _prefix_tokens(
+        self, text_embed: torch.Tensor, text_tokens: torch.Tensor, text_mask: torch.Tensor, text_keep: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The step-independent tokens [text tokens, z_t] with their positions (B, L + 1, W), and their key mask."""
+        tokens, mask, z_t = conditioned_text(self, text_embed, text_tokens, text_mask, text_keep)
+        seq = torch.cat([tokens, z_t[:, None]], dim=1)
+        seq = seq + self.positions[: seq.shape[1]].to(seq.dtype)
+        return seq, torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+
+    def _step_tokens(self, x_t: torch.Tensor, t: torch.Tensor, dtype: torch.dtype, start: int) -> torch.Tensor:
+        """The step-dependent tokens [timestep embedding, noised z_i, final query] with their
+        positions, which follow the ``start`` prefix tokens: (B, 3, W)."""
         time = self.time_mlp(timestep_embedding(t, self.config.width).to(dtype))
         query = self.final_query.to(dtype).expand(x_t.shape[0], -1)
-        return torch.stack([time, self.image_embed_proj(x_t), query], dim=1)
+        seq = torch.stack([time, self.image_embed_proj(x_t), query], dim=1)
+        return seq + self.positions[start : start + 3].to(seq.dtype)
 
     def encode_prefix(
         self, text_embed: torch.Tensor, text_tokens: torch.Tensor, text_mask: torch.Tensor, text_keep: torch.Tensor
     ) -> "TextPrefix":
         """Run the step-independent tokens (text tokens, z_t) once: their keys/values per layer."""
-        b, length, _ = text_tokens.shape
-        tokens, mask, z_t = conditioned_text(self, text_embed, text_tokens, text_mask, text_keep)
-        seq = torch.cat([tokens, z_t[:, None]], dim=1) + self.positions[: length + 1].to(tokens.dtype)
+        seq, mask = self._prefix_tokens(text_embed, text_tokens, text_mask, text_keep)
         cache = KVCache()
-        prefix_mask = torch.cat([mask, torch.ones(b, 1, dtype=torch.bool, device=mask.device)], dim=1)
-        self.transformer(seq, causal=True, key_padding_mask=prefix_mask, cache=cache)
-        return TextPrefix(cache, prefix_mask, length, z_t.dtype)
+        self.transformer(seq, causal=True, key_padding_mask=mask, cache=cache)
+        return TextPrefix(cache, mask, seq.dtype)
 
     def forward_from_prefix(self, x_t: torch.Tensor, t: torch.Tensor, prefix: "TextPrefix") -> torch.Tensor:
         """:meth:`forward` with the text part taken from :meth:`encode_prefix` (same result)."""
-        b, length = x_t.shape[0], prefix.length
-        seq = self._step_tokens(x_t, t, prefix.dtype)
-        seq = seq + self.positions[length + 1 : length + 4].to(seq.dtype)
-        full_mask = torch.cat([prefix.mask, torch.ones(b, 3, dtype=torch.bool, device=x_t.device)], dim=1)
-        h = self.transformer(seq, causal=True, key_padding_mask=full_mask, cache=prefix.cache.fork())
+        seq = self._step_tokens(x_t, t, prefix.dtype, prefix.mask.shape[1])
+        mask = _with_step_keys(prefix.mask)
+        h = self.transformer(seq, causal=True, key_padding_mask=mask, cache=prefix.cache.fork())
         return self.out(h[:, -1])
 
     def make_diffusion(self) -> GaussianDiffusion:
@@ -138,21 +141,26 @@ class DiffusionPrior(nn.Module):
         )
 
 
+def _with_step_keys(prefix_mask: torch.Tensor) -> torch.Tensor:
+    """The key mask of the whole sequence: the prefix's, then the three step tokens (always real)."""
+    return torch.cat([prefix_mask, torch.ones_like(prefix_mask[:, :3])], dim=1)
+
+
 @dataclass
 class TextPrefix:
     """Keys/values of the text tokens and z_t for every layer, with their key mask (B, L + 1)."""
 
     cache: KVCache
     mask: torch.Tensor
-    length: int
     dtype: torch.dtype
 
 
 class TextPrefixCache:
     """Calls like the prior, ``(x_t, t, **text conditioning)``, for sampling: the text prefix
-    runs once per distinct conditioning (compared by value, so the batched cond/uncond
-    pair that guidance builds at every step is recognised) and each call runs the three
-    step tokens only. Build one per sampling run; it assumes the weights do not change."""
+    runs once per conditioning and each call runs the three step tokens only. The samplers
+    pass the same conditioning tensors at every step (``bind`` and ``classifier_free_guidance``
+    build them once), so the prefix is recomputed only when they are other tensors. Build one
+    per sampling run; it assumes the weights do not change."""
 
     def __init__(self, prior: DiffusionPrior) -> None:
         self.prior = prior
@@ -176,7 +184,7 @@ class TextPrefixCache:
 
 
 def _same(a: tuple[torch.Tensor, ...], b: tuple[torch.Tensor, ...] | None) -> bool:
-    return b is not None and all(x is y or (x.shape == y.shape and torch.equal(x, y)) for x, y in zip(a, b))
+    return b is not None and all(x is y for x, y in zip(a, b))
 
 
 @torch.no_grad()
