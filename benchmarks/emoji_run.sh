@@ -25,7 +25,9 @@ UNCLIP="$PY -m unclip"
 MODEL=$WORK/model
 mkdir -p "$WORK"
 LOG=$WORK/timings.txt
-: > "$LOG"
+# appended, not truncated: an interrupted step logs each part it ran ("clip 930 s"), and the
+# step's training time is the sum of its lines
+touch "$LOG"
 
 step() {  # step NAME COMMAND...: run, time, and log
   local name=$1; shift

@@ -2,11 +2,12 @@
 
 Networks map (x_t, t, cond) to a raw output; this package schedules noise
 (:mod:`.schedule`), reads outputs and answers closed-form questions (:mod:`.gaussian`),
-computes training losses (:mod:`.losses`), samples and inverts (:mod:`.sampling`) and guides
-(:mod:`.guidance`). It imports no network code.
+computes training losses (:mod:`.losses`), samples and inverts (:mod:`.sampling`; exactly:
+:mod:`.edict`) and guides (:mod:`.guidance`). It imports no network code.
 """
 
 from .dispatch import sample
+from .edict import edict_invert, edict_sample
 from .gaussian import PREDICTIONS, GaussianDiffusion, randn_like
 from .guidance import bind, classifier_free_guidance
 from .likelihood import prior_bpd, vlb_bpd
@@ -37,6 +38,8 @@ __all__ = [
     "ddim_invert",
     "ddim_sample",
     "ddpm_sample",
+    "edict_invert",
+    "edict_sample",
     "discretized_gaussian_log_likelihood",
     "dpmpp_2m_sample",
     "gaussian_log_likelihood",

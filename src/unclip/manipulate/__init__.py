@@ -21,6 +21,7 @@ from .edits import (
 from .geometry import slerp, text_diff_direction, theta_schedule
 from .invert import (
     CONDITIONS,
+    STAGE_INVERSIONS,
     ImageInput,
     as_image_tensor,
     decode_latent,
@@ -34,7 +35,8 @@ from .probe import DEFAULT_DIMS, embed_split, image_relative_errors, pca_probe_l
 
 __all__ = [
     "BipartiteLatent", "CONDITIONS", "DEFAULT_DIMS", "DEFAULT_GUIDANCE", "DEFAULT_STEPS", "ImageInput",
-    "LATENT_FORMAT", "LATENT_VERSION", "MIN_ALPHA_BAR", "NOISE_PATHS", "as_image_tensor", "decode", "decode_latent",
+    "LATENT_FORMAT", "LATENT_VERSION", "MIN_ALPHA_BAR", "NOISE_PATHS", "STAGE_INVERSIONS", "as_image_tensor",
+    "decode", "decode_latent",
     "embed_split", "fixed_noise_latent", "image_relative_errors", "interpolate", "interpolation_latent", "invert",
     "manipulation_diffusion", "manipulation_model_fn", "pca_probe_latent", "probe_pca", "reconstruct", "slerp",
     "text_diff", "text_diff_direction", "text_diff_latent", "theta_schedule", "vary",

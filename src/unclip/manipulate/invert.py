@@ -2,8 +2,8 @@
 
 :func:`invert` gives an image's latent: z_i from CLIP, then x_T by DDIM inversion under the
 decoder conditioned on z_i, then (when ``size`` asks for more than the decoder's side) one
-noise per upsampler stage, each stage DDIM-inverted on the input at its own side and
-conditioned on the level below. :func:`reconstruct` runs the same chain forwards; at eta 0
+noise per upsampler stage (an EDICT pair by default), each stage inverted on the input at
+its own side and conditioned on the level below. :func:`reconstruct` runs the same chain forwards; at eta 0
 it retraces the inversions. A model without stages, or ``size=None``, is the chain of the
 decoder alone: one code path for both.
 
@@ -33,7 +33,7 @@ Which image conditions a stage's inversion (``condition=``):
 
 * ``"decoded"`` (default): the eta-0 reconstruction of the level below, i.e. exactly what
   the stage will be conditioned on when the latent is decoded. Inversion and decoding then
-  use the same model function, so the stage's round trip is as exact as its own DDIM
+  use the same model function, so the stage's round trip is as exact as its own
   inversion, whatever error the level below made; the stage's noise even absorbs that error
   (measured on the tiny model: the top level beats the decoder level by 1-3 dB). Costs one
   extra eta-0 decode per level.
@@ -42,30 +42,33 @@ Which image conditions a stage's inversion (``condition=``):
   by 1/sqrt(alpha-bar) ~ 22 at the top noise level (see below): measured 6-8 dB worse on
   the tiny model (20-22 dB vs 27-28 dB at 64 px, refine 2).
 
-Schedules. The upsamplers sample with no guidance (unCLIP section 2.1), so their model
-function is just the network bound to its low-resolution image, the same for inversion and
-decoding. :func:`unclip.upsampler.cascade.upsample` respaces the stage's schedule over all
-timesteps, up to alpha-bar ~ 2e-9 under the cosine schedule, and clips x0 estimates to
-[-1, 1]; neither can be inverted (see :mod:`unclip.manipulate`, "Noise levels"). The stages
-here instead run over :func:`~unclip.manipulate.manipulation_diffusion` (evenly spaced
-timesteps up to the last with alpha-bar >= ``min_alpha_bar``) without clipping, in both
-directions. Each stage's noise therefore still carries ~4.5 % of the image's amplitude, as
-the decoder's x_T does, and is not a sample of N(0, I): feed it to this module, not to
-:meth:`UnCLIP.upsample_to`.
+How the stages are inverted (``stage_inversion=``):
+
+* ``"edict"`` (default): EDICT's coupled sequences (:mod:`unclip.diffusion.edict`), exact
+  by algebra whatever the network does; each stage keeps a noise pair. Why not DDIM: the
+  shipped upsampler predicts x0 as the bicubic image plus a correction, and at the clean end
+  it does not pass its input's fine detail through (given an outside image at sigma 0.006
+  it returns 22 dB of it). DDIM's last step returns that x0, so no noise decodes to the
+  outside image: DDIM inversion of the stage stalls at 23 dB with or without refinement or
+  more steps, where EDICT gives the input back at over 80 dB (``benchmarks/inversion_defaults.py``).
+  The pair absorbs the detail the network drops and is not a sample of N(0, I), so at
+  eta > 0 an EDICT stage samples afresh from Gaussian noise, as generation does.
+* ``"ddim"``: one DDIM-inverted noise per stage (``refine`` applies); exact only for a
+  stage whose network can reach the image, and the noise then also serves eta > 0.
+
+Schedules. Every level runs over :func:`manipulation_diffusion` (evenly spaced timesteps up
+to the last with alpha-bar >= ``min_alpha_bar``) without clipping x0, in both directions;
+:func:`unclip.upsampler.cascade.upsample` instead respaces over all timesteps and clips,
+neither of which can be inverted. The upsamplers sample without guidance (section 2.1), so
+their model function is the network bound to its low-resolution image, the same for
+inversion and decoding. Each level's noise therefore still carries ~4.5% of the image's
+amplitude and is not a sample of N(0, I): decode it here, not with :meth:`UnCLIP.upsample_to`.
 
 Where it is inexact. The decoder level is inexact as documented in :mod:`unclip.manipulate`
-(shrinks with ``steps`` and ``refine``). Each stage's own DDIM inversion is inexact in the
-same way (the eps used going up is taken one step early; ``refine`` fixes most of it), and
-with ``condition="input"`` the error of the level below adds to it, amplified. Variations
-(eta > 0) and edits of z_i change the image below a stage, so its noise, fitted to the
-reconstruction, no longer reproduces the input's detail exactly.
-
-Schedules. Every level runs DDIM over :func:`manipulation_diffusion` (evenly spaced
-timesteps up to the last with alpha-bar >= ``min_alpha_bar``) without clipping x0, in both
-directions; the upsamplers sample without guidance (section 2.1), so their model function
-is the network bound to its low-resolution image, the same for inversion and decoding. Each
-level's noise therefore still carries ~4.5% of the image's amplitude and is not a sample of
-N(0, I): decode it here, not with :meth:`UnCLIP.upsample_to`.
+(shrinks with ``steps`` and ``refine``). A DDIM-inverted stage is inexact in the same way,
+and with ``condition="input"`` the error of the level below adds to it, amplified.
+Variations (eta > 0) and edits of z_i change the image below a stage, so its noise, fitted
+to the reconstruction, no longer reproduces the input's detail exactly.
 """
 
 from __future__ import annotations
@@ -77,10 +80,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..decoder.conditioning import decoder_model_fn
-from ..diffusion import GaussianDiffusion, bind, ddim_invert, ddim_sample
+from ..diffusion import GaussianDiffusion, bind, ddim_invert, ddim_sample, edict_invert, edict_sample
+from ..diffusion.edict import DEFAULT_MIX
 from ..errors import InputError
 from ..storage.imageio import pil_to_tensor
-from ..upsampler.cascade import steps_per_stage
+from ..upsampler.cascade import steps_per_stage, upsample
 from .latent import DEFAULT_GUIDANCE, DEFAULT_STEPS, MIN_ALPHA_BAR, BipartiteLatent
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -89,10 +93,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 ImageInput = Union[Image.Image, Sequence[Image.Image], torch.Tensor]
 CONDITIONS = ("input", "decoded")
+STAGE_INVERSIONS = ("edict", "ddim")
 
 __all__ = [
-    "CONDITIONS", "ImageInput", "as_image_tensor", "manipulation_model_fn", "manipulation_diffusion",
-    "decode_latent", "invert", "reconstruct",
+    "CONDITIONS", "STAGE_INVERSIONS", "ImageInput", "as_image_tensor", "manipulation_model_fn",
+    "manipulation_diffusion", "decode_latent", "invert", "reconstruct",
 ]  # fmt: skip
 
 
@@ -189,6 +194,34 @@ def _stage_fn(stage: "CascadeStage", low_res: torch.Tensor):
     return bind(stage.model, low_res=low_res.clamp(-1, 1))
 
 
+def _decode_stage(
+    stage: "CascadeStage",
+    low_res: torch.Tensor,
+    diffusion: GaussianDiffusion,
+    noise: torch.Tensor,
+    partner: torch.Tensor | None,
+    mix: float,
+    *,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """One stage from its noise (and EDICT partner) to images in [-1, 1], conditioned on ``low_res``.
+
+    An EDICT pair decodes exactly at eta 0; at eta > 0 it is no starting point (see the
+    module docstring), so the stage samples afresh as generation does.
+    """
+    fn = _stage_fn(stage, low_res)
+    if partner is None:
+        x = ddim_sample(fn, diffusion, noise.float(), eta=eta, generator=generator, progress=progress)
+    elif eta == 0.0:
+        x = edict_sample(fn, diffusion, noise.float(), partner.float(), mix=mix, progress=progress)
+    else:
+        n = diffusion.num_timesteps
+        return upsample(stage.model, stage.settings, low_res, steps=n, eta=eta, generator=generator, progress=progress)
+    return x.clamp(-1, 1)
+
+
 def _chain(pipe: "UnCLIP", size: int | None) -> list["CascadeStage"]:
     """The upsampler stages up to ``size``; none for ``size`` None or the decoder's own side."""
     if size is None or int(size) == pipe.decoder.config.image_size:
@@ -209,6 +242,8 @@ def invert(
     captions: list[str] | None = None,
     min_alpha_bar: float = MIN_ALPHA_BAR,
     condition: str = "decoded",
+    stage_inversion: str = "edict",
+    mix: float = DEFAULT_MIX,
     progress: bool = False,
 ) -> BipartiteLatent:
     """Encode images to their bipartite latent (section 3), through the stages up to ``size``.
@@ -220,19 +255,23 @@ def invert(
             side also inverts the upsampler stages that reach it.
         steps, guidance, captions: of the decoder's inversion (caption dropped unless
             ``captions`` is given); decode with the same (:func:`reconstruct` does).
-        refine: fixed-point iterations per step at every level, (1 + refine) model calls per step.
+        refine: fixed-point iterations per step of every DDIM inversion, (1 + refine) model calls per step.
         min_alpha_bar: the noise level every level inverts to.
         upsampler_steps: DDIM steps per stage: one int for all, one entry per stage (None
             entries take the stage's default), or None for every stage's default.
         condition: what conditions each stage's inversion: ``"decoded"``, the eta-0
             reconstruction of the level below (exact round trips), or ``"input"``, the
             resized input (see the module docstring).
+        stage_inversion: ``"edict"`` (exact noise pairs; ``mix`` is EDICT's p) or ``"ddim"``
+            (one noise per stage), see the module docstring.
     Returns:
-        z_i (B, E), x_T (B, 3, S, S) and one (B, 3, H_k, H_k) noise per stage; ``extra``
-        records ``refine`` (and ``size`` and ``condition`` when there are stages).
+        z_i (B, E), x_T (B, 3, S, S) and one (B, 3, H_k, H_k) noise per stage (and its EDICT
+        partner); ``extra`` records ``refine`` (and ``size`` and ``condition`` with stages).
     """
     if condition not in CONDITIONS:
         raise InputError(f"condition must be one of {', '.join(CONDITIONS)}, got {condition!r}")
+    if stage_inversion not in STAGE_INVERSIONS:
+        raise InputError(f"stage_inversion must be one of {', '.join(STAGE_INVERSIONS)}, got {stage_inversion!r}")
     steps = _check_steps(steps)
     chain = _chain(pipe, size)
     per_steps = steps_per_stage(chain, upsampler_steps)
@@ -269,12 +308,18 @@ def invert(
             min_alpha_bar=min_alpha_bar,
             progress=progress,
         )
+    lat.stage_mix = float(mix)
     for k, (stage, n) in enumerate(zip(chain, per_steps)):
         stage_diffusion = manipulation_diffusion(stage.settings.make(), n, min_alpha_bar)
-        noise = ddim_invert(_stage_fn(stage, cond), stage_diffusion, levels[k + 1], refine=refine, progress=progress)
+        fn, partner = _stage_fn(stage, cond), None
+        if stage_inversion == "edict":
+            noise, partner = edict_invert(fn, stage_diffusion, levels[k + 1], mix=mix, progress=progress)
+            lat.stage_partners.append(partner)
+        else:
+            noise = ddim_invert(fn, stage_diffusion, levels[k + 1], refine=refine, progress=progress)
         lat.stage_noises.append(noise)
         if condition == "decoded" and k + 1 < len(chain):  # the next stage's condition, as decoding will give it
-            cond = ddim_sample(_stage_fn(stage, cond), stage_diffusion, noise, progress=progress).clamp(-1, 1)
+            cond = _decode_stage(stage, cond, stage_diffusion, noise, partner, mix, progress=progress)
         else:
             cond = levels[k + 1]
     lat.stage_steps, lat.stage_low_res = list(per_steps), [st.low_res for st in chain]
@@ -295,8 +340,9 @@ def reconstruct(
     """Decode a latent through the decoder and its stages: (B, 3, H, H) in [-1, 1].
 
     The decoder decodes (z_i, x_T) with the latent's steps and guidance; each stage then runs
-    DDIM from its noise, conditioned on the image decoded one level down. eta 0 gives the
-    inverted images back; eta > 0 draws fresh noise from ``generator`` at every level.
+    its sampler (EDICT or DDIM, as it was inverted) from its noise, conditioned on the image
+    decoded one level down. eta 0 gives the inverted images back; eta > 0 draws fresh noise
+    from ``generator`` at every level (an EDICT stage then samples afresh).
     ``return_levels`` returns every level's images, smallest first, instead of the top one.
     """
     lat = latent.to(pipe.device)
@@ -311,9 +357,10 @@ def reconstruct(
         captions=lat.captions, min_alpha_bar=lat.min_alpha_bar, progress=progress,
     )  # fmt: skip
     levels = [x]
-    for stage, noise, n in zip(chain, lat.stage_noises, lat.stage_steps):
+    partners = lat.stage_partners or [None] * len(chain)
+    for stage, noise, partner, n in zip(chain, lat.stage_noises, partners, lat.stage_steps):
         diffusion = manipulation_diffusion(stage.settings.make(), n, lat.min_alpha_bar)
-        x = ddim_sample(_stage_fn(stage, x), diffusion, noise.float(), eta=eta, generator=generator, progress=progress)
-        x = x.clamp(-1, 1)
+        x = _decode_stage(stage, x, diffusion, noise, partner, lat.stage_mix, eta=eta, generator=generator,
+                          progress=progress)  # fmt: skip
         levels.append(x)
     return levels if return_levels else x

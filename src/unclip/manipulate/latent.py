@@ -3,12 +3,15 @@
 An image is described by its CLIP image embedding z_i (what it shows) and the noise that
 deterministic DDIM maps back to it (everything else). Level 0 is the decoder: x_T at the
 decoder's side, inverted under the decoder conditioned on z_i. A model with upsampler
-stages adds one level per stage: the noise that the stage's DDIM, conditioned on the level
-below, maps to the image at the stage's side (see :mod:`.invert`). A latent of the decoder
-alone has no stage levels.
+stages adds one level per stage: the noise that the stage's sampler, conditioned on the
+level below, maps to the image at the stage's side (see :mod:`.invert`). A latent of the
+decoder alone has no stage levels. The stages are inverted with EDICT by default
+(:mod:`unclip.diffusion.edict`), which keeps two noises per stage, ``stage_noises`` and their
+``stage_partners``; a DDIM-inverted stage has no partner.
 
-One file format: a safetensors file holding ``image_embed``, ``noise`` and
-``stage_noise_<k>`` per stage, with the facts as JSON under the header key ``unclip``.
+One file format: a safetensors file holding ``image_embed``, ``noise``, ``stage_noise_<k>``
+per stage (and ``stage_partner_<k>`` for EDICT), with the facts as JSON under the header
+key ``unclip``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any, Sequence
 
 import torch
 
+from ..diffusion.edict import DEFAULT_MIX
 from ..errors import CheckpointError, InputError
 from ..storage.checkpoint import save_tensors
 from .latent_checks import check_latent_file
@@ -33,6 +37,7 @@ DEFAULT_GUIDANCE = 1.0
 # this (t = 970 of 1000 under the cosine schedule). See :func:`.invert.manipulation_diffusion`.
 MIN_ALPHA_BAR = 2e-3
 STAGE_KEY = "stage_noise_{}"
+PARTNER_KEY = "stage_partner_{}"
 _AGAIN = "write the latent again with `unclip invert`"
 
 
@@ -54,6 +59,9 @@ class BipartiteLatent:
             stage's output side); empty for a decoder-only latent.
         stage_steps: the DDIM steps each stage was inverted with (decode with the same).
         stage_low_res: the input side of each stage (the chain is checked on decoding).
+        stage_partners: EDICT's second noise per stage, same shapes as ``stage_noises``
+            (decoded together with ``stage_mix``), or empty when the stages were DDIM-inverted.
+        stage_mix: EDICT's mixing weight the stages were inverted with.
     """
 
     image_embed: torch.Tensor
@@ -67,6 +75,8 @@ class BipartiteLatent:
     stage_noises: list[torch.Tensor] = field(default_factory=list)
     stage_steps: list[int] = field(default_factory=list)
     stage_low_res: list[int] = field(default_factory=list)
+    stage_partners: list[torch.Tensor] = field(default_factory=list)
+    stage_mix: float = DEFAULT_MIX
 
     def __post_init__(self) -> None:
         z, x = self.image_embed, self.noise
@@ -92,6 +102,18 @@ class BipartiteLatent:
                     f"stage {k} takes {low} px inputs but the level below is {side} px; the stages must form a chain"
                 )
             side = s.shape[-1]
+        if self.stage_partners and [p.shape for p in self.stage_partners] != [s.shape for s in self.stage_noises]:
+            raise InputError(
+                f"EDICT stage partners {[tuple(p.shape) for p in self.stage_partners]} must match the stage noises "
+                f"{[tuple(s.shape) for s in self.stage_noises]}"
+            )
+
+    @property
+    def stage_inversion(self) -> str:
+        """How the stages were inverted: ``"edict"`` (noise pairs), ``"ddim"``, or ``"none"`` without stages."""
+        if not self.stage_noises:
+            return "none"
+        return "edict" if self.stage_partners else "ddim"
 
     def __len__(self) -> int:
         return self.image_embed.shape[0]
@@ -101,32 +123,35 @@ class BipartiteLatent:
         """The side the latent reconstructs at: the last stage's output (the decoder's without stages)."""
         return int(self.stage_noises[-1].shape[-1]) if self.stage_noises else int(self.noise.shape[-1])
 
-    def _with(self, image_embed: torch.Tensor, noise: torch.Tensor, captions, stage_noises) -> "BipartiteLatent":
+    def _with(self, image_embed: torch.Tensor, noise: torch.Tensor, captions, each) -> "BipartiteLatent":
+        """A copy with new tensors; ``each`` maps every stage tensor (noise or partner) to its new value."""
         return replace(
             self, image_embed=image_embed, noise=noise, captions=captions, extra=dict(self.extra),
-            stage_noises=list(stage_noises), stage_steps=list(self.stage_steps), stage_low_res=list(self.stage_low_res),
+            stage_noises=[each(s) for s in self.stage_noises], stage_steps=list(self.stage_steps),
+            stage_low_res=list(self.stage_low_res), stage_partners=[each(p) for p in self.stage_partners],
         )  # fmt: skip
 
     def __getitem__(self, index: int | slice) -> "BipartiteLatent":
         """The latent of image(s) ``index`` (batch dimension kept)."""
         sl = index if isinstance(index, slice) else slice(index, index + 1 if index != -1 else None)
         caps = None if self.captions is None else self.captions[sl]
-        return self._with(self.image_embed[sl], self.noise[sl], caps, [s[sl] for s in self.stage_noises])
+        return self._with(self.image_embed[sl], self.noise[sl], caps, lambda s: s[sl])
 
     def repeat_each(self, n: int) -> "BipartiteLatent":
         """Each image's latent ``n`` times in a row: batch B -> B * n."""
         rep = lambda t: t.repeat_interleave(int(n), dim=0)  # noqa: E731
         caps = None if self.captions is None else [c for c in self.captions for _ in range(int(n))]
-        return self._with(rep(self.image_embed), rep(self.noise), caps, [rep(s) for s in self.stage_noises])
+        return self._with(rep(self.image_embed), rep(self.noise), caps, rep)
 
     def decoder_level(self) -> "BipartiteLatent":
         """The latent without its upsampler levels (z_i and the decoder's x_T)."""
-        return replace(self, extra=dict(self.extra), stage_noises=[], stage_steps=[], stage_low_res=[])
+        return replace(
+            self, extra=dict(self.extra), stage_noises=[], stage_steps=[], stage_low_res=[], stage_partners=[]
+        )
 
     def to(self, device: str | torch.device) -> "BipartiteLatent":
         caps = None if self.captions is None else list(self.captions)
-        stages = [s.to(device) for s in self.stage_noises]
-        return self._with(self.image_embed.to(device), self.noise.to(device), caps, stages)
+        return self._with(self.image_embed.to(device), self.noise.to(device), caps, lambda s: s.to(device))
 
     @staticmethod
     def cat(latents: Sequence["BipartiteLatent"]) -> "BipartiteLatent":
@@ -155,14 +180,21 @@ class BipartiteLatent:
         }  # fmt: skip
         if self.stage_noises:
             high = [int(s.shape[-1]) for s in self.stage_noises]
-            meta["cascade"] = {"steps": list(self.stage_steps), "low_res": list(self.stage_low_res), "high_res": high}
+            meta["cascade"] = {
+                "steps": list(self.stage_steps), "low_res": list(self.stage_low_res), "high_res": high,
+                "inversion": self.stage_inversion,
+            }  # fmt: skip
+            if self.stage_partners:
+                meta["cascade"]["mix"] = self.stage_mix
         return meta
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write one safetensors file (``image_embed``, ``noise``, ``stage_noise_<k>``) with the metadata as JSON."""
+        """Write one safetensors file (``image_embed``, ``noise``, ``stage_noise_<k>``, ``stage_partner_<k>``)
+        with the metadata as JSON."""
         path = Path(path)
         tensors = {"image_embed": self.image_embed.float(), "noise": self.noise.float()}
         tensors.update({STAGE_KEY.format(k): s.float() for k, s in enumerate(self.stage_noises)})
+        tensors.update({PARTNER_KEY.format(k): p.float() for k, p in enumerate(self.stage_partners)})
         save_tensors(path, tensors, metadata={"unclip": json.dumps(self.metadata())})
         return path
 
@@ -203,16 +235,18 @@ class BipartiteLatent:
         info = meta.get("cascade") or {}
         steps, lows = list(info.get("steps", [])), list(info.get("low_res", []))
         names = [STAGE_KEY.format(k) for k in range(len(steps))]
-        if len(lows) != len(steps) or not set(names) <= set(tensors):
+        partners = [PARTNER_KEY.format(k) for k in range(len(steps))] if info.get("inversion") == "edict" else []
+        if len(lows) != len(steps) or not set(names + partners) <= set(tensors):
             raise CheckpointError(
                 f"{path}: its cascade metadata lists {len(steps)} stages but the file lacks some of the tensors "
-                f"{names} (or their low_res entries); invert the image again with `unclip invert --size`"
+                f"{names + partners} (or their low_res entries); invert the image again with `unclip invert --size`"
             )
         try:
             return cls(
                 tensors["image_embed"], tensors["noise"], int(meta["steps"]), float(meta["guidance"]),
                 meta.get("captions"), meta.get("model", ""), float(meta.get("min_alpha_bar", MIN_ALPHA_BAR)),
                 meta.get("extra") or {}, [tensors[n] for n in names], [int(s) for s in steps], [int(s) for s in lows],
+                [tensors[n] for n in partners], float(info.get("mix", DEFAULT_MIX)),
             )  # fmt: skip
         except InputError as exc:
             raise CheckpointError(

@@ -56,6 +56,12 @@ def check_latent_file(path: str | os.PathLike, meta: dict[str, Any], tensors: di
             values = cascade.get(key, [])
             if not isinstance(values, list) or not all(_is_int(v) and 1 <= v <= MAX_STEPS for v in values):
                 raise _fail(path, f"metadata cascade '{key}' must be a list of whole numbers from 1 to {MAX_STEPS}")
+        inversion = cascade.get("inversion", "ddim")
+        if inversion not in ("ddim", "edict"):
+            raise _fail(path, f"metadata cascade 'inversion' is {inversion!r}; expected 'ddim' or 'edict'")
+        mix = cascade.get("mix", 0.93)
+        if not _is_number(mix) or not 0.5 < mix <= 1.0:
+            raise _fail(path, f"metadata cascade 'mix' is {mix!r}; expected a number in (0.5, 1]")
     for name, tensor in tensors.items():
         if not tensor.is_floating_point():
             raise _fail(path, f"tensor '{name}' has dtype {tensor.dtype}; a latent holds floating-point tensors")

@@ -104,8 +104,16 @@ def add_parsers(sub: Any) -> None:
         default=None,
         help=(
             "invert through the model's upsampler stages up to this side too (e.g. 128): the latent then also holds "
-            "each stage's DDIM-inverted noise, and --reconstruct decodes at this side (default: the decoder's side "
-            "only)"
+            "each stage's inverted noise, and --reconstruct decodes at this side (default: the decoder's side only)"
+        ),
+    )
+    p.add_argument(
+        "--stage-inversion",
+        choices=("edict", "ddim"),
+        default="edict",
+        help=(
+            "how the upsampler stages are inverted with --size: edict (default; exact coupled sequences, a noise "
+            "pair per stage) or ddim (one noise per stage, exact only where the stage's network can reach the image)"
         ),
     )
     _common(p)
@@ -281,7 +289,7 @@ def run(args: argparse.Namespace) -> int:
     meta: dict[str, Any] = {"command": args.command, "model": str(args.model)}
     if args.command == "invert":
         image = _open_image(args.image)
-        lat = M.invert(pipe, image, size=args.size, progress=True, **inv)
+        lat = M.invert(pipe, image, size=args.size, stage_inversion=args.stage_inversion, progress=True, **inv)
         lat.model = str(args.model)
         lat.save(args.out)
         stages = "".join(f", stage {k} noise {tuple(z.shape)}" for k, z in enumerate(lat.stage_noises))
@@ -294,7 +302,10 @@ def run(args: argparse.Namespace) -> int:
             rec = M.reconstruct(pipe, lat).cpu()
             mse = float(((rec - x) / 2).pow(2).mean())
             psnr = 10.0 * math.log10(1.0 / max(mse, 1e-12))
-            meta["settings"] = {**_settings(args, "steps", "guidance", "refine"), "size": int(rec.shape[-1])}
+            meta["settings"] = {
+                **_settings(args, "steps", "guidance", "refine", "stage_inversion"),
+                "size": int(rec.shape[-1]),
+            }
             write_image_set(
                 args.reconstruct, tensor_to_pil(rec), [{"source": args.image, "psnr_db": round(psnr, 2)}], meta
             )
