@@ -125,6 +125,7 @@ def cascade_figures(pipe: UnCLIP, x: torch.Tensor, args: argparse.Namespace, nam
             upsampler_steps=args.upsampler_steps,
             refine=args.refine,
             condition=args.condition,
+            stage_inversion=args.stage_inversion,
         )
         levels = reconstruct(pipe, lat, return_levels=True)
         rec, dec = levels[-1].cpu(), levels[0]
@@ -192,6 +193,12 @@ def main(argv: list[str] | None = None) -> int:
             "what conditions each upsampler stage's inversion: the reconstruction one level down (default) or the "
             "resized input"
         ),
+    )
+    ap.add_argument(
+        "--stage-inversion",
+        default="edict",
+        choices=["edict", "ddim"],
+        help="how the upsampler stages are inverted in the cascade part (default: edict, as `unclip invert`)",
     )
     ap.add_argument("--emoji-n", type=int, default=10, help="emoji test images among the outside images (0: none)")
     ap.add_argument("--batch", type=int, default=10, help="images per inversion batch in the cascade part")
@@ -285,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             "size_px": args.size,
             "compare_size_px": args.compare_size,
             "condition": args.condition,
+            "stage_inversion": args.stage_inversion,
             "upsampler_steps": args.upsampler_steps or [st.steps for st in chain],
             "sources": {},
         }

@@ -10,7 +10,7 @@ from safetensors import safe_open
 from unclip.apps.cli.main import main
 from unclip.data.shapes import render_batch
 from unclip.errors import CheckpointError, InputError
-from unclip.manipulate import BipartiteLatent, as_image_tensor, invert, reconstruct
+from unclip.manipulate import BipartiteLatent, as_image_tensor, invert, reconstruct, vary
 from unclip.pipeline import UnCLIP
 from unclip.storage.imageio import tensor_to_pil
 
@@ -254,3 +254,16 @@ def test_cli_invert_with_size(full_tiny_model, images, tmp_path, capsys):
     manifest = json.loads((tmp_path / "rec" / "manifest.json").read_text())
     assert manifest["settings"]["size"] == TOP and manifest["images"][0]["psnr_db"] > 0
     assert "stage 0 noise (1, 3, 64, 64)" in capsys.readouterr().out
+
+
+def test_vary_at_eta_0_above_the_decoder_side_gives_the_image_back(pipe, images, latent, rec_levels):
+    """`unclip vary IMAGE --eta 0 --size S` inverts the stages too, so the input comes back at S."""
+    rec = vary(pipe, images[:1], eta=0.0, n=2, size=TOP, steps=STEPS, refine=REFINE, upsampler_steps=UP_STEPS)
+    assert rec.shape == (2, 3, TOP, TOP) and torch.equal(rec[0], rec[1])
+    assert psnr(rec, images[:1].expand(2, -1, -1, -1)).min() > 60
+    # a latent that holds its stages decodes through them; at eta > 0 the stages sample afresh
+    assert torch.equal(vary(pipe, latent[1], eta=0.0, n=1, size=TOP), reconstruct(pipe, latent[1]))
+    varied = vary(pipe, latent[1], eta=1.0, n=2, size=TOP, seed=0)
+    assert varied.shape == (2, 3, TOP, TOP) and not torch.equal(varied[0], varied[1])
+    # without size, the decoder's side as before
+    assert vary(pipe, latent[1], eta=0.0, n=1).shape[-1] == pipe.decoder.config.image_size

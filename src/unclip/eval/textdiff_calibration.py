@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from ..data.shapes import COLORS, SHAPES, render_batch
 from ..errors import InputError
@@ -103,7 +104,13 @@ def diff_pairs(attrs: list[dict], kind: str) -> list[DiffPair]:
 
 @torch.no_grad()
 def text_diff_frames(
-    pipe, latent: BipartiteLatent, pairs: list[DiffPair], thetas: list[float], *, batch_size: int = 64
+    pipe,
+    latent: BipartiteLatent,
+    pairs: list[DiffPair],
+    thetas: list[float],
+    *,
+    batch_size: int = 64,
+    progress: bool = False,
 ) -> torch.Tensor:
     """Frames (P, F, 3, S, S) of every pair's text diff at every theta, decoded in batches.
 
@@ -120,7 +127,7 @@ def text_diff_frames(
     noise = latent.noise.cpu()[idx].repeat_interleave(len(thetas), dim=0)
     caps = None if latent.captions is None else [latent.captions[p.source] for p in pairs for _ in thetas]
     out = []
-    for s in range(0, z.shape[0], batch_size):
+    for s in tqdm(range(0, z.shape[0], batch_size), desc="text-diff frames", disable=not progress, leave=False):
         chunk = slice(s, s + batch_size)
         frames = decode_latent(
             pipe,
@@ -174,25 +181,31 @@ def measure_text_diffs(
     batch_size: int = 64,
     target: float = 0.9,
     values: list[str] | None = None,
+    refine: int = 2,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """The fraction of text diffs that reach their target (and keep the other attribute) per theta.
 
     Returns a JSON-able dict: per kind, ``per_theta`` rows of ``reached``, ``kept`` and
     ``reached_and_kept`` fractions, per-target-value ``reached`` at each theta, the number
     of edits, and ``calibrated_max_theta`` over all kinds together. ``values`` restricts the
-    source colours and shapes (for a quick run).
+    source colours and shapes (for a quick run). The sources are inverted with ``steps``
+    and ``refine`` as ``unclip textdiff`` does (its defaults: 50 steps, refine 2).
     """
     if not thetas or min(thetas) < 0:
         raise InputError(f"thetas must be a non-empty list of values >= 0, got {thetas}")
     size = pipe.decoder.config.image_size
-    out: dict[str, Any] = {"thetas": list(thetas), "per_value": per_value, "steps": steps, "kinds": {}}
+    out: dict[str, Any] = {
+        "thetas": list(thetas), "per_value": per_value, "steps": steps, "refine": refine, "kinds": {}
+    }  # fmt: skip
     all_success = torch.zeros(len(thetas))
     total = 0
     for kind in kinds:
         x, attrs = single_object_sources(size, kind, per_value, values=values)
-        latent = invert(pipe, x, steps=steps)
+        latent = invert(pipe, x, steps=steps, refine=refine, progress=progress)
         pairs = diff_pairs(attrs, kind)
-        flags = score_frames(text_diff_frames(pipe, latent, pairs, thetas, batch_size=batch_size), pairs)
+        frames = text_diff_frames(pipe, latent, pairs, thetas, batch_size=batch_size, progress=progress)
+        flags = score_frames(frames, pairs)
         both = flags["reached"] & flags["kept"]
 
         def frac(flag: torch.Tensor, j: int) -> float:

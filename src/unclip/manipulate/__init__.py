@@ -30,11 +30,20 @@ from .invert import (
     manipulation_model_fn,
     reconstruct,
 )
-from .latent import DEFAULT_GUIDANCE, DEFAULT_STEPS, LATENT_FORMAT, LATENT_VERSION, MIN_ALPHA_BAR, BipartiteLatent
+from .latent import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_REFINE,
+    DEFAULT_STEPS,
+    LATENT_FORMAT,
+    LATENT_VERSION,
+    MIN_ALPHA_BAR,
+    BipartiteLatent,
+)
 from .probe import DEFAULT_DIMS, embed_split, image_relative_errors, pca_probe_latent, probe_pca
 
 __all__ = [
-    "BipartiteLatent", "CONDITIONS", "DEFAULT_DIMS", "DEFAULT_GUIDANCE", "DEFAULT_STEPS", "ImageInput",
+    "BipartiteLatent", "CONDITIONS", "DEFAULT_DIMS", "DEFAULT_GUIDANCE", "DEFAULT_REFINE", "DEFAULT_STEPS",
+    "ImageInput",
     "LATENT_FORMAT", "LATENT_VERSION", "MIN_ALPHA_BAR", "NOISE_PATHS", "STAGE_INVERSIONS", "as_image_tensor",
     "decode", "decode_latent",
     "embed_split", "fixed_noise_latent", "image_relative_errors", "interpolate", "interpolation_latent", "invert",

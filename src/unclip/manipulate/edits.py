@@ -25,8 +25,8 @@ import torch
 
 from ..errors import InputError
 from .geometry import slerp, text_diff_direction, theta_schedule
-from .invert import ImageInput, as_image_tensor, decode_latent, invert
-from .latent import DEFAULT_GUIDANCE, DEFAULT_STEPS, MIN_ALPHA_BAR, BipartiteLatent
+from .invert import ImageInput, as_image_tensor, decode_latent, invert, reconstruct
+from .latent import DEFAULT_GUIDANCE, DEFAULT_REFINE, DEFAULT_STEPS, MIN_ALPHA_BAR, BipartiteLatent
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..pipeline import UnCLIP
@@ -114,7 +114,9 @@ def vary(
     seed: int = 0,
     steps: int = DEFAULT_STEPS,
     guidance: float = DEFAULT_GUIDANCE,
-    refine: int = 0,
+    refine: int = DEFAULT_REFINE,
+    size: int | None = None,
+    upsampler_steps: int | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
     """Variations of image(s) (section 3.1): (B * n, 3, S, S), the n variations of each image in turn.
@@ -123,11 +125,33 @@ def vary(
     whose fresh noise comes from ``seed``. eta 0 reconstructs the image n times; larger eta
     keeps what z_i holds (for shapes: colour and shape) while redrawing the rest. A given
     :class:`BipartiteLatent` is used as it is (its own steps and guidance).
+
+    ``size`` above the decoder's side returns images at that side, through the upsampler
+    stages. At eta 0 the image is inverted through them too (:func:`invert` with ``size``),
+    so the reconstruction is the input at that side; a given latent is decoded through its
+    own stage noises when it has them up to ``size``. Otherwise (eta > 0, or a decoder-level
+    latent) the variations are upsampled with fresh noise from ``seed``, as generation does.
+    ``upsampler_steps``: DDIM steps per stage (None: each stage's default).
     """
     if int(n) < 1:
         raise InputError(f"n must be >= 1, got {n}")
+    side = pipe.decoder.config.image_size
+    target = side if size is None else pipe.resolve_size(size)
+    if target > side and eta == 0.0:
+        if isinstance(image, BipartiteLatent):
+            lat = image.to(pipe.device)
+        else:
+            lat = invert(
+                pipe, image, size=target, steps=steps, upsampler_steps=upsampler_steps, guidance=guidance,
+                refine=refine, progress=progress,
+            )  # fmt: skip
+        if lat.size == target:  # one eta-0 decode serves all n copies
+            return reconstruct(pipe, lat, progress=progress).repeat_interleave(int(n), dim=0)
     lat = as_latent(pipe, image, steps, guidance, refine, progress).decoder_level()
-    return decode(pipe, lat.repeat_each(int(n)), eta=eta, generator=_generator(pipe, seed), progress=progress)
+    x = decode(pipe, lat.repeat_each(int(n)), eta=eta, generator=_generator(pipe, seed), progress=progress)
+    if target == side:
+        return x
+    return pipe.upsample_to(x, target, seed=seed, steps=upsampler_steps, progress=progress)
 
 
 @torch.no_grad()
@@ -141,7 +165,7 @@ def interpolate(
     seed: int = 0,
     steps: int = DEFAULT_STEPS,
     guidance: float = DEFAULT_GUIDANCE,
-    refine: int = 0,
+    refine: int = DEFAULT_REFINE,
     progress: bool = False,
 ) -> torch.Tensor:
     """Interpolate between two images (section 3.2): (frames, 3, S, S), theta = 0 .. 1.
@@ -181,7 +205,7 @@ def text_diff(
     frames: int = 5,
     steps: int = DEFAULT_STEPS,
     guidance: float = DEFAULT_GUIDANCE,
-    refine: int = 0,
+    refine: int = DEFAULT_REFINE,
     progress: bool = False,
 ) -> torch.Tensor:
     """Edit an image towards a caption (section 3.3): (frames, 3, S, S) for theta = 0 .. max_theta.

@@ -85,7 +85,7 @@ from ..diffusion.edict import DEFAULT_MIX
 from ..errors import InputError
 from ..storage.imageio import pil_to_tensor
 from ..upsampler.cascade import steps_per_stage, upsample
-from .latent import DEFAULT_GUIDANCE, DEFAULT_STEPS, MIN_ALPHA_BAR, BipartiteLatent
+from .latent import DEFAULT_GUIDANCE, DEFAULT_REFINE, DEFAULT_STEPS, MIN_ALPHA_BAR, BipartiteLatent
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..pipeline import UnCLIP
@@ -238,7 +238,7 @@ def invert(
     steps: int = DEFAULT_STEPS,
     upsampler_steps: int | Sequence[int | None] | None = None,
     guidance: float = DEFAULT_GUIDANCE,
-    refine: int = 0,
+    refine: int = DEFAULT_REFINE,
     captions: list[str] | None = None,
     min_alpha_bar: float = MIN_ALPHA_BAR,
     condition: str = "decoded",

@@ -377,9 +377,9 @@ class UnCLIPBase:
         return _invert(self, images, size=size, **kwargs)
 
     def vary(self, image, eta: float = 1.0, n: int = 4, *, size: int | None = None, **kwargs) -> list[Image.Image]:
-        """``n`` variations of an image (PIL) at side ``size``; see :func:`unclip.manipulate.vary`."""
-        x = _vary(self, image, eta=eta, n=n, **kwargs)
-        return tensor_to_pil(self.upsample_to(x, size, seed=kwargs.get("seed", 0)))
+        """``n`` variations of an image (PIL) at side ``size`` (None: the model's default side);
+        at eta 0 the reconstruction, through the stages' inversion too; see :func:`unclip.manipulate.vary`."""
+        return tensor_to_pil(_vary(self, image, eta=eta, n=n, size=self.resolve_size(size), **kwargs))
 
     def interpolate(self, a, b, frames: int = 8, *, size: int | None = None, **kwargs) -> list[Image.Image]:
         """Frames between two images (PIL) at side ``size``; see :func:`unclip.manipulate.interpolate`.

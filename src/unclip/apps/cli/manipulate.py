@@ -35,8 +35,9 @@ def _add_size(p: argparse.ArgumentParser) -> None:
         type=A.SIZE,
         default=None,
         help=(
-            "output side: the decoder's (default) or a larger one reached by the model's upsampler stages (one "
-            "shared noise for all frames)"
+            "output side: the decoder's or a larger one reached by the model's upsampler stages (default: the "
+            "model's default side, 128 for shapes; interpolate and textdiff upsample every frame with one shared "
+            "noise, vary at --eta 0 inverts the stages too so the image comes back at that side)"
         ),
     )
 
@@ -62,7 +63,7 @@ def _common(p: argparse.ArgumentParser, *, steps: bool = True) -> None:
         p.add_argument(
             "--refine",
             type=A.REFINE,
-            default=2,
+            default=2,  # manipulate.DEFAULT_REFINE (not imported here: the parser stays free of torch)
             help=(
                 "fixed-point refinements per inversion step: more exact, (1 + R) model calls per step (default: 2; "
                 "on outside images 22.5 dB at 0, 42.3 dB at 2 at the decoder's side, "
@@ -312,7 +313,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"reconstruction PSNR {psnr:.2f} dB, written to {args.reconstruct}")
         return 0
     if args.command == "vary":
-        images = M.vary(pipe, _input(args.image, pipe), eta=args.eta, n=args.n, seed=args.seed, progress=True, **inv)
+        size = pipe.resolve_size(args.size)
+        images = M.vary(
+            pipe, _input(args.image, pipe), eta=args.eta, n=args.n, seed=args.seed, size=size, progress=True, **inv
+        )
         entries = [
             {"source": args.image, "eta": args.eta, "seed": args.seed, "index": k} for k in range(images.shape[0])
         ]

@@ -58,13 +58,14 @@ def line_plot(
     ylabel: str,
     title: str,
     ylim: tuple[float, float] | None = None,
+    xlabel: str = "decoder guidance scale",
 ) -> Path:
     """``series`` {label: one value per scale} against ``scales``; missing values leave gaps."""
     plt = require_matplotlib()
     fig, ax = plt.subplots(figsize=(4.6, 3.3))
     for (label, values), marker in zip(series.items(), "osd^v"):
         ax.plot(list(scales), _nan(values), marker=marker, label=label)
-    ax.set_xlabel("decoder guidance scale")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)

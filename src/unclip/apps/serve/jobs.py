@@ -111,8 +111,9 @@ def run_generate(
 
 
 def run_invert(pipe: Any, model: str, *, image: Image.Image, steps: int, guidance: float) -> JobResult:
-    """Bipartite latent of an upload (section 3) and its eta-0 reconstruction with the PSNR against the input."""
-    latent = pipe.invert(image, steps=steps, guidance=guidance)
+    """Bipartite latent of an upload (section 3), through the upsampler stages to the model's
+    default side, and its eta-0 reconstruction with the PSNR against the input."""
+    latent = pipe.invert(image, size=pipe.resolve_size(None), steps=steps, guidance=guidance)
     rec = pipe.vary(latent, eta=0.0, n=1)[0]
     psnr = psnr_db(rec, image)
     settings = {"steps": steps, "guidance": guidance, "size": rec.size[0]}
@@ -140,9 +141,9 @@ def run_vary(
     guidance: float,
     size: int | None,
 ) -> JobResult:
-    """Variations (section 3.1): invert once, then decode at eta 0 (the reconstruction) and
-    ``num_images`` times at ``eta``."""
-    latent = pipe.invert(image, steps=steps, guidance=guidance)
+    """Variations (section 3.1): invert once (through the stages up to ``size``), then decode at
+    eta 0 (the reconstruction) and ``num_images`` times at ``eta``."""
+    latent = pipe.invert(image, size=pipe.resolve_size(size), steps=steps, guidance=guidance)
     rec = pipe.vary(latent, eta=0.0, n=1, seed=seed, size=size)[0]
     images = pipe.vary(latent, eta=eta, n=num_images, seed=seed, size=size)
     entries = [{"source": "upload", "eta": eta, "seed": seed, "index": k} for k in range(len(images))]
