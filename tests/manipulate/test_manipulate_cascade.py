@@ -253,7 +253,8 @@ def test_cli_invert_with_size(full_tiny_model, images, tmp_path, capsys):
     assert len(lat.stage_noises) == 1 and lat.size == TOP
     manifest = json.loads((tmp_path / "rec" / "manifest.json").read_text())
     assert manifest["settings"]["size"] == TOP and manifest["images"][0]["psnr_db"] > 0
-    assert "stage 0 noise (1, 3, 64, 64)" in capsys.readouterr().out
+    assert "stage 0 noise pair (EDICT) (1, 3, 64, 64)" in capsys.readouterr().out
+    assert len(lat.stage_partners) == 1 and manifest["settings"]["stage_inversion"] == "edict"
 
 
 def test_vary_at_eta_0_above_the_decoder_side_gives_the_image_back(pipe, images, latent, rec_levels):

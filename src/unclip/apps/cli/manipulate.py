@@ -293,7 +293,8 @@ def run(args: argparse.Namespace) -> int:
         lat = M.invert(pipe, image, size=args.size, stage_inversion=args.stage_inversion, progress=True, **inv)
         lat.model = str(args.model)
         lat.save(args.out)
-        stages = "".join(f", stage {k} noise {tuple(z.shape)}" for k, z in enumerate(lat.stage_noises))
+        kind = " pair (EDICT)" if lat.stage_partners else ""
+        stages = "".join(f", stage {k} noise{kind} {tuple(z.shape)}" for k, z in enumerate(lat.stage_noises))
         print(
             f"wrote the bipartite latent of {args.image} to {args.out} (z_i {tuple(lat.image_embed.shape)}, x_T "
             f"{tuple(lat.noise.shape)}{stages}; {lat.steps} steps, guidance {lat.guidance})"
