@@ -34,7 +34,9 @@ from ..errors import InputError
 from .gaussian import GaussianDiffusion
 from .sampling import ModelFn, _full, _indices, _respaced
 
-DEFAULT_MIX = 0.93  # the paper's p: closer to 1 keeps the two sequences apart longer, below ~0.9 they drift
+# The paper's p. Nearer 1 the mixing step averages less and the two sequences drift apart;
+# lower, the inverse divides by p twice per step and amplifies rounding errors.
+DEFAULT_MIX = 0.93
 
 
 def _check_mix(mix: float) -> float:
