@@ -41,6 +41,7 @@ from unclip.eval.textdiff_calibration import (  # noqa: E402
     measure_text_diffs,
     store_default_max_theta,
 )
+from unclip.manipulate import DEFAULT_REFINE  # noqa: E402
 from unclip.pipeline import UnCLIP, resolve_model_path  # noqa: E402
 from unclip.storage.checkpoint import atomic_write_json  # noqa: E402
 
@@ -69,7 +70,12 @@ def main() -> None:
         default=0.9,
         help="fraction reached-and-kept that calibrates the max theta (default: 0.9)",
     )
-    ap.add_argument("--refine", type=int, default=2, help="fixed-point refinements of the inversion (default: 2)")
+    ap.add_argument(
+        "--refine",
+        type=int,
+        default=DEFAULT_REFINE,
+        help=f"fixed-point refinements of the inversion (default: {DEFAULT_REFINE}, as unclip textdiff)",
+    )
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json-out", default=None, help="also write the JSON here")

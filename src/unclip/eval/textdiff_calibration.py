@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from ..data.shapes import COLORS, SHAPES, render_batch
 from ..errors import InputError
 from ..manipulate import (
+    DEFAULT_REFINE,
     BipartiteLatent,
     decode_latent,
     invert,
@@ -181,7 +182,7 @@ def measure_text_diffs(
     batch_size: int = 64,
     target: float = 0.9,
     values: list[str] | None = None,
-    refine: int = 2,
+    refine: int = DEFAULT_REFINE,
     progress: bool = False,
 ) -> dict[str, Any]:
     """The fraction of text diffs that reach their target (and keep the other attribute) per theta.

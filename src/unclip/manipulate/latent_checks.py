@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from ..diffusion.edict import DEFAULT_MIX
 from ..errors import CheckpointError, InputError
 
 _FIX = "write the latent again with `unclip invert`"
@@ -59,7 +60,7 @@ def check_latent_file(path: str | os.PathLike, meta: dict[str, Any], tensors: di
         inversion = cascade.get("inversion", "ddim")
         if inversion not in ("ddim", "edict"):
             raise _fail(path, f"metadata cascade 'inversion' is {inversion!r}; expected 'ddim' or 'edict'")
-        mix = cascade.get("mix", 0.93)
+        mix = cascade.get("mix", DEFAULT_MIX)
         if not _is_number(mix) or not 0.5 < mix <= 1.0:
             raise _fail(path, f"metadata cascade 'mix' is {mix!r}; expected a number in (0.5, 1]")
     for name, tensor in tensors.items():

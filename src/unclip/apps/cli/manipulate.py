@@ -385,9 +385,10 @@ def run(args: argparse.Namespace) -> int:
             f"{info['components_for_1pct']} principal components keep the mean relative error of the {args.split} "
             "embeddings under 1%"
         )
-    if args.command in ("vary", "interpolate", "textdiff"):
+    if args.command in ("interpolate", "textdiff"):  # vary came out at its size already
         seed = getattr(args, "seed", 0)
-        images = pipe.upsample_to(images, args.size, seed=seed, shared_noise=args.command != "vary", progress=True)
+        images = pipe.upsample_to(images, args.size, seed=seed, shared_noise=True, progress=True)
+    if args.command in ("vary", "interpolate", "textdiff"):
         meta.setdefault("settings", {})["size"] = int(images.shape[-1])
     path = write_image_set(args.out, tensor_to_pil(images), entries, meta)
     print(f"wrote {images.shape[0]} images to {path}")
