@@ -20,7 +20,7 @@ from upsampler_quality import psnr
 
 torch.set_num_threads(2)
 pipe = UnCLIP.load("shapes")
-paths = sorted(Path(__file__).resolve().parent / "outside_images".glob("*.png"))
+paths = sorted((Path(__file__).resolve().parent / "outside_images").glob("*.png"))
 x128 = as_image_tensor([Image.open(p).convert("RGB") for p in paths], 128)
 x32 = as_image_tensor(x128, 32)
 stage = pipe.stage_chain(128)[0]
