@@ -27,3 +27,23 @@ class InputError(UnclipError):
 
 class NumericalError(UnclipError):
     """A computation produced NaN or infinity (damaged weights, an extreme setting): never written as an image."""
+
+
+class TrainingInterrupted(UnclipError):
+    """A stop signal (SIGTERM, SIGUSR1, Ctrl-C) ended training at a checkpoint; ``--resume`` continues it.
+
+    Attributes:
+        signal_name: the signal, e.g. ``"SIGTERM"`` (or a note that another rank received it).
+    """
+
+    def __init__(self, message: str, signal_name: str) -> None:
+        super().__init__(message)
+        self.signal_name = signal_name
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal's number, as shells report a process ended by that signal (1 if unknown)."""
+        import signal
+
+        number = getattr(signal, self.signal_name, None)
+        return 128 + int(number) if number is not None else 1

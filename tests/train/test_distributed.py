@@ -279,6 +279,40 @@ def test_killing_a_rank_fails_the_other_quickly_and_resume_finishes(base, tmp_pa
     assert (out / "decoder" / "weights.safetensors").is_file()
 
 
+def test_a_stop_signal_on_one_rank_stops_every_rank_at_one_checkpoint(base, tmp_path):
+    out = tmp_path / "model"
+    shutil.copytree(base, out)
+    shutil.rmtree(out / "runs" / "decoder")
+    argv = ["-m", "unclip", "train", "decoder", "--preset", "tiny", "--steps", "5000", "--out", str(out)]
+    argv += ["--checkpoint-every", "100000", "--no-progress", "--dist-timeout", "30", "--overwrite"]
+    procs = _launch(argv, log_dir=tmp_path)
+    log = out / "runs" / "decoder" / "loss_log.jsonl"
+    deadline = time.monotonic() + 180
+    while not (log.is_file() and any(json.loads(x)["step"] > 10 for x in log.read_text().splitlines())):
+        if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+            for p in procs:
+                p.kill()
+            pytest.fail("no training progress:\n" + _logs(tmp_path))
+        time.sleep(0.2)
+    procs[1].send_signal(signal.SIGTERM)  # torchrun would signal every rank; one is the harder case
+    try:
+        codes = [p.wait(timeout=60) for p in procs]
+    except subprocess.TimeoutExpired:
+        for p in procs:
+            p.kill()
+        pytest.fail("the ranks did not stop within 60 s of SIGTERM:\n" + _logs(tmp_path))
+    logs = _logs(tmp_path)
+    assert codes == [1, 128 + signal.SIGTERM], logs  # rank 0 stopped for rank 1's signal
+    assert "collective failed" not in logs and "stopped by a stop signal on another rank" in logs, logs
+    step = json.loads((out / "runs" / "decoder" / "train_state" / "state.json").read_text())["step"]
+    assert 10 < step < 5000  # the only checkpoint is the one the signal asked for
+    from unclip.apps.cli import main
+
+    argv = ["train", "decoder", "--preset", "tiny", "--steps", str(step + 4), "--out", str(out), "--resume"]
+    assert main([*argv, "--no-progress"]) == 0
+    assert (out / "decoder" / "weights.safetensors").is_file()
+
+
 @pytest.mark.slow
 def test_train_all_under_torchrun_writes_a_model_that_generate_loads(tmp_path):
     out = tmp_path / "model"

@@ -41,7 +41,7 @@ from ..data.embeddings import (
 from ..data.sources import is_shard_spec
 from ..decoder.model import Decoder, DecoderConfig
 from ..diffusion import DiffusionSettings
-from ..errors import ConfigError
+from ..errors import ConfigError, TrainingInterrupted
 from ..model_dir import component_done, register_component
 from ..prior.ar_prior import COMPONENT as AR_COMPONENT
 from ..prior.diffusion_prior import DiffusionPrior, DiffusionPriorConfig
@@ -90,6 +90,7 @@ class Options:
     resume: bool = False
     progress: bool = True
     time_limit_s: float | None = None
+    checkpoint_every: int | None = None  # None: the preset's
     batch_size: int | None = None
     text_only: bool = False
     init_from: str | Path | None = None
@@ -387,6 +388,13 @@ def train_component(name: str, data: str, preset: str, out: str | Path, **option
     plan = SETUPS[name](data, preset, out, opts)
     run_dir = out / "runs" / plan.component
     stats = run_stage(plan.stage, plan.config, plan.budget, run_dir, resume=opts.resume, progress=opts.progress)
+    signal_name = stats.pop("interrupted", None)
+    if signal_name is not None:  # a checkpoint, no summary: the stage has not finished
+        raise TrainingInterrupted(
+            f"{plan.component}: stopped by {signal_name} at step {stats['steps']} of {plan.config.steps}; the "
+            f"checkpoint is in {run_dir}. Rerun the same command with --resume to continue",
+            signal_name,
+        )
     after = plan.after() if plan.after else {}
     summary = {**stats, **plan.info, **after, "total_wall_time_s": time.perf_counter() - start, **_world()}
     if distributed.is_main():

@@ -166,7 +166,9 @@ class TrainResult:
         steps_per_s: steps of this call per wall-clock second.
         out_dir: the run's folder.
         start_step: the step this call started from (0, or the resumed checkpoint's).
-        stopped_early: True when ``stop_after`` ended the call before ``config.steps``.
+        stopped_early: True when ``stop_after`` or a stop signal ended the call before ``config.steps``.
+        interrupted: the signal that stopped the call (``"SIGTERM"``, ...), else None; the
+            run's checkpoint is at ``steps``.
         eval: the last result of ``stage.evaluate`` (empty when none ran).
         model: the exported module (EMA copy, or the raw model when EMA is off).
     """
@@ -178,6 +180,7 @@ class TrainResult:
     out_dir: Path
     start_step: int = 0
     stopped_early: bool = False
+    interrupted: str | None = None
     eval: dict[str, float] = field(default_factory=dict)
     model: nn.Module | None = field(default=None, repr=False, compare=False)
 

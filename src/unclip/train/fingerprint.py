@@ -46,7 +46,7 @@ FLAGS = {
 # Not part of what a run is: where and how it runs, and how long it goes on (a resumed run may
 # train to more steps; a checkpoint written by N processes resumes on M, with or without FSDP).
 _IGNORED = {
-    "device", "progress", "resume", "time_limit_s", "overwrite", "steps",
+    "device", "progress", "resume", "time_limit_s", "overwrite", "steps", "checkpoint_every",
     "fsdp", "grad_checkpointing", "dist_backend", "dist_timeout_s",
 }  # fmt: skip
 

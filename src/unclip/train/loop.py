@@ -63,6 +63,7 @@ from .state import (
     restore_rng,
     save_train_state,
 )
+from .stop_signals import StopSignals
 
 logger = logging.getLogger(__name__)
 
@@ -196,6 +197,8 @@ def train(
             ``{"step": s, "eval": {...}}`` after each evaluation.
         stop_after: stop, with a checkpoint and without export, once this many steps are
             done (for preemptible jobs and tests; resume later with ``resume=True``).
+            SIGTERM, SIGUSR1 or a first Ctrl-C stop the same way after the current step
+            (``TrainResult.interrupted`` names the signal; see ``stop_signals.py``).
 
     Returns:
         A :class:`TrainResult`.
@@ -318,8 +321,9 @@ def train(
     bar = tqdm(
         total=config.steps, initial=start, disable=not show, desc=f"train {stage.name}", unit="step", dynamic_ncols=True
     )
+    interrupted = None
     try:
-        with open(log_path, "a") if main else contextlib.nullcontext() as log_file:
+        with open(log_path, "a") if main else contextlib.nullcontext() as log_file, StopSignals() as signals:
             for step in range(start, end):
                 lr = lr_at(step, config)
                 for group in optimizer.param_groups:
@@ -374,6 +378,10 @@ def train(
                 is_eval = callable(evaluate) and (
                     (config.eval_every and done % config.eval_every == 0) or done == config.steps
                 )
+                # ranks agree on a stop where they synchronise anyway (every step on CPU)
+                if not ctx.enabled or sync_each or is_log or is_ckpt:
+                    interrupted = signals.requested()
+                    is_ckpt = is_ckpt or interrupted is not None
                 if sync_each or is_log or is_ckpt or is_eval:
                     flush()
                 if is_log:
@@ -429,6 +437,9 @@ def train(
                         )
                     distributed.barrier()  # nobody goes on while the checkpoint is half-written
                     last_ckpt = done
+                if interrupted is not None:
+                    logger.warning("%s: stopped by %s after step %d; resume to continue", stage.name, interrupted, done)
+                    break
     except Exception as exc:
         if distributed.is_collective_failure(exc):
             hint = f"The last complete checkpoint ({out_dir / STATE_DIR}) is at step {last_ckpt}; "
@@ -438,7 +449,7 @@ def train(
     finally:
         bar.close()
 
-    finished = end == config.steps
+    finished = done == config.steps
     if finished:
         export_model = replicas.export_module(export_model)  # gathered under FSDP (every rank)
         export_model.eval()
@@ -450,13 +461,14 @@ def train(
     # Rank 0's timings on every rank: callers that size a run from them (a time budget) agree.
     wall = distributed.broadcast_floats([time.perf_counter() - t_start], device)[0]
     return TrainResult(
-        steps=end,
+        steps=done,
         final_loss=last_loss if math.isfinite(last_loss) else last_logged_loss(log_path),
         wall_time_s=wall,
-        steps_per_s=(end - start) / wall if wall > 0 else 0.0,
+        steps_per_s=(done - start) / wall if wall > 0 else 0.0,
         out_dir=out_dir,
         start_step=start,
         stopped_early=not finished,
+        interrupted=interrupted,
         eval=last_eval,
         model=export_model,
     )

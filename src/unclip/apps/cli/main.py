@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 
-from ...errors import UnclipError
+from ...errors import TrainingInterrupted, UnclipError
 from . import args as A
 from . import train as cli_train
 from .common import DATA_HELP, PRIOR_CHOICES, PRIOR_HELP
@@ -310,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
             set_default_precision(getattr(args, "precision", None))
         with preflight(args):
             return _run(args)
+    except TrainingInterrupted as exc:
+        print(f"stopped: {exc}", file=sys.stderr)
+        return exc.exit_code
     except UnclipError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

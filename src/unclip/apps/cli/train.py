@@ -133,6 +133,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument(
+        "--checkpoint-every",
+        type=A.TRAIN_STEPS,
+        default=None,
+        metavar="STEPS",
+        help=(
+            "write the training state every this many steps (default: the preset's). Lower it for "
+            "slow steps: a stop loses at most this many (SIGTERM, SIGUSR1 and Ctrl-C checkpoint first). May change "
+            "on --resume"
+        ),
+    )
+    p.add_argument(
         "--batch-size", type=A.BATCH_SIZE, default=None,
         help="prior, ar-prior, decoder, upsampler: override the preset's batch size. It is the global batch: under "
         "torchrun each of the N processes trains on batch-size / N samples per step (batch-size must divide by N)",
@@ -171,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, device=args.device, steps=args.steps, resume=args.resume, progress=not args.no_progress
     )
     options.update(clip=args.clip, embeddings=args.embeddings, stream=args.stream, num_workers=args.workers)
-    options.update(fsdp=args.fsdp, grad_checkpointing=args.grad_checkpointing)
+    options.update(fsdp=args.fsdp, grad_checkpointing=args.grad_checkpointing, checkpoint_every=args.checkpoint_every)
     options.update(dist_backend=args.dist_backend, dist_timeout_s=args.dist_timeout)
     if args.stage in ("all", "decoder"):
         options["learned_variance"] = args.learned_variance
