@@ -58,6 +58,24 @@ def test_batch_is_quarter_side_crops_matching_the_upsampled_low_res() -> None:
         UpsamplerStage(Upsampler(UpsamplerConfig(**TINY)), uint8_images(), 2, DiffusionSettings(), crop=15)
 
 
+def test_bsr_stage_degrades_crops_of_the_originals() -> None:
+    stage = make_stage("bsr")
+    assert stage.degrade_crops and not make_stage("blur").degrade_crops
+    high, cond = stage.get_batch(0, gen(1))
+    assert high.shape == cond.shape == (3, 3, 16, 16)
+    images = stage.images.float().div(127.5).sub(1.0)
+    for crop in high:  # each high-resolution crop is a window of some training image
+        windows = images.unfold(2, 16, 1).unfold(3, 16, 1)  # (N, 3, 49, 49, 16, 16)
+        assert (windows - crop[None, :, None, None]).abs().amax(dim=(1, 4, 5)).min() < 1e-6
+    # the conditioning is the crop degraded to a quarter side and brought back: near the crop, not equal
+    gap = (cond - high).abs().mean()
+    assert 0.01 < gap < 0.6
+    high2, cond2 = stage.get_batch(0, gen(1))
+    assert torch.equal(high, high2) and torch.equal(cond, cond2)
+    with pytest.raises(ConfigError, match="whole number of pixels"):
+        UpsamplerStage(Upsampler(UpsamplerConfig(**TINY)), uint8_images(), 2, DiffusionSettings(), "bsr", crop=6)
+
+
 def test_crop_trained_weights_run_at_full_size() -> None:
     stage = make_stage("blur")
     model = stage.model
