@@ -68,7 +68,8 @@ def run_stage(
     if config.lr_decay != "constant":
         raise ConfigError(f"stage {stage.name}: a time budget needs lr_decay='constant' (got {config.lr_decay!r})")
     probe_steps = min(config.steps, PROBE_STEPS)
-    probe = train(stage, replace(config, steps=probe_steps, checkpoint_every=probe_steps), run_dir, progress=progress)
+    probe_config = replace(config, steps=probe_steps, checkpoint_every=min(config.checkpoint_every, probe_steps))
+    probe = train(stage, probe_config, run_dir, progress=progress)
     target = min(config.steps, probe_steps + int(probe.steps_per_s * max(budget - probe.wall_time_s, 0.0)))
     target -= target % 10
     wall, result = probe.wall_time_s, probe
