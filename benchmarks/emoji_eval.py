@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -61,11 +62,32 @@ def retrieval(pipe: UnCLIP, images: torch.Tensor, captions: list[str]) -> dict[s
     }
 
 
-def training_time(model: Path) -> dict[str, float]:
-    """Wall time of each stage's run, from ``runs/<component>/summary.json``."""
-    times = {}
-    for summary in sorted((model / "runs").glob("*/summary.json")):
-        times[summary.parent.name] = round(json.loads(summary.read_text()).get("total_wall_time_s", 0.0), 1)
+def training_time(model: Path) -> dict[str, dict[str, float]]:
+    """Each stage's training time, from ``runs/<component>/``.
+
+    ``wall_s`` is the last run's summary (a resumed run covers only its own part). A run that
+    was stopped, paused or shared its cores is better read from the loss log: ``log_s`` sums
+    the log windows' times (pauses included), ``at_median_rate_s`` is steps / the median
+    window rate (what the run takes on the machine undisturbed).
+    """
+    times: dict[str, dict[str, float]] = {}
+    for folder in sorted(p for p in (model / "runs").iterdir() if p.is_dir()):
+        entry: dict[str, float] = {}
+        summary = folder / "summary.json"
+        if summary.is_file():
+            entry["wall_s"] = round(json.loads(summary.read_text()).get("total_wall_time_s", 0.0), 1)
+        log = folder / "loss_log.jsonl"
+        rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
+        rows = [r for r in rows if r.get("steps_per_s")]
+        if rows:
+            steps = [0] + [r["step"] for r in rows]
+            rates = [r["steps_per_s"] for r in rows]
+            entry["steps"] = steps[-1]
+            entry["log_s"] = round(sum((b - a) / r for a, b, r in zip(steps, steps[1:], rates)), 1)
+            entry["median_steps_per_s"] = round(statistics.median(rates), 3)
+            entry["at_median_rate_s"] = round(steps[-1] / statistics.median(rates), 1)
+        if entry:
+            times[folder.name] = entry
     return times
 
 
