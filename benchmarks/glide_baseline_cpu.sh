@@ -10,14 +10,15 @@
 #   STEPS=20 QUICK=1 WORK=/tmp/glide bash benchmarks/glide_baseline_cpu.sh   # a smoke run
 #   DEVICE=cuda STEPS=60000 bash benchmarks/glide_baseline_cpu.sh            # on a GPU
 #
-# Resumable: re-running continues an interrupted training from its last checkpoint and skips a
-# finished one. Results: $WORK/report/index.html and results.json; timings in $WORK/timings.txt.
+# Resumable: re-running continues an interrupted training from its last checkpoint (every
+# CHECKPOINT_EVERY steps, and at SIGTERM / Ctrl-C) and skips a finished one. Results: $WORK/report/index.html and results.json; timings in $WORK/timings.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 WORK=${WORK:-runs/glide_baseline}
 STEPS=${STEPS:-3000}
 BATCH=${BATCH:-32}
+CHECKPOINT_EVERY=${CHECKPOINT_EVERY:-100}
 DEVICE=${DEVICE:-cpu}
 PY=${PY:-python}
 export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH}
@@ -38,7 +39,7 @@ train() {  # train NAME [--text-only]: one decoder from scratch, or resume it
   [ -d "$MODEL/runs/$name" ] && args=(--resume)
   local t0; t0=$(date +%s)
   $PY -m unclip train decoder "$@" --preset small --steps "$STEPS" --batch-size "$BATCH" --out "$MODEL" \
-    --device "$DEVICE" "${args[@]}" --no-progress
+    --checkpoint-every "$CHECKPOINT_EVERY" --device "$DEVICE" "${args[@]}" --no-progress
   echo "$name $(( $(date +%s) - t0 )) s (steps $STEPS, batch $BATCH)" | tee -a "$LOG"
   touch "$WORK/$name.done"
 }
