@@ -26,37 +26,20 @@ DEVICE=${DEVICE:-cpu}
 N=${N:-32}              # test images per stage in the quality measurement
 SEEDS=${SEEDS:-2}       # samples per prompt in the accuracy measurement (32 prompts)
 CHECKPOINT_EVERY=${CHECKPOINT_EVERY:-50}
-PY=${PY:-python}
-export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH}
-MODEL=$WORK/model
-mkdir -p "$WORK"
-LOG=$WORK/timings.txt
-touch "$LOG"
+source benchmarks/resumable_run.sh
+copy_shipped_model
 
-[ -f "$MODEL/model.json" ] || cp -r src/unclip/models/shapes "$MODEL"
+train_once upsampler_512 "steps $STEPS, batch $BATCH, preset $PRESET" upsampler --data shapes --preset "$PRESET" \
+  --low-res 128 --high-res 512 --degradation bsr --steps "$STEPS" --batch-size "$BATCH" \
+  --checkpoint-every "$CHECKPOINT_EVERY"
 
-if [ ! -f "$WORK/train.done" ]; then
-  args=(--overwrite)
-  [ -d "$MODEL/runs/upsampler_512" ] && args=(--resume)
-  t0=$(date +%s)
-  $PY -m unclip train upsampler --data shapes --preset "$PRESET" --low-res 128 --high-res 512 --degradation bsr \
-    --steps "$STEPS" --batch-size "$BATCH" --checkpoint-every "$CHECKPOINT_EVERY" --out "$MODEL" \
-    --device "$DEVICE" "${args[@]}" --no-progress
-  echo "train $(( $(date +%s) - t0 )) s (steps $STEPS, batch $BATCH, preset $PRESET)" | tee -a "$LOG"
-  touch "$WORK/train.done"
-fi
-
-t0=$(date +%s)
-$PY benchmarks/upsampler_quality.py --model "$MODEL" --n "$N" --batch 4 --out "$WORK/upsampler_quality.json" \
-  --grid "$WORK/quality_grid.png"
-echo "quality $(( $(date +%s) - t0 )) s (n $N)" | tee -a "$LOG"
+timed "quality (n $N)" $PY benchmarks/upsampler_quality.py --model "$MODEL" --n "$N" --batch 4 \
+  --out "$WORK/upsampler_quality.json" --grid "$WORK/quality_grid.png"
 
 STEPS_ARGS=(--steps 25)
 [ -n "${QUICK:-}" ] && STEPS_ARGS=(--steps 2)
 for size in 32 128 512; do
-  t0=$(date +%s)
-  $PY -m unclip eval --model "$MODEL" --seeds "$SEEDS" "${STEPS_ARGS[@]}" --json --size "$size" --device "$DEVICE" \
-    > "$WORK/eval_size$size.json"
-  echo "eval size $size $(( $(date +%s) - t0 )) s" | tee -a "$LOG"
+  timed "eval size $size" $PY -m unclip eval --model "$MODEL" --seeds "$SEEDS" "${STEPS_ARGS[@]}" --json \
+    --size "$size" --device "$DEVICE" > "$WORK/eval_size$size.json"
 done
 echo "== timings ($LOG):"; cat "$LOG"

@@ -20,32 +20,12 @@ STEPS=${STEPS:-3000}
 BATCH=${BATCH:-32}
 CHECKPOINT_EVERY=${CHECKPOINT_EVERY:-100}
 DEVICE=${DEVICE:-cpu}
-PY=${PY:-python}
-export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH}
-MODEL=$WORK/model
-mkdir -p "$WORK"
-LOG=$WORK/timings.txt
-touch "$LOG"
+source benchmarks/resumable_run.sh
+copy_shipped_model  # both of its decoders are trained again below, from scratch
 
-if [ ! -f "$MODEL/model.json" ]; then
-  # the shipped model without its two decoders' training history: both are trained again below
-  cp -r src/unclip/models/shapes "$MODEL"
-fi
-
-train() {  # train NAME [--text-only]: one decoder from scratch, or resume it
-  local name=$1; shift
-  [ -f "$WORK/$name.done" ] && return 0
-  local args=(--overwrite)
-  [ -d "$MODEL/runs/$name" ] && args=(--resume)
-  local t0; t0=$(date +%s)
-  $PY -m unclip train decoder "$@" --preset small --steps "$STEPS" --batch-size "$BATCH" --out "$MODEL" \
-    --checkpoint-every "$CHECKPOINT_EVERY" --device "$DEVICE" "${args[@]}" --no-progress
-  echo "$name $(( $(date +%s) - t0 )) s (steps $STEPS, batch $BATCH)" | tee -a "$LOG"
-  touch "$WORK/$name.done"
-}
-
-train decoder
-train decoder_text_only --text-only
+common=(--preset small --steps "$STEPS" --batch-size "$BATCH" --checkpoint-every "$CHECKPOINT_EVERY")
+train_once decoder "steps $STEPS, batch $BATCH" decoder "${common[@]}"
+train_once decoder_text_only "steps $STEPS, batch $BATCH" decoder --text-only "${common[@]}"
 REPORT_ARGS=()
 [ -n "${QUICK:-}" ] && REPORT_ARGS=(--quick)
 $PY -m unclip report --model "$MODEL" --out "$WORK/report" --device "$DEVICE" "${REPORT_ARGS[@]}"

@@ -29,24 +29,11 @@ STEPS=${STEPS:-3720}
 DEVICE=${DEVICE:-cpu}
 SEEDS=${SEEDS:-4}
 CHECKPOINT_EVERY=${CHECKPOINT_EVERY:-50}
-PY=${PY:-python}
-export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH}
-MODEL=$WORK/model
-mkdir -p "$WORK"
-LOG=$WORK/timings.txt
-touch "$LOG"
+source benchmarks/resumable_run.sh
+copy_shipped_model  # its decoder is trained again below, from scratch
 
-[ -f "$MODEL/model.json" ] || cp -r src/unclip/models/shapes "$MODEL"
-
-if [ ! -f "$WORK/train.done" ]; then
-  args=(--overwrite)
-  [ -d "$MODEL/runs/decoder" ] && args=(--resume)
-  t0=$(date +%s)
-  $PY -m unclip train decoder --data shapes --preset gpu --learned-variance --steps "$STEPS" --time-limit 10000000 \
-    --checkpoint-every "$CHECKPOINT_EVERY" --out "$MODEL" --device "$DEVICE" "${args[@]}" --no-progress
-  echo "train $(( $(date +%s) - t0 )) s (steps $STEPS)" | tee -a "$LOG"
-  touch "$WORK/train.done"
-fi
+train_once decoder "steps $STEPS, learned variance" decoder --data shapes --preset gpu --learned-variance \
+  --steps "$STEPS" --time-limit 10000000 --checkpoint-every "$CHECKPOINT_EVERY"
 
 EVAL_STEPS=()
 CONFIGS=ddim50-bf16,ddim50-bf16-seed1
@@ -54,11 +41,9 @@ if [ -n "${QUICK:-}" ]; then EVAL_STEPS=(--steps 2); SEEDS=1; CONFIGS=dpmpp2m15-
 for name in shipped candidate; do
   model=shapes
   [ "$name" = candidate ] && model=$MODEL
-  t0=$(date +%s)
-  $PY -m unclip eval --model "$model" --seeds "$SEEDS" "${EVAL_STEPS[@]}" --json --device "$DEVICE" \
-    > "$WORK/eval_$name.json"
-  $PY benchmarks/quality_matched_speed.py --model "$model" --seeds "$SEEDS" --configs "$CONFIGS" \
+  timed "eval $name" $PY -m unclip eval --model "$model" --seeds "$SEEDS" "${EVAL_STEPS[@]}" --json \
+    --device "$DEVICE" > "$WORK/eval_$name.json"
+  timed "fid $name" $PY benchmarks/quality_matched_speed.py --model "$model" --seeds "$SEEDS" --configs "$CONFIGS" \
     --out "$WORK/fid_$name.json" > /dev/null
-  echo "measure $name $(( $(date +%s) - t0 )) s" | tee -a "$LOG"
 done
 echo "== timings ($LOG):"; cat "$LOG"
