@@ -14,7 +14,7 @@
 #
 # Resumable: re-running continues the training from its last checkpoint (every CHECKPOINT_EVERY
 # steps, and at SIGTERM / Ctrl-C) and redoes only the measurements. Results in $WORK: timings.txt,
-# upsampler_quality.json, quality_grid.png, eval_size{32,128,512}.json.
+# upsampler_quality.json, quality_grid.png, eval_size{32,128,512}.json, default_output_side.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,4 +42,8 @@ for size in 32 128 512; do
   timed "eval size $size" $PY -m unclip eval --model "$MODEL" --seeds "$SEEDS" "${STEPS_ARGS[@]}" --json \
     --size "$size" --device "$DEVICE" > "$WORK/eval_size$size.json"
 done
+# the default output side by the issue's rule (ship with: benchmarks/ship_model.py ... --add
+# $MODEL/upsampler_512 --defaults '{"size": SIDE}')
+$PY benchmarks/default_output_side.py --quality "$WORK/upsampler_quality.json" \
+  --eval "$WORK"/eval_size{32,128,512}.json --out "$WORK/default_output_side.json"
 echo "== timings ($LOG):"; cat "$LOG"
