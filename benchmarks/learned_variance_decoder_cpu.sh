@@ -46,4 +46,6 @@ for name in shipped candidate; do
   timed "fid $name" $PY benchmarks/quality_matched_speed.py --model "$model" --seeds "$SEEDS" --configs "$CONFIGS" \
     --out "$WORK/fid_$name.json" > /dev/null
 done
+# the verdict (ship with benchmarks/ship_model.py only when at_least_as_good) and the README rows
+$PY benchmarks/compare_decoders.py --work "$WORK" --out "$WORK/compare.json"
 echo "== timings ($LOG):"; cat "$LOG"

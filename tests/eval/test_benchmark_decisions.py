@@ -1,4 +1,4 @@
-"""Issue 16's rule for the default output side (benchmarks/default_output_side.py)."""
+"""The decision rules of issue 16's benchmarks: the default output side, shipping a retrained decoder."""
 
 from __future__ import annotations
 
@@ -33,3 +33,21 @@ def test_accuracy_loss_or_a_failing_earlier_stage_rules_a_side_out():
     assert module.choose_side(quality, [_eval(32), _eval(128), _eval(512, shape=0.97)])["default_size"] == 128
     quality["stages"][0]["psnr_upsampler_db"] = 30.0  # the first stage loses: nothing above 32 qualifies
     assert module.choose_side(quality, [_eval(32), _eval(128), _eval(512)])["default_size"] == 32
+
+
+def _load(name: str):
+    path = SCRIPT.with_name(name)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_a_retrained_decoder_must_match_every_rate_and_the_mean_fid():
+    compare = _load("compare_decoders.py")
+    shipped = {"color_accuracy": 1.0, "shape_accuracy": 0.99, "single_object_rate": 0.97, "both_right_rate": 0.99}
+    shipped["fid_mean"] = 100.0
+    assert compare.verdict(shipped, dict(shipped)) == {"at_least_as_good": True, "worse_on": []}
+    assert compare.verdict(shipped, {**shipped, "fid_mean": 99.0})["at_least_as_good"]
+    assert compare.verdict(shipped, {**shipped, "fid_mean": 101.0})["worse_on"] == ["fid_mean"]
+    assert compare.verdict(shipped, {**shipped, "single_object_rate": 0.96})["worse_on"] == ["single_object_rate"]
