@@ -11,23 +11,13 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-from PIL import Image
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from outside_stage_case import outside_stage_case
 from unclip.diffusion import ddim_invert, ddim_sample
-from unclip.manipulate.invert import _stage_fn, as_image_tensor, manipulation_diffusion
-from unclip.pipeline import UnCLIP
+from unclip.manipulate.invert import manipulation_diffusion
 from upsampler_quality import psnr
 
-torch.set_num_threads(2)
-pipe = UnCLIP.load("shapes")
-paths = sorted((Path(__file__).resolve().parent / "outside_images").glob("*.png"))
-imgs = [Image.open(p).convert("RGB") for p in paths]
-x128 = as_image_tensor(imgs, 128)
-x32 = as_image_tensor(x128, 32)
-stage = pipe.stage_chain(128)[0]
-fn = _stage_fn(stage, x32)
+x128, x32, stage, fn = outside_stage_case()
 for steps, refine, mab in [(int(a), int(b), float(c)) for a, b, c in (s.split(":") for s in sys.argv[1:])]:
     d = manipulation_diffusion(stage.settings.make(), steps, mab)
     t0 = time.time()

@@ -4,6 +4,8 @@ Every error names the input that is wrong and, where it can, how to fix it, so t
 user reading a traceback knows what to change without opening the source.
 """
 
+import signal
+
 
 class UnclipError(Exception):
     """Base class of every error the library raises on purpose."""
@@ -43,7 +45,5 @@ class TrainingInterrupted(UnclipError):
     @property
     def exit_code(self) -> int:
         """128 + the signal's number, as shells report a process ended by that signal (1 if unknown)."""
-        import signal
-
         number = getattr(signal, self.signal_name, None)
         return 128 + int(number) if number is not None else 1

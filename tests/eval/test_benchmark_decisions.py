@@ -5,10 +5,19 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "default_output_side.py"
-spec = importlib.util.spec_from_file_location("default_output_side", SCRIPT)
-module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _load(name: str):
+    """A benchmark script as a module (benchmarks/ is not a package)."""
+    path = BENCHMARKS / name
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+module = _load("default_output_side.py")
 
 
 def _eval(side: int, color: float = 1.0, shape: float = 1.0, both: float = 1.0) -> dict:
@@ -33,14 +42,6 @@ def test_accuracy_loss_or_a_failing_earlier_stage_rules_a_side_out():
     assert module.choose_side(quality, [_eval(32), _eval(128), _eval(512, shape=0.97)])["default_size"] == 128
     quality["stages"][0]["psnr_upsampler_db"] = 30.0  # the first stage loses: nothing above 32 qualifies
     assert module.choose_side(quality, [_eval(32), _eval(128), _eval(512)])["default_size"] == 32
-
-
-def _load(name: str):
-    path = SCRIPT.with_name(name)
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_a_retrained_decoder_must_match_every_rate_and_the_mean_fid():

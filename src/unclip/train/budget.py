@@ -35,7 +35,7 @@ def train_config(section: dict[str, Any], opts: Any) -> tuple[TrainConfig, float
         kwargs["checkpoint_every"] = min(kwargs.get("checkpoint_every", opts.steps), opts.steps)
         kwargs["warmup_steps"] = min(kwargs.get("warmup_steps", 0), max(opts.steps // 10, 1))
         budget = None
-    if getattr(opts, "checkpoint_every", None) is not None:
+    if opts.checkpoint_every is not None:
         kwargs["checkpoint_every"] = opts.checkpoint_every
     names = {f.name for f in fields(TrainConfig)}
     config = TrainConfig(**{k: v for k, v in kwargs.items() if k in names})

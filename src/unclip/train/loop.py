@@ -380,7 +380,7 @@ def train(
                 )
                 # ranks agree on a stop where they synchronise anyway (every step on CPU)
                 if not ctx.enabled or sync_each or is_log or is_ckpt:
-                    interrupted = signals.requested()
+                    interrupted = signals.requested(device)
                     is_ckpt = is_ckpt or interrupted is not None
                 if sync_each or is_log or is_ckpt or is_eval:
                     flush()

@@ -65,23 +65,16 @@ class StopSignals:
         self.received = self.received or name
         log.warning("received %s: finishing this step, writing a checkpoint, then stopping", name)
 
-    def requested(self) -> str | None:
+    def requested(self, device: torch.device) -> str | None:
         """The signal's name when training should stop after this step, else None.
 
-        Under torchrun the ranks agree (one all-reduce), so every rank must call this at the
-        same steps; a single process just reads its own flag.
+        Under torchrun the ranks agree (one all-reduce on ``device``, the training device,
+        where the process group's tensors live), so every rank must call this at the same
+        steps; a single process just reads its own flag.
         """
         if not distributed.context().enabled:
             return self.received
-        flag = torch.tensor([1.0 if self.received else 0.0], device=_collective_device())
+        flag = torch.tensor([1.0 if self.received else 0.0], device=device)
         if float(distributed.all_reduce_mean(flag).item()) > 0:
             return self.received or _ON_ANOTHER_RANK
         return None
-
-
-def _collective_device() -> torch.device:
-    """Where the process group's tensors live: the local GPU under NCCL, the CPU under gloo."""
-    backend = torch.distributed.get_backend()
-    if backend == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")

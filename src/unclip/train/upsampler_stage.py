@@ -129,19 +129,19 @@ class UpsamplerStage:
         self.degradation, self.export_root, self.half_weights = degradation, export_root, half_weights
         self.name = component_name(cfg.high_res)
 
-    def _float_images(self, index: torch.Tensor) -> torch.Tensor:
-        x = self.images[index]
+    @staticmethod
+    def _as_float(x: torch.Tensor) -> torch.Tensor:
         return x.float().div(127.5).sub(1.0) if x.dtype == torch.uint8 else x.float()
 
     def get_batch(self, step: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(high-res crops, matching crops of the corrupted low-res image upsampled), each (B, 3, crop, crop)."""
         cfg = self.model.config
         index = torch.randint(0, self.images.shape[0], (self.batch_size,), generator=generator)
-        high = self._float_images(index)
-        if self.degrade_crops:
-            high = random_crops(high, None, self.crop, generator)[0]
+        if self.degrade_crops:  # crop the stored (uint8) images, then convert only the crops
+            high = self._as_float(random_crops(self.images[index], None, self.crop, generator)[0])
             low = degrade(high, self.crop * cfg.low_res // cfg.high_res, self.degradation, generator)
             return high, resize(low, self.crop, cfg.interpolation)
+        high = self._as_float(self.images[index])
         low = degrade(high, cfg.low_res, self.degradation, generator)
         cond = resize(low, cfg.high_res, cfg.interpolation)
         return random_crops(high, cond, self.crop, generator)
