@@ -114,6 +114,11 @@ def test_page_and_results(full_report):
         assert [p["guidance"] for p in sweep[key]["points"]] == [1.0, 3.0]
         assert all(p["diversity"]["clip"] >= 0 for p in sweep[key]["points"])
     assert sweep["baseline"]["prior"] == "none"
+    # Both tiny decoders were trained from scratch for the tiny preset's 20 steps at its batch size.
+    budgets = sweep["training"]
+    assert budgets["unclip"]["examples"] == budgets["baseline"]["examples"] == 20 * 8
+    assert budgets["baseline"]["init_from"] is None and budgets["fair"] is True
+    assert "Like for like: both decoders trained from scratch" in html
 
 
 def test_plots_and_sample_sets(full_report):

@@ -261,7 +261,8 @@ def setup_decoder(data: str, preset: str, out: Path, opts: Options) -> Plan:
     embeddings = folder.describe() if folder else None
     info.update(preset=preset, clip=record, data=str(data), embeddings=embeddings, streamed=stream)
     after = (lambda: {"source": stage.describe()}) if stream else None
-    keys = None if opts.text_only else REGISTER_KEYS + ("streamed",)
+    budget_keys = ("batch_size", "init_from")  # `unclip report` compares the two decoders' budgets
+    keys = None if opts.text_only else REGISTER_KEYS + ("streamed", *budget_keys)
     return Plan(stage, config, budget, name, info, register=True, register_keys=keys, after=after)
 
 

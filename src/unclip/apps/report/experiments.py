@@ -33,10 +33,10 @@ from tqdm.auto import tqdm
 from ...eval.text_to_image import prior_cosine_report
 from ...pipeline import UnCLIP
 from ...storage.imageio import tensor_to_pil, write_image_set
-from ...train.presets import RUN_PRESETS as PRESETS
 from .features import FeatureSpaces, Reference
 from .scoring import evaluate_images
 from .settings import ReportSettings
+from .training_records import decoder_budgets, training_compute
 
 log = logging.getLogger(__name__)
 
@@ -143,38 +143,6 @@ def _params(module: torch.nn.Module | None) -> int | None:
     return None if module is None else int(sum(p.numel() for p in module.parameters()))
 
 
-def training_compute(meta: dict[str, Any], mode: str) -> dict[str, Any]:
-    """What model.json records of a prior's training: steps, batch size, examples seen, wall time.
-
-    Missing values are None (the page says "not recorded"). The diffusion prior's batch size
-    falls back on its training preset's when the stage summary lacks it (``batch_size_source``).
-    """
-    info = meta.get("info", {}) or {}
-    if mode == "diffusion":
-        stats = dict(info.get("stages", {}).get("prior_diffusion") or info.get("prior_diffusion") or {})
-        preset, device = info.get("preset"), info.get("device")
-        section = "prior"
-    else:
-        stats = dict(info.get("prior_ar") or {})
-        preset, device = stats.get("preset"), stats.get("device")
-        section = None
-    batch, source = stats.get("batch_size"), "recorded"
-    if batch is None and section and preset in PRESETS:
-        batch, source = PRESETS[preset][section].get("batch_size"), f"preset '{preset}'"
-    steps = stats.get("steps")
-    return {
-        "steps": steps,
-        "batch_size": batch,
-        "batch_size_source": source if batch is not None else None,
-        "examples": steps * batch if steps is not None and batch is not None else None,
-        "wall_time_s": stats.get("wall_time_s"),
-        "total_wall_time_s": stats.get("total_wall_time_s"),
-        "steps_per_s": stats.get("steps_per_s"),
-        "preset": preset,
-        "device": device,
-    }
-
-
 def prior_comparison(ctx: ReportContext) -> dict[str, Any]:
     """Section 1: diffusion vs AR prior, decoded at the unCLIP decoder's default guidance."""
     s, pipe = ctx.settings, ctx.pipe
@@ -197,7 +165,7 @@ def prior_comparison(ctx: ReportContext) -> dict[str, Any]:
             result = dict(ctx.run(UNCLIP, s.prompts, s.samples_per_prompt, mode, guidance))
             result["sampling_s_per_embedding"] = seconds / z.shape[0]
             result["params"] = _params(modules[mode])
-            result["training"] = training_compute(ctx.meta, mode)
+            result["training"] = training_compute(ctx.meta, component)
             out["priors"][mode] = result
             bar.update()
         if any(available.values()):
@@ -245,6 +213,7 @@ def guidance_sweep(ctx: ReportContext) -> dict[str, Any]:
         "scales": list(s.guidance_scales),
         "prompts": len(s.sweep_prompts),
         "samples_per_prompt": s.sweep_samples_per_prompt,
+        "training": decoder_budgets(ctx.meta),
     }
     todo = [(UNCLIP, prior)] if prior is not None else []
     if ctx.baseline is not None:

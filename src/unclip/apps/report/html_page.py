@@ -131,25 +131,51 @@ def _settings_section(res: dict[str, Any]) -> str:
     )
 
 
+NOT_RECORDED = "not recorded"
+#: the columns of :func:`_compute_cells`
+COMPUTE_HEADERS = ["training steps", "batch size", "examples (steps x batch)", "training wall time (s)"]
+
+
+def _compute_cells(t: dict[str, Any], total_label: str | None = None) -> list[str]:
+    """Steps, batch size (and where it came from), examples and wall time of a training record."""
+    nr = NOT_RECORDED
+    batch = fmt(t["batch_size"], missing=nr) + (
+        f" ({escape(t['batch_size_source'])})" if t.get("batch_size_source") not in (None, "recorded") else ""
+    )
+    wall = fmt(t["wall_time_s"], missing=nr)
+    if total_label and t.get("total_wall_time_s") is not None:
+        wall += f" ({t['total_wall_time_s']:.1f} {total_label})"
+    return [fmt(t["steps"], missing=nr), batch, fmt(t["examples"], missing=nr), wall]
+
+
 def _training_row(label: str, r: dict[str, Any]) -> list[str]:
     if "skipped" in r:
         return [escape(label), escape(r["skipped"])] + [""] * 6
     t = r["training"]
-    nr = "not recorded"
-    batch = fmt(t["batch_size"], missing=nr) + (
-        f" ({escape(t['batch_size_source'])})" if t.get("batch_size_source") not in (None, "recorded") else ""
-    )
     return [
         escape(label),
-        fmt(t["steps"], missing=nr),
-        batch,
-        fmt(t["examples"], missing=nr),
-        fmt(t["wall_time_s"], missing=nr)
-        + (f" ({t['total_wall_time_s']:.1f} with PCA and data)" if t.get("total_wall_time_s") is not None else ""),
-        fmt(t["device"], missing=nr),
+        *_compute_cells(t, "with PCA and data"),
+        fmt(t["device"], missing=NOT_RECORDED),
         fmt(r["params"]),
         fmt(r["sampling_s_per_embedding"], 3),
     ]
+
+
+def _decoder_budget_table(budgets: dict[str, Any]) -> str:
+    """Both decoders' training and whether the comparison is like for like (the paper trains both alike)."""
+    rows = [
+        [
+            escape(label),
+            *_compute_cells(t),
+            escape(t["init_from"] or "from scratch"),
+            fmt(t["device"], missing=NOT_RECORDED),
+        ]
+        for label, t in (("unCLIP decoder", budgets["unclip"]), ("GLIDE-style baseline", budgets["baseline"]))
+    ]
+    verdict = {True: "Like for like: ", False: "Not like for like: ", None: ""}[budgets["fair"]]
+    return table(["decoder", *COMPUTE_HEADERS, "initialised", "training device"], rows) + note(
+        verdict + budgets["note"]
+    )
 
 
 def _prior_section(res: dict[str, Any], spaces: list[str]) -> str:
@@ -176,10 +202,7 @@ def _prior_section(res: dict[str, Any], spaces: list[str]) -> str:
         table(
             [
                 "prior",
-                "training steps",
-                "batch size",
-                "examples (steps x batch)",
-                "training wall time (s)",
+                *COMPUTE_HEADERS,
                 "training device",
                 "parameters",
                 "sampling s / embedding",
@@ -223,14 +246,16 @@ def _sweep_section(res: dict[str, Any], spaces: list[str]) -> str:
         "<h2>3. Decoder guidance: Frechet distance, accuracy and diversity (paper Figures 9-11)</h2>",
         f"<p>{fmt(sw['prompts'])} prompts x {fmt(sw['samples_per_prompt'])} samples per scale. unCLIP decodes one "
         "set of prior z_i held fixed across scales; "
-        "the GLIDE-style baseline is the same decoder architecture trained on captions only. Both start from the "
-        "same noise per image.</p>",
+        "the GLIDE-style baseline is the same decoder architecture trained on captions only (the paper trains both "
+        "alike; the table below says whether these two were). Both start from the same noise per image.</p>",
     ]
     parts += [
         note(f"{label}: {sw[key]['skipped']}")
         for key, label in (("unclip", "unCLIP"), ("baseline", "GLIDE-style baseline"))
         if "skipped" in sw.get(key, {})
     ]
+    if "points" in sw.get("baseline", {}) and "training" in sw:
+        parts.append(_decoder_budget_table(sw["training"]))
     parts += [
         figure(res["plots"][k], cap)
         for k, cap in (
