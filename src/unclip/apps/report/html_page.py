@@ -254,7 +254,7 @@ def _sweep_section(res: dict[str, Any], spaces: list[str]) -> str:
         for key, label in (("unclip", "unCLIP"), ("baseline", "GLIDE-style baseline"))
         if "skipped" in sw.get(key, {})
     ]
-    if "points" in sw.get("baseline", {}) and "training" in sw:
+    if "points" in sw.get("baseline", {}):
         parts.append(_decoder_budget_table(sw["training"]))
     parts += [
         figure(res["plots"][k], cap)

@@ -16,8 +16,8 @@ from typing import Any
 
 from ...train.presets import RUN_PRESETS
 
-#: model.json info sections of components that ``unclip train all`` records under ``stages``.
-STAGE_NAMES = {"prior_diffusion": "prior_diffusion", "decoder": "decoder"}
+#: components that ``unclip train all`` records under ``info["stages"]``.
+STAGE_COMPONENTS = ("prior_diffusion", "decoder")
 #: the training preset section that holds a component's default batch size.
 PRESET_SECTIONS = {"prior_diffusion": "prior", "decoder": "decoder", "decoder_text_only": "decoder"}
 
@@ -31,11 +31,10 @@ def _record(info: dict[str, Any], component: str) -> tuple[dict[str, Any], str |
     """
     own = info.get(component)
     if own:
-        return dict(own), own.get("preset"), own.get("device")
-    stages = info.get("stages", {}) or {}
-    stage = stages.get(STAGE_NAMES.get(component, ""))
+        return own, own.get("preset"), own.get("device")
+    stage = (info.get("stages") or {}).get(component) if component in STAGE_COMPONENTS else None
     if stage:
-        return dict(stage), info.get("preset"), info.get("device")
+        return stage, info.get("preset"), info.get("device")
     return {}, None, None
 
 
