@@ -23,6 +23,7 @@ from ..errors import DataError
 from ..storage.checkpoint import atomic_write_json
 from ..storage.imageio import tensor_to_pil
 from .folder import IMAGE_EXTENSIONS
+from .webdataset import require_webdataset
 
 PARTIAL_PREFIX = ".partial-"
 
@@ -92,8 +93,7 @@ def write_shards(
     Returns:
         the summary written to ``out/shards.json``: shards, samples, source and settings.
     """
-    import webdataset as wds
-
+    wds = require_webdataset()
     if shard_size < 1:
         raise DataError(f"--shard-size must be >= 1, got {shard_size}")
     out = Path(out)

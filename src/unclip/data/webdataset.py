@@ -26,7 +26,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import webdataset as wds
 from PIL import Image
 
 from ..errors import DataError
@@ -42,7 +41,21 @@ SHARD_HINT = (
 )
 
 
+def require_webdataset() -> Any:
+    """The ``webdataset`` module, imported on first use so that training on built-in or folder data
+    never needs it; DataError names the install command when it is missing."""
+    try:
+        import webdataset
+    except ImportError as exc:
+        raise DataError(
+            "reading or writing WebDataset shards needs the `webdataset` package, which is not installed; "
+            "install it with `pip install webdataset` (or the project's extra: `pip install -e .[data]`)"
+        ) from exc
+    return webdataset
+
+
 def _brace_expand(text: str) -> list[str]:
+    require_webdataset()  # braceexpand comes with it
     import braceexpand
 
     return list(braceexpand.braceexpand(text))
@@ -132,7 +145,7 @@ class WebDatasetSource(ImageTextSource):
         for shard in shards:
             url = shard["url"]
             try:
-                yield from wds.tarfile_samples([{"url": url}])
+                yield from require_webdataset().tarfile_samples([{"url": url}])
             except Exception as exc:  # noqa: BLE001 - any reading failure means a bad shard, never a crash
                 self.skips.add(
                     "corrupt_shard",
@@ -163,6 +176,7 @@ class WebDatasetSource(ImageTextSource):
             yield Sample(pil_to_tensor(image)[0], caption, str(key))
 
     def _epoch(self, epoch: int) -> Iterator[Sample]:
+        wds = require_webdataset()
         slot, _ = worker_slot()
         stages: list[Any] = [
             wds.SimpleShardList(self.urls, seed=f"{self.seed}:{epoch}" if self.shuffle else None),
