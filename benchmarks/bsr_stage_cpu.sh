@@ -38,8 +38,7 @@ timed "quality (n $N)" $PY benchmarks/upsampler_quality.py --model "$MODEL" --n 
 
 STEPS_ARGS=(--steps 25)
 [ -n "${QUICK:-}" ] && STEPS_ARGS=(--steps 2)
-for size in 32 128 512; do  # a finished measurement is kept (the 32 and 128 px ones need no second stage)
-  [ -s "$WORK/eval_size$size.json" ] && continue
+for size in 32 128 512; do
   timed "eval size $size" $PY -m unclip eval --model "$MODEL" --seeds "$SEEDS" "${STEPS_ARGS[@]}" --json \
     --size "$size" --device "$DEVICE" > "$WORK/eval_size$size.json"
 done

@@ -57,5 +57,5 @@ echo "bsr rc=$bsr_rc after $(( $(date +%s) - start )) s" | tee -a "$OUT/bsr.log"
 [ -d "$LV/decoder" ] && tar cz -C "$LV" decoder model.json runs/decoder/loss_log.jsonl runs/decoder/fingerprint.json \
   $(cd "$LV" && ls runs/decoder/summary.json 2>/dev/null) | split -b 15M - "$OUT/lv_decoder.tgz."
 tar czf "$OUT/bsr_state.tgz" -C .devcarry/bsr runs/upsampler_512 model.json $(cd .devcarry/bsr && ls -d upsampler_512 2>/dev/null)
-tail -5 "$OUT/lv.log" "$OUT/bsr.log"
+tail -n 5 "$OUT/lv.log" "$OUT/bsr.log"
 ls -la "$OUT"

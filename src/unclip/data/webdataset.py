@@ -142,10 +142,11 @@ class WebDatasetSource(ImageTextSource):
 
     def _shard_samples(self, shards: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         """Raw samples of each shard; a reading error ends that shard with one counted warning."""
+        tarfile_samples = require_webdataset().tarfile_samples  # outside the try: a missing package is no bad shard
         for shard in shards:
             url = shard["url"]
             try:
-                yield from require_webdataset().tarfile_samples([{"url": url}])
+                yield from tarfile_samples([{"url": url}])
             except Exception as exc:  # noqa: BLE001 - any reading failure means a bad shard, never a crash
                 self.skips.add(
                     "corrupt_shard",
