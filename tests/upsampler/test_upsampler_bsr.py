@@ -9,8 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from unclip.errors import InputError
 from unclip.upsampler import camera as C
 from unclip.upsampler.bsr import (
+    BSR_LIGHT,
     BSRConfig,
     Step,
     add_noise,
@@ -99,6 +101,40 @@ def test_parameter_ranges() -> None:
                 assert 1.0 <= s.params["factor"] <= 2 * sf
             if s.name in ("jpeg", "final_jpeg"):
                 assert 30 <= s.params["quality"] <= 95
+
+
+def test_light_variant_plans_and_ranges() -> None:
+    """Latent diffusion's light BSR: one blur of a quarter of the widths, noise 1-2 / 255, JPEG 80-95, no camera."""
+    g = gen(7)
+    ps = [draw_plan(4.0, g, BSR_LIGHT) for _ in range(1500)]
+    for p in ps:
+        names = [s.name for s in p]
+        assert names.count("blur") == 1 and "camera" not in names and names[-1] == "final_jpeg"
+        assert names.index("downsample2") < names.index("downsample3")
+        for s in p:
+            if s.name == "blur":
+                b = s.params
+                sf = 2.0 if p[0].name == "downsample1" else 4.0
+                if b["kind"] == "isotropic":
+                    assert b["size"] in (5, 7) and b["sigma_x"] <= (2 + 0.2 * sf) / 4
+                else:
+                    assert 5 <= b["size"] <= 13 and max(b["sigma_x"], b["sigma_y"]) <= math.sqrt((4 + sf) / 4)
+            if s.name == "noise":
+                assert 1 / 255 - 1e-9 <= s.params["sigma"] <= 2 / 255 + 1e-9
+            if s.name in ("jpeg", "final_jpeg"):
+                assert 80 <= s.params["quality"] <= 95
+    resize = sum(next(s for s in p if s.name == "downsample2").params["variant"] == "resize" for p in ps) / len(ps)
+    assert resize == pytest.approx(0.8, abs=0.03)
+    with pytest.raises(InputError, match="blurs"):
+        BSRConfig(blurs=3)
+
+
+def test_light_variant_degrades_less_than_the_full_model() -> None:
+    """Both kinds through :func:`degrade`; the light one stays closer to clean bicubic downsampling."""
+    x = blocky(8, 64, seed=4)
+    clean = degrade(x, 16, "none", gen(0))
+    err = {kind: (degrade(x, 16, kind, gen(1)) - clean).pow(2).mean().item() for kind in ("bsr", "bsr-light")}
+    assert 0 < err["bsr-light"] < 0.75 * err["bsr"]  # 0.109 vs 0.190 here: resampling kinds dominate both
 
 
 # ---------------------------------------------------------------- each step
@@ -234,7 +270,5 @@ def test_pipeline_shapes_range_seeding_and_per_image_plans() -> None:
 
 
 def test_pipeline_rejects_upscaling() -> None:
-    from unclip.errors import InputError
-
     with pytest.raises(InputError, match="shrinks"):
         bsr_degradation(blocky(1, 16), 32, gen(0))

@@ -118,3 +118,34 @@ def test_tiny_training_writes_a_loadable_component(tmp_path) -> None:
     assert next(loaded.model.parameters()).dtype == torch.float32
     out = run_cascade([loaded], torch.zeros(2, 3, 8, 8), steps=2, generator=gen(0))
     assert out.shape == (2, 3, 32, 32)
+
+
+def test_warm_start_continues_a_stage_under_another_degradation(tmp_path) -> None:
+    """``init_from``: the run starts from the given stage's weights and trains on with its own degradation."""
+    roots = [tmp_path / name for name in ("first", "warm", "fresh", "bad")]
+    for root in roots:
+        root.mkdir()
+        (root / "model.json").write_text(json.dumps({"format": "unclip-model", "version": 1, "components": {}}))
+    first, warm, fresh, bad = roots
+    common = dict(low_res=8, high_res=32, num_images=8, progress=False)
+    train_component("upsampler", "shapes", "tiny", first, degradation="bsr", steps=3, seed=1, **common)
+    start = load_upsampler(first / "upsampler_32").model.state_dict()
+    init = first / "upsampler_32"
+    summary = train_component(
+        "upsampler", "shapes", "tiny", warm, degradation="bsr-light", steps=2, init_from=init, **common
+    )
+    assert summary["init_from"] == str(first / "upsampler_32") and summary["degradation"] == "bsr-light"
+    assert json.loads((warm / "upsampler_32" / "config.json").read_text())["extra"]["degradation"] == "bsr-light"
+    train_component("upsampler", "shapes", "tiny", fresh, degradation="bsr-light", steps=2, **common)
+
+    def distance(root) -> float:
+        state = load_upsampler(root / "upsampler_32").model.state_dict()
+        return sum((state[k] - v).pow(2).sum().item() for k, v in start.items() if v.is_floating_point())
+
+    # a fresh network (seed 0) is far from the first stage's (seed 1); the warm start stays near it
+    assert 0 < distance(warm) < 0.01 * distance(fresh)
+    with pytest.raises(ConfigError, match="cannot warm-start"):
+        train_component(
+            "upsampler", "shapes", "tiny", bad, degradation="bsr-light", steps=1, init_from=first / "upsampler_32",
+            low_res=16, high_res=64, num_images=4, progress=False,
+        )  # fmt: skip

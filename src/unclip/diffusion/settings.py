@@ -14,7 +14,7 @@ from .gaussian import GaussianDiffusion
 
 # DDIM steps of the upsampler stages by training corruption: the paper samples its 64->256
 # (blur) stage with 27 steps and its 256->1024 (BSR) stage with 15 (unCLIP section 2.1).
-UPSAMPLER_DEFAULT_STEPS = {"blur": 27, "bsr": 15, "none": 27}
+UPSAMPLER_DEFAULT_STEPS = {"blur": 27, "bsr": 15, "bsr-light": 15, "none": 27}
 
 
 @dataclass

@@ -64,7 +64,7 @@ from .real_data import (
     uses_stream,
 )
 from .stages import CLIPStage, DecoderStage, PriorStage
-from .upsampler_stage import UpsamplerStage, component_name, render_training_images
+from .upsampler_stage import UpsamplerStage, component_name, render_training_images, warm_start_upsampler
 
 log = logging.getLogger(__name__)
 
@@ -329,8 +329,11 @@ def setup_upsampler(data: str, preset: str, out: Path, opts: Options) -> Plan:
     images = render_training_images(opts.num_images or spec["num_images"], opts.high_res, seed=opts.seed)
     render_s = time.perf_counter() - t0
     torch.manual_seed(opts.seed)
-    model = Upsampler(UpsamplerConfig(low_res=opts.low_res, high_res=opts.high_res, **spec["model"]))
-    settings = DiffusionSettings(**spec["diffusion"])
+    if opts.init_from is not None:  # the preset's schedule, from the given stage's network and weights
+        model, settings = warm_start_upsampler(opts.init_from, opts.low_res, opts.high_res)
+    else:
+        model = Upsampler(UpsamplerConfig(low_res=opts.low_res, high_res=opts.high_res, **spec["model"]))
+        settings = DiffusionSettings(**spec["diffusion"])
     stage = UpsamplerStage(
         model, images, opts.batch_size or spec["batch_size"], settings, opts.degradation, export_root=out
     )
@@ -339,6 +342,7 @@ def setup_upsampler(data: str, preset: str, out: Path, opts: Options) -> Plan:
         "component": name, "low_res": opts.low_res, "high_res": opts.high_res, "degradation": opts.degradation,
         "preset": preset, "crop": stage.crop, "batch_size": stage.batch_size, "num_images": int(images.shape[0]),
         "params": sum(p.numel() for p in model.parameters()), "render_s": render_s, "device": opts.device,
+        "init_from": str(opts.init_from) if opts.init_from else None,
     }  # fmt: skip
     keys = ("steps", "wall_time_s", "low_res", "high_res", "degradation", "preset", "params", "device")
     return Plan(stage, *train_config(spec, opts), name, info, register=True, register_keys=keys)

@@ -32,10 +32,10 @@ from torch import nn
 from ..data.shapes import render_batch
 from ..diffusion import UPSAMPLER_DEFAULT_STEPS, DiffusionSettings, sample_timesteps, training_loss
 from ..errors import ConfigError, InputError
-from ..storage.checkpoint import save_component
+from ..storage.checkpoint import load_component, save_component
 from ..upsampler.corruption import degrade
 from ..upsampler.degradations import DEGRADATIONS, resize
-from ..upsampler.model import Upsampler, check_prediction
+from ..upsampler.model import Upsampler, UpsamplerConfig, check_prediction
 from .distributed import take_rows
 
 
@@ -83,12 +83,12 @@ class UpsamplerStage:
             float in [-1, 1].
         batch_size: crops per step.
         diffusion: the diffusion settings, stored with the exported weights.
-        degradation: ``"blur"`` (first stage), ``"bsr"`` (second stage) or ``"none"``.
+        degradation: ``"blur"`` (first stage), ``"bsr"`` or ``"bsr-light"`` (second stage) or ``"none"``.
         crop: crop side; defaults to a quarter of ``high_res`` (the paper).
         export_root: where ``export`` writes ``upsampler_<high_res>/`` (default: the run dir).
         half_weights: export the weights as float16 (halves the file; loaded back as float32).
         degrade_crops: crop the high-resolution images first and degrade the crops (default:
-            True for ``"bsr"``, False otherwise; see the module docstring).
+            True for the BSR kinds, False otherwise; see the module docstring).
     """
 
     def __init__(
@@ -118,7 +118,7 @@ class UpsamplerStage:
                 f"crop={self.crop} must divide by {2**levels} (the UNet's downsampling) and be <= "
                 f"high_res={cfg.high_res}"
             )
-        self.degrade_crops = degradation == "bsr" if degrade_crops is None else degrade_crops
+        self.degrade_crops = degradation.startswith("bsr") if degrade_crops is None else degrade_crops
         if self.degrade_crops and (self.crop * cfg.low_res) % cfg.high_res:
             raise ConfigError(
                 f"crop={self.crop} times low_res={cfg.low_res} must divide by high_res={cfg.high_res} to degrade "
@@ -174,6 +174,23 @@ class UpsamplerStage:
             "default_steps": UPSAMPLER_DEFAULT_STEPS[self.degradation],
         }
         save_component(Path(self.export_root or out_dir) / self.name, "upsampler", model.config, state, extra=extra)
+
+
+def warm_start_upsampler(init_dir: str | Path, low_res: int, high_res: int) -> tuple[Upsampler, DiffusionSettings]:
+    """An upsampler with the network, weights and diffusion of the upsampler component in ``init_dir``.
+
+    Used to continue a stage under another training corruption (e.g. a second stage trained with
+    the full BSR model, then with the light variant). Its sides must be the run's.
+    """
+    config, state, extra = load_component(init_dir, "upsampler", UpsamplerConfig)
+    if (config.low_res, config.high_res) != (low_res, high_res):
+        raise ConfigError(
+            f"cannot warm-start a {low_res} -> {high_res} upsampler from {init_dir}, a {config.low_res} -> "
+            f"{config.high_res} one; pass matching --low-res/--high-res or another component"
+        )
+    model = Upsampler(config)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
+    return model, DiffusionSettings(**extra.get("diffusion", {}))
 
 
 def render_training_images(num_images: int, size: int, *, seed: int = 0, chunk: int = 500) -> torch.Tensor:

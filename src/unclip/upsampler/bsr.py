@@ -55,11 +55,20 @@ SHUFFLED = ("blur1", "blur2", "downsample2", "downsample3", "noise", "jpeg", "ca
 
 @dataclass(frozen=True)
 class BSRConfig:
-    """Probabilities and ranges of the BSR model (defaults: BSRGAN's ``degradation_bsrgan``)."""
+    """Probabilities and ranges of the BSR model (defaults: BSRGAN's ``degradation_bsrgan``).
+
+    ``blurs`` is how many blur steps enter the shuffle; ``blur_scale`` multiplies the blur
+    widths (the variances of the anisotropic kernel, the sigma of the isotropic one);
+    ``isotropic_kernel_k`` is the isotropic kernel's size range when it differs from
+    ``kernel_k``. :data:`BSR_LIGHT` sets them for the light variant.
+    """
 
     downsample1_prob: float = 0.25
     anisotropic_prob: float = 0.5
     kernel_k: tuple[int, int] = (2, 11)  # kernel side 2k + 3
+    isotropic_kernel_k: tuple[int, int] | None = None  # None: kernel_k
+    blurs: int = 2
+    blur_scale: float = 1.0
     downsample2_resize_prob: float = 0.75
     noise_levels: tuple[int, int] = (2, 25)  # in 1/255
     noise_colour_prob: float = 0.4
@@ -68,6 +77,29 @@ class BSRConfig:
     jpeg_quality: tuple[int, int] = (30, 95)
     camera_prob: float = 0.25
     modes: tuple[str, ...] = ("nearest", "bilinear", "bicubic")
+
+    def __post_init__(self) -> None:
+        if self.blurs not in (0, 1, 2):
+            raise InputError(f"BSRConfig.blurs must be 0, 1 or 2, got {self.blurs}")
+
+
+#: The light variant that latent diffusion trains its BSR super-resolution models with
+#: (Rombach et al. 2022, ``bsrgan_light.degradation_bsrgan_variant``; unCLIP section 2.1 cites
+#: both papers for its "BSR degradation"): one blur with a quarter of the widths (isotropic
+#: kernels of side 5 to 7, anisotropic ones of 5 to 13: odd sides here, so that every kernel
+#: is centred), a resize-type ``downsample2`` with probability 0.8, Gaussian noise of level
+#: 1 or 2 / 255, JPEG qualities 80 to 95, no camera-sensor noise. The order is still
+#: shuffled per image and ``downsample1`` still halves first with p 0.25.
+BSR_LIGHT = BSRConfig(
+    kernel_k=(1, 5),
+    isotropic_kernel_k=(1, 2),
+    blurs=1,
+    blur_scale=0.25,
+    downsample2_resize_prob=0.8,
+    noise_levels=(1, 2),
+    jpeg_quality=(80, 95),
+    camera_prob=0.0,
+)
 
 
 @dataclass
@@ -95,10 +127,13 @@ def draw_blur(sf: float, generator: torch.Generator, config: BSRConfig) -> dict[
     """A random isotropic or anisotropic Gaussian kernel for scale factor ``sf`` (BSRGAN add_blur)."""
     size = 2 * _int(generator, *config.kernel_k) + 3
     if _u(generator) < config.anisotropic_prob:
-        l1, l2 = (4.0 + sf) * _u(generator), (4.0 + sf) * _u(generator)
+        wide = (4.0 + sf) * config.blur_scale  # the largest variance along an axis
+        l1, l2 = wide * _u(generator), wide * _u(generator)
         theta = math.pi * _u(generator)
         return {"kind": "anisotropic", "size": size, "sigma_x": math.sqrt(l1), "sigma_y": math.sqrt(l2), "theta": theta}
-    sigma = (2.0 + 0.2 * sf) * _u(generator)
+    if config.isotropic_kernel_k is not None:
+        size = 2 * _int(generator, *config.isotropic_kernel_k) + 3
+    sigma = (2.0 + 0.2 * sf) * config.blur_scale * _u(generator)
     return {"kind": "isotropic", "size": size, "sigma_x": sigma, "sigma_y": sigma, "theta": 0.0}
 
 
@@ -126,7 +161,8 @@ def draw_plan(scale: float, generator: torch.Generator, config: BSRConfig | None
     if sf >= 4 and _u(generator) < config.downsample1_prob:
         plan.append(Step("downsample1", {"mode": _mode(generator, config)}))
         sf /= 2
-    order = [SHUFFLED[i] for i in torch.randperm(len(SHUFFLED), generator=generator).tolist()]
+    shuffled = SHUFFLED[2 - config.blurs :]  # drop blur1 (and blur2) when the config has fewer blurs
+    order = [shuffled[i] for i in torch.randperm(len(shuffled), generator=generator).tolist()]
     i2, i3 = order.index("downsample2"), order.index("downsample3")
     if i2 > i3:  # downsample3 must come after downsample2
         order[i2], order[i3] = order[i3], order[i2]

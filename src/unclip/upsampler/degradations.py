@@ -28,7 +28,7 @@ from PIL import Image
 from ..errors import InputError
 
 RESIZE_MODES = ("bilinear", "bicubic", "area", "nearest")
-DEGRADATIONS = ("none", "blur", "bsr")
+DEGRADATIONS = ("none", "blur", "bsr", "bsr-light")
 
 
 def _uniform(n: int, lo: float, hi: float, generator: torch.Generator) -> torch.Tensor:

@@ -117,10 +117,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--degradation",
         default="blur",
-        choices=["blur", "bsr", "none"],
+        choices=["blur", "bsr", "bsr-light", "none"],
         help=(
-            "upsampler only: corruption of the low-res training inputs: blur (first stage), bsr (second stage) "
-            "(default: blur)"
+            "upsampler only: corruption of the low-res training inputs: blur (first stage); bsr (BSRGAN's full "
+            "model) or bsr-light (latent diffusion's light variant) for the second stage (default: blur)"
         ),
     )
     p.add_argument(
@@ -162,8 +162,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         metavar="DIR",
         help=(
-            "decoder only: start from the weights (and network) of this decoder component, e.g. MODEL/decoder; with "
-            "--text-only the z_i pathway is left out"
+            "decoder and upsampler: start from the weights (and network) of this component, e.g. MODEL/decoder or "
+            "MODEL/upsampler_512; with --text-only the decoder's z_i pathway is left out"
         ),
     )
     _add_device(p)
@@ -195,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
                 extra.update(text_only=args.text_only, init_from=args.init_from)
             if args.stage == "upsampler":
                 extra.update(low_res=args.low_res, high_res=args.high_res, degradation=args.degradation)
+                extra.update(init_from=args.init_from)
             summary = train_component(args.stage, args.data, args.preset, args.out, **options, **extra)
         if distributed.is_main():
             print(json.dumps(summary, indent=2))
