@@ -149,3 +149,28 @@ def test_warm_start_continues_a_stage_under_another_degradation(tmp_path) -> Non
             "upsampler", "shapes", "tiny", bad, degradation="bsr-light", steps=1, init_from=first / "upsampler_32",
             low_res=16, high_res=64, num_images=4, progress=False,
         )  # fmt: skip
+
+
+def test_batches_built_by_workers_are_the_loops_batches() -> None:
+    """Prefetching in worker processes changes nothing: the same crops, and the generator left in the same state."""
+    from unclip.train.config import step_generator
+
+    def stage(workers: int) -> UpsamplerStage:
+        return UpsamplerStage(
+            Upsampler(UpsamplerConfig(**TINY)), uint8_images(), 3, DiffusionSettings(num_timesteps=50), "bsr-light",
+            workers=workers, seed=5,
+        )  # fmt: skip
+
+    plain, ahead = stage(0), stage(2)
+    try:
+        for step in (0, 1, 2, 7, 8, 3):  # in order, then a jump forward (a resume) and one back
+            g0, g1 = step_generator(5, step), step_generator(5, step)
+            (h0, c0), (h1, c1) = plain.get_batch(step, g0), ahead.get_batch(step, g1)
+            assert torch.equal(h0, h1) and torch.equal(c0, c1)
+            assert torch.equal(torch.rand(4, generator=g0), torch.rand(4, generator=g1))  # the loss's noise
+        used, same = step_generator(5, 4), step_generator(5, 4)
+        torch.rand(1, generator=used), torch.rand(1, generator=same)  # not fresh: built in this process instead
+        assert torch.equal(ahead.get_batch(4, used)[1], plain.get_batch(4, same)[1])
+        assert ahead.prefetcher is not None and ahead.prefetcher._pool is not None
+    finally:
+        ahead.prefetcher.close()

@@ -101,7 +101,7 @@ class Options:
     clip: str | None = None  # a --clip spec (clip/spec.py); None: the model directory's own CLIP
     embeddings: str | None = None  # an embedding folder (clip-retrieval layout) for the priors and z_i lookups
     stream: bool = False  # stream the decoder's data even when it is a built-in set or a folder
-    num_workers: int = 0  # DataLoader workers of a streamed decoder run
+    num_workers: int = 0  # DataLoader workers of a streamed decoder run; an upsampler's batch workers
     # decoder: learn the variance (None: the preset's choice; ignored with init_from)
     learned_variance: bool | None = None
     fsdp: bool = False
@@ -335,8 +335,9 @@ def setup_upsampler(data: str, preset: str, out: Path, opts: Options) -> Plan:
         model = Upsampler(UpsamplerConfig(low_res=opts.low_res, high_res=opts.high_res, **spec["model"]))
         settings = DiffusionSettings(**spec["diffusion"])
     stage = UpsamplerStage(
-        model, images, opts.batch_size or spec["batch_size"], settings, opts.degradation, export_root=out
-    )
+        model, images, opts.batch_size or spec["batch_size"], settings, opts.degradation, export_root=out,
+        workers=opts.num_workers, seed=opts.seed,
+    )  # fmt: skip
     name = component_name(opts.high_res)
     info = {
         "component": name, "low_res": opts.low_res, "high_res": opts.high_res, "degradation": opts.degradation,

@@ -37,6 +37,7 @@ from ..upsampler.corruption import degrade
 from ..upsampler.degradations import DEGRADATIONS, resize
 from ..upsampler.model import Upsampler, UpsamplerConfig, check_prediction
 from .distributed import take_rows
+from .prefetch import BatchPrefetcher
 
 
 def component_name(high_res: int) -> str:
@@ -89,6 +90,8 @@ class UpsamplerStage:
         half_weights: export the weights as float16 (halves the file; loaded back as float32).
         degrade_crops: crop the high-resolution images first and degrade the crops (default:
             True for the BSR kinds, False otherwise; see the module docstring).
+        workers, seed: build batches ahead in this many worker processes (0: in the loop's
+            process), with the run's seed (see :mod:`.prefetch`; the batches are the same).
     """
 
     def __init__(
@@ -102,6 +105,8 @@ class UpsamplerStage:
         export_root: Path | None = None,
         half_weights: bool = True,
         degrade_crops: bool | None = None,
+        workers: int = 0,
+        seed: int = 0,
     ) -> None:
         cfg = model.config
         if degradation not in DEGRADATIONS:
@@ -128,6 +133,7 @@ class UpsamplerStage:
         self.settings, self.diffusion = diffusion, diffusion.make()
         self.degradation, self.export_root, self.half_weights = degradation, export_root, half_weights
         self.name = component_name(cfg.high_res)
+        self.prefetcher = BatchPrefetcher(self.build_batch, seed, workers) if workers > 0 else None
 
     @staticmethod
     def _as_float(x: torch.Tensor) -> torch.Tensor:
@@ -135,6 +141,12 @@ class UpsamplerStage:
 
     def get_batch(self, step: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(high-res crops, matching crops of the corrupted low-res image upsampled), each (B, 3, crop, crop)."""
+        if self.prefetcher is not None:
+            return self.prefetcher.get(step, generator)
+        return self.build_batch(step, generator)
+
+    def build_batch(self, step: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`get_batch` without the workers: the batch made here, from ``generator``."""
         cfg = self.model.config
         index = torch.randint(0, self.images.shape[0], (self.batch_size,), generator=generator)
         if self.degrade_crops:  # crop the stored (uint8) images, then convert only the crops

@@ -75,7 +75,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="decoder: stream --data in epochs instead of rendering it into memory (shards always stream)",
     )
-    p.add_argument("--workers", type=int, default=0, help="decoder, streamed: DataLoader worker processes (default: 0)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help=(
+            "worker processes for the data: a streamed decoder's DataLoader, an upsampler's degraded batches "
+            "(built ahead; the same batches as without) (default: 0)"
+        ),
+    )
     p.add_argument(
         "--preset",
         default="small",
