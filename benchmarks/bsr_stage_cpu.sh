@@ -10,7 +10,7 @@
 #
 #   bash benchmarks/bsr_stage_cpu.sh                              # STEPS=3000, BATCH=16 (hours on 2 cores)
 #   STEPS=4 BATCH=2 N=2 SEEDS=1 QUICK=1 WORK=/tmp/bsr bash benchmarks/bsr_stage_cpu.sh   # a smoke run
-#   DEVICE=cuda PRESET=gpu STEPS=20000 BATCH=64 bash benchmarks/bsr_stage_cpu.sh         # on a GPU
+#   DEVICE=cuda PRESET=gpu STEPS=20000 BATCH=64 WORKERS=12 bash benchmarks/bsr_stage_cpu.sh   # on a GPU
 #   DEGRADATION=bsr-light STEPS=1800 PRECISION=bf16 INIT_FROM=runs/bsr_stage/model/upsampler_512 \
 #     WORK=runs/bsr_light_stage bash benchmarks/bsr_stage_cpu.sh   # LDM's light BSR, from the full-BSR stage
 #
@@ -27,6 +27,7 @@ PRESET=${PRESET:-cpu}
 DEGRADATION=${DEGRADATION:-bsr}  # or bsr-light (latent diffusion's light variant of BSR)
 PRECISION=${PRECISION:-fp32}     # bf16: autocast, 1.75x the steps/s on this AVX512-BF16 CPU
 INIT_FROM=${INIT_FROM:-}         # an upsampler_512 component to start from (default: from scratch)
+WORKERS=${WORKERS:-0}            # processes that build the degraded batches ahead (for GPU runs)
 WARM=(); [ -n "$INIT_FROM" ] && WARM=(--init-from "$INIT_FROM")
 DEVICE=${DEVICE:-cpu}
 N=${N:-32}              # test images per stage in the quality measurement
@@ -37,7 +38,7 @@ copy_shipped_model
 
 train_once upsampler_512 "steps $STEPS, batch $BATCH, preset $PRESET, $DEGRADATION, $PRECISION${INIT_FROM:+, from $INIT_FROM}" upsampler --data shapes \
   --preset "$PRESET" --low-res 128 --high-res 512 --degradation "$DEGRADATION" --steps "$STEPS" --batch-size "$BATCH" \
-  --checkpoint-every "$CHECKPOINT_EVERY" --precision "$PRECISION" "${WARM[@]}"
+  --checkpoint-every "$CHECKPOINT_EVERY" --precision "$PRECISION" --workers "$WORKERS" "${WARM[@]}"
 
 timed "quality (n $N)" $PY benchmarks/upsampler_quality.py --model "$MODEL" --n "$N" --batch 4 \
   --out "$WORK/upsampler_quality.json" --grid "$WORK/quality_grid.png"
