@@ -9,7 +9,7 @@ blur followed by strided nearest sampling), the three kinds of Gaussian noise
 (channel-independent, grey, correlated across channels), JPEG at quality 30, and
 camera-sensor noise (reverse-ISP round trip at the highest shot-noise level); then three
 seeds of the whole BSR pipeline (a random plan per image) down to 32 px, with the order of
-their steps written under them. Low-resolution results are enlarged with nearest-neighbour
+their steps written under them, and three of its light variant (``BSR_LIGHT``). Low-resolution results are enlarged with nearest-neighbour
 so their pixels stay visible.
 
     PYTHONPATH=src python benchmarks/degradation_picture.py [--out docs/degradations.png]
@@ -98,6 +98,10 @@ def columns(x: torch.Tensor) -> list[tuple[str, torch.Tensor, str]]:
         plan = B.draw_plan(SIDE / LOW, g(10 + s))
         order = " ".join(ABBREV[step.name] for step in plan)
         cols.append((f"BSR ->32px, seed {s}", B.apply_plan(x, plan, LOW, g(20 + s)), order))
+    for s in range(3):
+        plan = B.draw_plan(SIDE / LOW, g(10 + s), B.BSR_LIGHT)
+        order = " ".join(ABBREV[step.name] for step in plan)
+        cols.append((f"light BSR, seed {s}", B.apply_plan(x, plan, LOW, g(20 + s)), order))
     return cols
 
 
