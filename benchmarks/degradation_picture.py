@@ -9,8 +9,8 @@ blur followed by strided nearest sampling), the three kinds of Gaussian noise
 (channel-independent, grey, correlated across channels), JPEG at quality 30, and
 camera-sensor noise (reverse-ISP round trip at the highest shot-noise level); then three
 seeds of the whole BSR pipeline (a random plan per image) down to 32 px, with the order of
-their steps written under them, and three of its light variant (``BSR_LIGHT``). Low-resolution results are enlarged with nearest-neighbour
-so their pixels stay visible.
+their steps written under them, and three of its light variant (``BSR_LIGHT``).
+Low-resolution results are enlarged with nearest-neighbour so their pixels stay visible.
 
     PYTHONPATH=src python benchmarks/degradation_picture.py [--out docs/degradations.png]
 """

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from unclip.diffusion import DiffusionSettings  # noqa: E402
 from unclip.train.config import step_generator  # noqa: E402
 from unclip.train.upsampler_stage import UpsamplerStage, render_training_images  # noqa: E402
+from unclip.upsampler.degradations import DEGRADATIONS  # noqa: E402
 from unclip.upsampler.model import Upsampler, UpsamplerConfig  # noqa: E402
 
 
@@ -47,7 +48,7 @@ def measure(images: torch.Tensor, degradation: str, workers: int, steps: int, wa
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--degradation", default="bsr", choices=["bsr", "bsr-light", "blur", "none"])
+    ap.add_argument("--degradation", default="bsr", choices=DEGRADATIONS)
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--warmup", type=int, default=4)

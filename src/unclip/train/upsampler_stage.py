@@ -32,10 +32,11 @@ from torch import nn
 from ..data.shapes import render_batch
 from ..diffusion import UPSAMPLER_DEFAULT_STEPS, DiffusionSettings, sample_timesteps, training_loss
 from ..errors import ConfigError, InputError
-from ..storage.checkpoint import load_component, save_component
-from ..upsampler.corruption import degrade
+from ..model_dir import load_upsampler
+from ..storage.checkpoint import save_component
+from ..upsampler.corruption import BSR_KINDS, degrade
 from ..upsampler.degradations import DEGRADATIONS, resize
-from ..upsampler.model import Upsampler, UpsamplerConfig, check_prediction
+from ..upsampler.model import Upsampler, check_prediction
 from .distributed import take_rows
 from .prefetch import BatchPrefetcher
 
@@ -123,7 +124,7 @@ class UpsamplerStage:
                 f"crop={self.crop} must divide by {2**levels} (the UNet's downsampling) and be <= "
                 f"high_res={cfg.high_res}"
             )
-        self.degrade_crops = degradation.startswith("bsr") if degrade_crops is None else degrade_crops
+        self.degrade_crops = degradation in BSR_KINDS if degrade_crops is None else degrade_crops
         if self.degrade_crops and (self.crop * cfg.low_res) % cfg.high_res:
             raise ConfigError(
                 f"crop={self.crop} times low_res={cfg.low_res} must divide by high_res={cfg.high_res} to degrade "
@@ -194,15 +195,14 @@ def warm_start_upsampler(init_dir: str | Path, low_res: int, high_res: int) -> t
     Used to continue a stage under another training corruption (e.g. a second stage trained with
     the full BSR model, then with the light variant). Its sides must be the run's.
     """
-    config, state, extra = load_component(init_dir, "upsampler", UpsamplerConfig)
+    loaded = load_upsampler(init_dir)  # float32, in eval mode and frozen: made trainable again below
+    config = loaded.model.config
     if (config.low_res, config.high_res) != (low_res, high_res):
         raise ConfigError(
             f"cannot warm-start a {low_res} -> {high_res} upsampler from {init_dir}, a {config.low_res} -> "
             f"{config.high_res} one; pass matching --low-res/--high-res or another component"
         )
-    model = Upsampler(config)
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
-    return model, DiffusionSettings(**extra.get("diffusion", {}))
+    return loaded.model.train().requires_grad_(True), loaded.settings
 
 
 def render_training_images(num_images: int, size: int, *, seed: int = 0, chunk: int = 500) -> torch.Tensor:

@@ -10,8 +10,11 @@ from __future__ import annotations
 import torch
 
 from ..errors import InputError
-from .bsr import BSR_LIGHT, bsr_degradation
+from .bsr import BSR_LIGHT, BSRConfig, bsr_degradation
 from .degradations import DEGRADATIONS, blur_degradation, resize
+
+#: The BSR kinds by name, with their probabilities and ranges (BSR stages degrade crops).
+BSR_KINDS = {"bsr": BSRConfig(), "bsr-light": BSR_LIGHT}
 
 
 def degrade(
@@ -22,8 +25,6 @@ def degrade(
         return resize(images, low_res, "bicubic").clamp(-1, 1)
     if kind == "blur":
         return blur_degradation(images, low_res, generator)
-    if kind == "bsr":
-        return bsr_degradation(images, low_res, generator)
-    if kind == "bsr-light":
-        return bsr_degradation(images, low_res, generator, BSR_LIGHT)
+    if kind in BSR_KINDS:
+        return bsr_degradation(images, low_res, generator, BSR_KINDS[kind])
     raise InputError(f"unknown degradation {kind!r}; choose one of {DEGRADATIONS}")

@@ -203,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
                 extra.update(text_only=args.text_only, init_from=args.init_from)
             if args.stage == "upsampler":
                 extra.update(low_res=args.low_res, high_res=args.high_res, degradation=args.degradation)
-                extra.update(init_from=args.init_from)
+                extra.update(init_from=args.init_from)  # a stage to continue, as for the decoder
             summary = train_component(args.stage, args.data, args.preset, args.out, **options, **extra)
         if distributed.is_main():
             print(json.dumps(summary, indent=2))
