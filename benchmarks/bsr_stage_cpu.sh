@@ -2,6 +2,8 @@
 # Issue 16, item 4: the cascade's second stage. Trains a 128 -> 512 upsampler with BSR
 # degradations on 128 px crops (a quarter of 512, as the paper) into a copy of the shipped model,
 # then measures what the issue asks for:
+#   - the stage's sampling defaults (upsampler_start_calibration.py: from-noise or bicubic-started,
+#     steps, back-projection rounds; best PSNR on validation images);
 #   - PSNR and FID of each stage against bicubic, on rendered ground truth (upsampler_quality.py;
 #     the 512 px stage starts from the 128 px render);
 #   - the shapes attribute accuracy after the whole cascade at 32, 128 and 512 px (unclip eval,
@@ -16,7 +18,8 @@
 #
 # Resumable: re-running continues the training from its last checkpoint (every CHECKPOINT_EVERY
 # steps, and at SIGTERM / Ctrl-C) and redoes only the measurements. Results in $WORK: timings.txt,
-# upsampler_quality.json, quality_grid.png, eval_size{32,128,512}.json, default_output_side.json.
+# start_calibration.{json,png}, upsampler_quality.json, quality_grid.png, eval_size{32,128,512}.json,
+# default_output_side.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,6 +43,11 @@ train_once upsampler_512 "steps $STEPS, batch $BATCH, preset $PRESET, $DEGRADATI
   --preset "$PRESET" --low-res 128 --high-res 512 --degradation "$DEGRADATION" --steps "$STEPS" --batch-size "$BATCH" \
   --checkpoint-every "$CHECKPOINT_EVERY" --precision "$PRECISION" --workers "$WORKERS" "${WARM[@]}"
 
+# the stage's sampling defaults (start timestep, steps, back-projection rounds) on validation images,
+# stored in its config.json only when they beat bicubic and from-noise sampling
+timed "start calibration (n $N)" $PY benchmarks/upsampler_start_calibration.py --component "$MODEL/upsampler_512" \
+  --n "$N" --out "$WORK/start_calibration.json" --plot "$WORK/start_calibration.png" --write > /dev/null \
+  || echo "the calibrated start does not beat bicubic and from-noise sampling: the stage samples from noise"
 timed "quality (n $N)" $PY benchmarks/upsampler_quality.py --model "$MODEL" --n "$N" --batch 4 \
   --out "$WORK/upsampler_quality.json" --grid "$WORK/quality_grid.png"
 

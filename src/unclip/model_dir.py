@@ -224,7 +224,15 @@ def load_upsampler(directory: str | os.PathLike, device: str | torch.device = "c
     check_prediction(config, settings.prediction)
     degradation = extra.get("degradation", "blur")
     steps = int(extra.get("default_steps", UPSAMPLER_DEFAULT_STEPS.get(degradation, 27)))
-    return CascadeStage(model.to(device).eval().requires_grad_(False), settings, steps, degradation)
+    start = extra.get("default_start")  # absent: the stage samples from pure noise
+    return CascadeStage(
+        model.to(device).eval().requires_grad_(False),
+        settings,
+        steps,
+        degradation,
+        None if start is None else int(start),
+        int(extra.get("default_back_projection", 0)),
+    )
 
 
 def load_model_clip(root: Path, meta: dict[str, Any], device: str | torch.device = "cpu") -> Any:

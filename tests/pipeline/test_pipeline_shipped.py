@@ -18,11 +18,18 @@ def test_shipped_model_loads_by_name_and_fits_the_weight_budget() -> None:
     pipe = UnCLIP.load("shapes")
     assert pipe.prior is not None and pipe.ar_prior is not None
     side = pipe.decoder.config.image_size
-    assert pipe.output_sizes == [side, 4 * side]
+    assert pipe.output_sizes == [side, 4 * side, 16 * side]
+    assert pipe.resolve_size(None) == 16 * side  # the default output: both upsampler stages
+    second = pipe.upsamplers[-1]  # sampled part-way from bicubic, one step, back-projected (its config.json)
+    assert (second.degradation, second.start, second.steps, second.back_projection) == ("bsr-light", 200, 1, 2)
     images, _ = pipe.generate_tensors(
         ["a red circle"], num_images=1, seed=0, steps=2, prior_steps=2, size=4 * side, upsampler_steps=2
     )
     assert images.shape == (1, 3, 4 * side, 4 * side)
+    images, _ = pipe.generate_tensors(
+        ["a red circle"], num_images=1, seed=0, steps=2, prior_steps=2, upsampler_steps=[2, None]
+    )
+    assert images.shape == (1, 3, 16 * side, 16 * side)
     images, _ = pipe.generate_tensors(["a red circle"], num_images=1, seed=0, prior="ar", steps=2, size=side)
     assert images.shape == (1, 3, side, side)
 

@@ -218,7 +218,17 @@ def _decode_stage(
         x = edict_sample(fn, diffusion, noise.float(), partner.float(), mix=mix, progress=progress)
     else:
         n = diffusion.num_timesteps
-        return upsample(stage.model, stage.settings, low_res, steps=n, eta=eta, generator=generator, progress=progress)
+        return upsample(
+            stage.model,
+            stage.settings,
+            low_res,
+            steps=n,
+            eta=eta,
+            generator=generator,
+            progress=progress,
+            start=stage.start,
+            back_projection=stage.back_projection,
+        )
     return x.clamp(-1, 1)
 
 

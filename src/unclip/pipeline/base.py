@@ -46,7 +46,7 @@ from ..nn.precision import autocast, check_precision, default_precision
 from ..prior.ar_prior import ARPrior, sample_ar_image_embeds
 from ..prior.diffusion_prior import DiffusionPrior, sample_image_embeds
 from ..storage.imageio import tensor_to_pil
-from ..upsampler.cascade import CascadeStage, run_cascade, steps_per_stage, upsample
+from ..upsampler.cascade import CascadeStage, run_cascade, starts_per_stage, steps_per_stage, upsample
 
 log = logging.getLogger(__name__)
 
@@ -263,6 +263,7 @@ class UnCLIPBase:
         shared_noise: bool = False,
         progress: bool = False,
         sampler: str | None = None,
+        start: int | str | None = None,
     ) -> torch.Tensor:
         """Run the upsampler stages from the images' side up to ``size`` (None: the model's default).
 
@@ -271,6 +272,8 @@ class UnCLIPBase:
         noise (frames of an interpolation or text diff then change only where their
         low-res inputs do). ``steps``: per-stage DDIM steps (None: each stage's default).
         ``sampler``: "ddim" or "dpmpp2m" (default ``defaults.sampler``), eta 0 either way.
+        ``start``: where each stage's sampler starts (None: each stage's default; "noise";
+        a timestep), see :func:`~unclip.upsampler.cascade.starts_per_stage`.
         """
         stages = self.stage_chain(size, images.shape[-1])
         if not stages:
@@ -279,12 +282,25 @@ class UnCLIPBase:
         method = sampler or self.defaults.sampler
         with autocast(self.precision, self.device):
             if not shared_noise:
-                return run_cascade(stages, images, steps=steps, generator=generator, progress=progress, method=method)
+                return run_cascade(
+                    stages, images, steps=steps, generator=generator, progress=progress, method=method, start=start
+                )
             x = images
-            for stage, n in zip(stages, steps_per_stage(stages, steps)):
+            per_start = starts_per_stage(stages, start)
+            for stage, n, t0 in zip(stages, steps_per_stage(stages, steps), per_start):
                 side = x.shape[-1] * stage.high_res // stage.low_res
                 noise = torch.randn(1, 3, side, side, generator=generator).expand(x.shape[0], -1, -1, -1)
-                x = upsample(stage.model, stage.settings, x, steps=n, noise=noise, progress=progress, method=method)
+                x = upsample(
+                    stage.model,
+                    stage.settings,
+                    x,
+                    steps=n,
+                    noise=noise,
+                    progress=progress,
+                    method=method,
+                    start=t0,
+                    back_projection=stage.back_projection,
+                )
             return x
 
     # ------------------------------------------------------------------ public API
@@ -304,6 +320,7 @@ class UnCLIPBase:
         eta: float | None = None,
         size: int | None = None,
         upsampler_steps: int | list[int | None] | None = None,
+        upsampler_start: int | str | None = None,
         image_embeds: torch.Tensor | None = None,
         progress: bool = False,
         sampler: str | None = None,
@@ -355,7 +372,13 @@ class UnCLIPBase:
             method=sampler,
         )
         images = self.upsample_to(
-            images, out_size, seed=seed, steps=upsampler_steps, progress=progress, sampler=sampler
+            images,
+            out_size,
+            seed=seed,
+            steps=upsampler_steps,
+            progress=progress,
+            sampler=sampler,
+            start=upsampler_start,
         )
         return images, expanded
 
@@ -365,7 +388,8 @@ class UnCLIPBase:
         Keyword arguments: ``prior`` ("diffusion", "ar", "text-embed", "none"), ``prior_guidance``,
         ``decoder_guidance``, ``prior_steps``, ``steps`` (decoder DDIM steps), ``best_of``, ``eta``,
         ``size`` (output side; larger than the decoder's runs the upsamplers), ``upsampler_steps``,
-        ``sampler`` ("ddim" or "dpmpp2m").
+        ``upsampler_start`` (None: each stage's default; "noise": the paper's sampling from
+        pure noise; a timestep), ``sampler`` ("ddim" or "dpmpp2m").
         """
         images, _ = self.generate_tensors(prompts, num_images, seed, **kwargs)
         return tensor_to_pil(images)

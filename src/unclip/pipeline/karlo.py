@@ -31,7 +31,7 @@ from ..adapters.upsampler import karlo_upsample
 from ..diffusion import ddpm_sample, randn_like
 from ..errors import InputError
 from ..model_dir import SamplingDefaults
-from ..upsampler.cascade import steps_per_stage
+from ..upsampler.cascade import NOISE_START, steps_per_stage
 from .base import PRIOR_MODES, UnCLIPBase
 
 
@@ -169,9 +169,16 @@ class KarloUnCLIP(UnCLIPBase):
         shared_noise: bool = False,
         progress: bool = False,
         sampler: str | None = None,
+        start: int | str | None = None,
     ) -> torch.Tensor:
         """Karlo's DDPM super-resolution up to ``size``; with ``shared_noise``, the base pipeline's
-        sampler (``sampler``, default DDIM at eta 0)."""
+        sampler (``sampler``, default DDIM at eta 0). Karlo's stage always starts from noise:
+        ``start`` may only be None or "noise"."""
+        if start not in (None, NOISE_START):
+            raise InputError(
+                f"Karlo's super-resolution stage samples from noise on its own schedule; upsampler start {start!r} "
+                "applies to unclip's stages only (leave it out)"
+            )
         if shared_noise:
             return super().upsample_to(
                 images, size, seed=seed, steps=steps, shared_noise=True, progress=progress, sampler=sampler

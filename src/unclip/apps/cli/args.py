@@ -125,8 +125,23 @@ def device(text: str) -> str:
     return text
 
 
+def upsampler_start(text: str) -> int | str:
+    """An argparse type: ``noise`` or a diffusion timestep, an int >= 0 (the stage checks it is below its T)."""
+    text = str(text).strip()
+    if text == "noise":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{_show(text)} is neither 'noise' nor a timestep (an integer)") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; give a timestep (0 is the least noisy) or 'noise'")
+    return value
+
+
 # The types the commands share, built once.
 STEPS = positive_int(LIMITS["steps"], "a number of steps")
+UPSAMPLER_START = upsampler_start
 IMAGES = positive_int(LIMITS["images"], "a number of images")
 FRAMES = int_range(2, LIMITS["frames"], "a number of frames")
 SIZE = positive_int(LIMITS["size"], "an image side in pixels")

@@ -35,8 +35,8 @@ def add_size(p: argparse.ArgumentParser) -> None:
         type=A.SIZE,
         default=None,
         help=(
-            "output side in pixels: the decoder's (default) or a larger one reached by the model's upsampler stages, "
-            "e.g. 128"
+            "output side in pixels: the decoder's or a larger one reached by the model's upsampler stages, e.g. 128 "
+            "or 512 (default: the model's default side, model.json 'defaults.size'; eval: the decoder's side)"
         ),
     )
 

@@ -91,6 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="DDIM steps of every upsampler stage (default: each stage's own)",
     )
+    p.add_argument(
+        "--upsampler-start",
+        type=A.UPSAMPLER_START,
+        default=None,
+        help="where every upsampler stage starts: 'noise' (the paper's sampling from pure noise) or a timestep "
+        "t, from the bicubic upsample diffused to t (default: each stage's own, in its config.json)",
+    )
     p.add_argument("--prior-guidance", type=A.GUIDANCE, default=None, help="prior classifier-free guidance scale")
     p.add_argument("--decoder-guidance", type=A.GUIDANCE, default=None, help="decoder classifier-free guidance scale")
     p.add_argument("--steps", type=A.STEPS, default=None, help="decoder DDIM steps")
@@ -233,6 +240,7 @@ def _run(args: argparse.Namespace) -> int:
             best_of=args.best_of,
             size=args.size,
             upsampler_steps=args.upsampler_steps,
+            upsampler_start=args.upsampler_start,
             progress=True,
             sampler=args.sampler,
         )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ...upsampler.cascade import NOISE_START, starts_per_stage
+
 
 def generate_settings(pipe: Any, args: argparse.Namespace) -> dict[str, Any]:
     """``unclip generate``'s settings with every default resolved from the model's ``model.json``."""
@@ -12,6 +14,7 @@ def generate_settings(pipe: Any, args: argparse.Namespace) -> dict[str, Any]:
     size = pipe.resolve_size(args.size)
     chain = pipe.stage_chain(size)
     upsampler_steps = [args.upsampler_steps or stage.steps for stage in chain]
+    starts = starts_per_stage(chain, getattr(args, "upsampler_start", None))
 
     def pick(value: Any, default: Any) -> Any:
         return default if value is None else value
@@ -29,4 +32,6 @@ def generate_settings(pipe: Any, args: argparse.Namespace) -> dict[str, Any]:
         "steps": pick(args.steps, d.decoder_steps),
         "eta": d.eta,
         "upsampler_steps": upsampler_steps,
+        "upsampler_start": [NOISE_START if t0 is None else t0 for t0 in starts],
+        "upsampler_back_projection": [stage.back_projection for stage in chain],
     }

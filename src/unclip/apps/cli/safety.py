@@ -60,6 +60,20 @@ def check_batch(images: int, side: int | None, what: str, fix: str) -> None:
         )
 
 
+def _output_side(args: argparse.Namespace) -> int | None:
+    """``--size``, else the model's default side from its model.json (None when it cannot be read:
+    loading the model reports that properly)."""
+    if args.size is not None:
+        return args.size
+    try:
+        from ...model_dir import read_model_json, resolve_model_path
+
+        side = read_model_json(resolve_model_path(getattr(args, "model", "shapes"))).get("defaults", {}).get("size")
+    except Exception:  # noqa: BLE001 - a preflight estimate only; the model load raises the real error
+        return None
+    return side if isinstance(side, int) and side > 0 else None
+
+
 def _available_bytes() -> int:
     """Free memory (MemAvailable on Linux; total physical memory elsewhere)."""
     try:
@@ -90,11 +104,11 @@ def preflight(args: argparse.Namespace) -> ContextManager[Any]:
     if command in IMAGE_SET_COMMANDS and out is not None:
         check_output_dir(out, _inputs(args, IMAGE_SET_COMMANDS[command]))
     if command == "generate":
-        check_batch(len(args.prompts) * args.n, args.size, "generate", "use a smaller -n or fewer prompts")
+        check_batch(len(args.prompts) * args.n, _output_side(args), "generate", "use a smaller -n or fewer prompts")
     elif command == "vary":
-        check_batch(args.n, args.size, "vary", "use a smaller -n")
+        check_batch(args.n, _output_side(args), "vary", "use a smaller -n")
     elif command in ("interpolate", "textdiff"):
-        check_batch(args.frames, args.size, command, "use fewer --frames")
+        check_batch(args.frames, _output_side(args), command, "use fewer --frames")
     elif command == "data" and getattr(args, "src", None) is None and out is not None:
         check_output_dir(out)
         size = args.size or 64
