@@ -15,7 +15,14 @@ from unclip.errors import InputError
 from unclip.model_dir import load_upsampler
 from unclip.storage.checkpoint import save_component
 from unclip.upsampler import Upsampler, UpsamplerConfig
-from unclip.upsampler.cascade import CascadeStage, back_project, run_cascade, starts_per_stage, upsample
+from unclip.upsampler.cascade import (
+    CascadeStage,
+    back_project,
+    plan_stages,
+    run_cascade,
+    starts_per_stage,
+    upsample,
+)
 from unclip.upsampler.degradations import resize
 
 SETTINGS = DiffusionSettings(num_timesteps=200, prediction="eps")
@@ -146,3 +153,12 @@ def test_upsample_back_projects_its_own_sample() -> None:
     )
     assert torch.allclose(projected, back_project(plain, low, 2))
     assert area_gap(projected, low) < area_gap(plain, low)
+
+
+def test_noise_override_gives_a_part_way_stage_the_papers_step_count() -> None:
+    blur = CascadeStage(tiny_upsampler(), SETTINGS, steps=27)
+    bsr = CascadeStage(tiny_upsampler(), SETTINGS, steps=1, degradation="bsr-light", start=150)
+    assert plan_stages([blur, bsr], None, None) == [(27, None), (1, 150)]
+    assert plan_stages([blur, bsr], None, "noise") == [(27, None), (15, None)]  # 15: the paper's BSR stage
+    assert plan_stages([blur, bsr], [None, 4], "noise") == [(27, None), (4, None)]  # given steps win
+    assert plan_stages([blur, bsr], 3, 100) == [(3, 100), (3, 100)]

@@ -46,7 +46,7 @@ from ..nn.precision import autocast, check_precision, default_precision
 from ..prior.ar_prior import ARPrior, sample_ar_image_embeds
 from ..prior.diffusion_prior import DiffusionPrior, sample_image_embeds
 from ..storage.imageio import tensor_to_pil
-from ..upsampler.cascade import CascadeStage, run_cascade, starts_per_stage, steps_per_stage, upsample
+from ..upsampler.cascade import CascadeStage, plan_stages, run_cascade, upsample
 
 log = logging.getLogger(__name__)
 
@@ -286,8 +286,7 @@ class UnCLIPBase:
                     stages, images, steps=steps, generator=generator, progress=progress, method=method, start=start
                 )
             x = images
-            per_start = starts_per_stage(stages, start)
-            for stage, n, t0 in zip(stages, steps_per_stage(stages, steps), per_start):
+            for stage, (n, t0) in zip(stages, plan_stages(stages, steps, start)):
                 side = x.shape[-1] * stage.high_res // stage.low_res
                 noise = torch.randn(1, 3, side, side, generator=generator).expand(x.shape[0], -1, -1, -1)
                 x = upsample(

@@ -29,7 +29,7 @@ from typing import Sequence
 
 import torch
 
-from ..diffusion import DiffusionSettings, GaussianDiffusion, bind, sample, spaced_timesteps
+from ..diffusion import UPSAMPLER_DEFAULT_STEPS, DiffusionSettings, GaussianDiffusion, bind, sample, spaced_timesteps
 from ..errors import InputError
 from .degradations import resize
 from .model import Upsampler
@@ -166,6 +166,24 @@ def starts_per_stage(stages: Sequence[CascadeStage], start: int | str | None) ->
     return [start] * len(stages)
 
 
+def plan_stages(
+    stages: Sequence[CascadeStage], steps: int | Sequence[int | None] | None, start: int | str | None
+) -> list[tuple[int, int | None]]:
+    """(steps, start) for each stage, from the overrides (see :func:`steps_per_stage`,
+    :func:`starts_per_stage`). A stage whose stored start is overridden with ``"noise"`` and whose
+    steps are not given samples with the paper's step count for its kind (27 blur, 15 BSR), not
+    with the few steps its part-way start needs."""
+    per_start = starts_per_stage(stages, start)
+    per_steps = steps_per_stage(stages, steps)  # checks the list's length
+    given = [steps] * len(stages) if steps is None or isinstance(steps, int) else list(steps)
+    return [
+        (UPSAMPLER_DEFAULT_STEPS.get(st.degradation, 27), t0)
+        if t0 is None and st.start is not None and g is None
+        else (n, t0)
+        for st, n, t0, g in zip(stages, per_steps, per_start, given)
+    ]
+
+
 def steps_per_stage(stages: Sequence[CascadeStage], steps: int | Sequence[int | None] | None) -> list[int]:
     """DDIM steps for each stage: one int for all, one entry per stage (None: the stage's
     default), or None for every stage's default."""
@@ -207,8 +225,7 @@ def run_cascade(
         start: where each stage starts (:func:`starts_per_stage`): None, each stage's default.
     """
     x = images
-    per_start = starts_per_stage(stages, start)
-    for stage, n, t0 in zip(stages, steps_per_stage(stages, steps), per_start):
+    for stage, (n, t0) in zip(stages, plan_stages(stages, steps, start)):
         x = upsample(
             stage.model,
             stage.settings,

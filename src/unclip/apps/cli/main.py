@@ -95,8 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--upsampler-start",
         type=A.UPSAMPLER_START,
         default=None,
-        help="where every upsampler stage starts: 'noise' (the paper's sampling from pure noise) or a timestep "
-        "t, from the bicubic upsample diffused to t (default: each stage's own, in its config.json)",
+        help="where every upsampler stage starts: 'noise' (the paper's sampling from pure noise, with its step "
+        "counts unless --upsampler-steps) or a timestep t, from the bicubic upsample diffused to t (default: each "
+        "stage's own, in its config.json)",
     )
     p.add_argument("--prior-guidance", type=A.GUIDANCE, default=None, help="prior classifier-free guidance scale")
     p.add_argument("--decoder-guidance", type=A.GUIDANCE, default=None, help="decoder classifier-free guidance scale")

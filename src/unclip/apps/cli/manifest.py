@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ...upsampler.cascade import NOISE_START, starts_per_stage
+from ...upsampler.cascade import NOISE_START, plan_stages
 
 
 def generate_settings(pipe: Any, args: argparse.Namespace) -> dict[str, Any]:
@@ -13,8 +13,9 @@ def generate_settings(pipe: Any, args: argparse.Namespace) -> dict[str, Any]:
     d = pipe.defaults
     size = pipe.resolve_size(args.size)
     chain = pipe.stage_chain(size)
-    upsampler_steps = [args.upsampler_steps or stage.steps for stage in chain]
-    starts = starts_per_stage(chain, getattr(args, "upsampler_start", None))
+    plan = plan_stages(chain, args.upsampler_steps, getattr(args, "upsampler_start", None))
+    upsampler_steps = [n for n, _ in plan]
+    starts = [t0 for _, t0 in plan]
 
     def pick(value: Any, default: Any) -> Any:
         return default if value is None else value
