@@ -162,3 +162,9 @@ def test_noise_override_gives_a_part_way_stage_the_papers_step_count() -> None:
     assert plan_stages([blur, bsr], None, "noise") == [(27, None), (15, None)]  # 15: the paper's BSR stage
     assert plan_stages([blur, bsr], [None, 4], "noise") == [(27, None), (4, None)]  # given steps win
     assert plan_stages([blur, bsr], 3, 100) == [(3, 100), (3, 100)]
+
+
+def test_a_start_works_for_non_square_inputs() -> None:
+    low = torch.rand(1, 3, 8, 12, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    out = upsample(tiny_upsampler(), SETTINGS, low, steps=1, start=30, back_projection=1)
+    assert out.shape == (1, 3, 16, 24)

@@ -148,7 +148,7 @@ def _bicubic_start(
         raise InputError(f"start must be a timestep in [0, {total - 1}] (or None to start from noise), got {start!r}")
     if not 1 <= steps <= start + 1:
         raise InputError(f"starting at timestep {start} leaves room for 1..{start + 1} steps, got {steps}")
-    up = resize(low, noise.shape[-1], "bicubic").clamp(-1, 1).to(noise.dtype)
+    up = resize(low, tuple(noise.shape[-2:]), "bicubic").clamp(-1, 1).to(noise.dtype)
     abar = float(diffusion.alphas_cumprod[start])
     x_start = abar**0.5 * up + (1.0 - abar) ** 0.5 * noise
     return diffusion.respace(spaced_timesteps(start + 1, steps)), x_start
