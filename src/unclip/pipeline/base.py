@@ -46,7 +46,7 @@ from ..nn.precision import autocast, check_precision, default_precision
 from ..prior.ar_prior import ARPrior, sample_ar_image_embeds
 from ..prior.diffusion_prior import DiffusionPrior, sample_image_embeds
 from ..storage.imageio import tensor_to_pil
-from ..upsampler.cascade import CascadeStage, plan_stages, run_cascade, upsample
+from ..upsampler.cascade import CascadeStage, run_cascade
 
 log = logging.getLogger(__name__)
 
@@ -281,26 +281,16 @@ class UnCLIPBase:
         generator = torch.Generator(device="cpu").manual_seed(int(seed))
         method = sampler or self.defaults.sampler
         with autocast(self.precision, self.device):
-            if not shared_noise:
-                return run_cascade(
-                    stages, images, steps=steps, generator=generator, progress=progress, method=method, start=start
-                )
-            x = images
-            for stage, (n, t0) in zip(stages, plan_stages(stages, steps, start)):
-                side = x.shape[-1] * stage.high_res // stage.low_res
-                noise = torch.randn(1, 3, side, side, generator=generator).expand(x.shape[0], -1, -1, -1)
-                x = upsample(
-                    stage.model,
-                    stage.settings,
-                    x,
-                    steps=n,
-                    noise=noise,
-                    progress=progress,
-                    method=method,
-                    start=t0,
-                    back_projection=stage.back_projection,
-                )
-            return x
+            return run_cascade(
+                stages,
+                images,
+                steps=steps,
+                generator=generator,
+                progress=progress,
+                method=method,
+                start=start,
+                shared_noise=shared_noise,
+            )
 
     # ------------------------------------------------------------------ public API
     @torch.no_grad()

@@ -213,6 +213,7 @@ def run_cascade(
     progress: bool = False,
     method: str = "ddim",
     start: int | str | None = None,
+    shared_noise: bool = False,
 ) -> torch.Tensor:
     """Apply ``stages`` in order (e.g. 32 -> 128 -> 512): (B, 3, h, w) -> (B, 3, H, W).
 
@@ -223,9 +224,15 @@ def run_cascade(
             (None entries take the stage's default), or None for every stage's default.
         generator: CPU generator; stage noise is drawn from it in order, so a seed fixes the result.
         start: where each stage starts (:func:`starts_per_stage`): None, each stage's default.
+        shared_noise: every image gets the same starting noise at each stage (one draw of
+            batch 1), so images change only where their low-res inputs do.
     """
     x = images
     for stage, (n, t0) in zip(stages, plan_stages(stages, steps, start)):
+        noise = None
+        if shared_noise:
+            h, w = (side * stage.high_res // stage.low_res for side in x.shape[-2:])
+            noise = torch.randn(1, 3, h, w, generator=generator).expand(x.shape[0], -1, -1, -1)
         x = upsample(
             stage.model,
             stage.settings,
@@ -233,6 +240,7 @@ def run_cascade(
             steps=n,
             eta=eta,
             generator=generator,
+            noise=noise,
             progress=progress,
             method=method,
             start=t0,

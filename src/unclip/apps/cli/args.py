@@ -141,7 +141,6 @@ def upsampler_start(text: str) -> int | str:
 
 # The types the commands share, built once.
 STEPS = positive_int(LIMITS["steps"], "a number of steps")
-UPSAMPLER_START = upsampler_start
 IMAGES = positive_int(LIMITS["images"], "a number of images")
 FRAMES = int_range(2, LIMITS["frames"], "a number of frames")
 SIZE = positive_int(LIMITS["size"], "an image side in pixels")

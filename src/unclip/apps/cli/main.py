@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--upsampler-start",
-        type=A.UPSAMPLER_START,
+        type=A.upsampler_start,
         default=None,
         help="where every upsampler stage starts: 'noise' (the paper's sampling from pure noise, with its step "
         "counts unless --upsampler-steps) or a timestep t, from the bicubic upsample diffused to t (default: each "
