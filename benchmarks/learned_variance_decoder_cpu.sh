@@ -38,7 +38,7 @@ train_once decoder "steps $STEPS, learned variance" decoder --data shapes --pres
 EVAL_STEPS=()
 CONFIGS=ddim50-bf16,ddim50-bf16-seed1
 if [ -n "${QUICK:-}" ]; then EVAL_STEPS=(--steps 2); SEEDS=1; CONFIGS=dpmpp2m15-up10-bf16; fi
-for name in shipped candidate; do
+for name in candidate shipped; do  # the candidate first: its rows are the new ones
   model=shapes
   [ "$name" = candidate ] && model=$MODEL
   timed "eval $name" $PY -m unclip eval --model "$model" --seeds "$SEEDS" "${EVAL_STEPS[@]}" --json \
